@@ -1,0 +1,1177 @@
+"""The TAG selection language: parse, type-check, normalise, compile to SQL, evaluate.
+
+A selection is a condition over event attributes::
+
+    n_muon >= 2 && (met > 40 || trigger_isomu24) && run in [1, 3..7]
+    !trigger_isomu24
+    abs(lead_muon_eta) < 2.4 and met > 2*lead_jet_pt
+
+Grammar (lowest to highest precedence)::
+
+    or      :=  and ( ('||' | 'or') and )*
+    and     :=  not ( ('&&' | 'and') not )*
+    not     :=  ('!' | 'not') not  |  compare
+    compare :=  sum [ ('<'|'<='|'>'|'>='|'=='|'!=') sum  |  ['not'] 'in' '[' item (',' item)* ']' ]
+    sum     :=  product ( ('+'|'-') product )*
+    product :=  unary ( ('*'|'/') unary )*
+    unary   :=  '-' unary  |  primary
+    primary :=  number | 'true' | 'false' | name | name '(' args ')' | '(' or ')'
+    item    :=  number | number '..' number          (inclusive range)
+
+``!`` and ``not`` bind looser than comparisons, so ``!met > 40`` means ``!(met > 40)``.
+Keywords are case-insensitive. Comparisons do not chain (``1 < x < 3`` is an error).
+
+Semantics shared by :func:`evaluate` (numpy) and :func:`to_sql` (any database):
+``/`` is floating-point division and a division by zero gives a missing value; ``sqrt``
+of a negative number gives a missing value; a comparison with a missing value (NaN in
+numpy, NULL in SQL) is false, and ``!`` of it is true. SQL gets this by coalescing
+possibly-NULL conditions to false wherever a negation or a boolean equality could
+otherwise turn SQL's "unknown" into a different answer than numpy's.
+
+The parser is a small hand-written Pratt parser: it gives precise columns in errors and
+bounds its own recursion, so hostile input ends in :class:`SelectionError`, never in a
+``RecursionError``. The same parser reads TAG schema expressions (see ``tagdb.schema``),
+which differ only in their names and function library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import operator
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from dss.errors import InvalidInput
+
+MAX_LENGTH = 4000
+MAX_DEPTH = 50
+
+INT, FLOAT, BOOL = "int", "float", "bool"
+NUMERIC = (INT, FLOAT)
+
+# name -> (min args, max args); None means any number.
+SELECTION_FUNCTIONS: dict[str, tuple[int, int | None]] = {
+    "abs": (1, 1),
+    "sqrt": (1, 1),
+    "hypot": (2, 2),
+    "min": (2, None),
+    "max": (2, None),
+}
+
+KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false"})
+COMPARISONS = frozenset({"<", "<=", ">", ">=", "==", "!="})
+ARITHMETIC = frozenset({"+", "-", "*", "/"})
+# Integer literals beyond this become floats, as the databases' BIGINT cannot hold them.
+_INT64_MAX = 2**63 - 1
+
+
+class SelectionError(InvalidInput):
+    """A selection (or schema expression) is malformed; ``column`` is 1-based."""
+
+    code = "bad_selection"
+
+    def __init__(self, message: str, column: int):
+        super().__init__(message, where=f"column {column}")
+        self.column = column
+
+
+# --------------------------------------------------------------------------- the tree
+
+
+@dataclass(frozen=True)
+class Node:
+    """Base of the expression tree. ``column`` and ``type`` do not take part in equality,
+    so two spellings of the same selection give equal trees."""
+
+    column: int = field(default=1, compare=False, kw_only=True)
+    # "" until check() has typed the node; then "int", "float" or "bool".
+    type: str = field(default="", compare=False, kw_only=True)
+    depth: int = field(default=1, compare=False, kw_only=True, repr=False)
+
+    def children(self) -> tuple[Node, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Number(Node):
+    value: int | float
+
+
+@dataclass(frozen=True)
+class Boolean(Node):
+    value: bool
+
+
+@dataclass(frozen=True)
+class Name(Node):
+    """An attribute in a selection, or a branch in a schema expression."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Unary(Node):
+    op: str  # "-" or "!"
+    operand: Node
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.operand,)
+
+
+@dataclass(frozen=True)
+class Binary(Node):
+    op: str  # arithmetic or comparison
+    left: Node
+    right: Node
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.left, self.right)
+
+
+@dataclass(frozen=True)
+class Logical(Node):
+    """``&&`` or ``||`` over two or more operands (chains are kept flat, not nested)."""
+
+    op: str
+    operands: tuple[Node, ...]
+
+    def children(self) -> tuple[Node, ...]:
+        return self.operands
+
+
+@dataclass(frozen=True)
+class Call(Node):
+    function: str
+    args: tuple[Node, ...]
+
+    def children(self) -> tuple[Node, ...]:
+        return self.args
+
+
+@dataclass(frozen=True)
+class InList(Node):
+    """``operand in [..]``: each item is an inclusive range ``(lo, hi)``; a value is ``(v, v)``."""
+
+    operand: Node
+    ranges: tuple[tuple[int | float, int | float], ...]
+
+    def children(self) -> tuple[Node, ...]:
+        return (self.operand,)
+
+
+def _replace(node: Node, **changes: Any) -> Node:
+    return dataclasses.replace(node, **changes)
+
+
+def walk(tree: Node) -> Iterator[Node]:
+    """Every node of ``tree``, parents before children."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.children()))
+
+
+def names_in(tree: Node) -> set[str]:
+    """The attribute (or branch) names that ``tree`` refers to."""
+    return {n.name for n in walk(tree) if isinstance(n, Name)}
+
+
+# --------------------------------------------------------------------------- lexing
+
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<number>(?:\d+\.(?!\.)\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<op>&&|\|\||==|!=|<=|>=|\.\.|[<>!+\-*/(),\[\]])
+    """,
+    re.VERBOSE,
+)
+_LOOKALIKES = {"&": "&&", "|": "||", "=": "==", "^": "**"}
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "number", "name", "keyword", "op", "end"
+    text: str
+    column: int
+
+    @property
+    def value(self) -> str:
+        return self.text.lower() if self.kind == "keyword" else self.text
+
+
+def _tokens(text: str) -> list[_Token]:
+    tokens = []
+    pos = 0
+    while pos < len(text):
+        m = _TOKEN_RE.match(text, pos)
+        if m is None:
+            ch = text[pos]
+            hint = f"; did you mean '{_LOOKALIKES[ch]}'?" if ch in _LOOKALIKES else ""
+            raise SelectionError(f"unexpected character {ch!r} at column {pos + 1}{hint}", pos + 1)
+        kind = m.lastgroup or ""
+        if kind != "ws":
+            word = m.group()
+            if kind == "name" and word.lower() in KEYWORDS:
+                kind = "keyword"
+            tokens.append(_Token(kind, word, pos + 1))
+        pos = m.end()
+    tokens.append(_Token("end", "", len(text) + 1))
+    return tokens
+
+
+# --------------------------------------------------------------------------- parsing
+
+# Binding powers of infix operators; prefix '!'/'not' parses its operand at _NOT_BP.
+_INFIX_BP = {
+    "||": 10,
+    "or": 10,
+    "&&": 20,
+    "and": 20,
+    **dict.fromkeys(COMPARISONS, 40),
+    "in": 40,
+    "not": 40,  # 'x not in [..]'
+    "+": 50,
+    "-": 50,
+    "*": 60,
+    "/": 60,
+}
+_NOT_BP = 30
+_UNARY_MINUS_BP = 70
+_CANONICAL = {"or": "||", "and": "&&", "not": "!"}
+
+
+def _describe(token: _Token) -> str:
+    return "the end of the selection" if token.kind == "end" else f"'{token.text}'"
+
+
+class _Parser:
+    def __init__(self, text: str):
+        self.text = text
+        self.tokens = _tokens(text)
+        self.pos = 0
+        self.nesting = 0
+
+    @property
+    def token(self) -> _Token:
+        return self.tokens[self.pos]
+
+    def advance(self) -> _Token:
+        token = self.tokens[self.pos]
+        self.pos += 1
+        return token
+
+    def at(self, *values: str) -> bool:
+        return self.token.kind in ("op", "keyword") and self.token.value in values
+
+    def make(self, cls: type[Node], column: int, *args: Any) -> Node:
+        """Build a node, refusing trees deeper than MAX_DEPTH so every later recursive
+        pass (check, evaluate, SQL compilation) stays far from Python's recursion limit."""
+        children = [a for a in args if isinstance(a, Node)]
+        for a in args:
+            if isinstance(a, tuple):
+                children.extend(x for x in a if isinstance(x, Node))
+        depth = 1 + max((c.depth for c in children), default=0)
+        if depth > MAX_DEPTH:
+            raise SelectionError(
+                f"selection is nested too deeply at column {column} (the limit is {MAX_DEPTH} levels)",
+                column,
+            )
+        return cls(*args, column=column, depth=depth)
+
+    def parse(self) -> Node:
+        if self.token.kind == "end":
+            raise SelectionError("empty selection", 1)
+        tree = self.expression(0)
+        if self.token.kind != "end":
+            if self.at(")"):
+                raise SelectionError(
+                    f"unbalanced parenthesis at column {self.token.column}", self.token.column
+                )
+            raise SelectionError(
+                f"unexpected {_describe(self.token)} at column {self.token.column}; "
+                "expected an operator such as '&&', '||', '>' or '+'",
+                self.token.column,
+            )
+        return tree
+
+    def expression(self, min_bp: int, after: _Token | None = None) -> Node:
+        self.nesting += 1
+        if self.nesting > MAX_DEPTH:
+            raise SelectionError(
+                f"selection is nested too deeply at column {self.token.column} "
+                f"(the limit is {MAX_DEPTH} levels)",
+                self.token.column,
+            )
+        try:
+            left = self.prefix(after)
+            chained_comparison = False
+            while True:
+                tok = self.token
+                if tok.kind not in ("op", "keyword"):
+                    if tok.kind != "end":
+                        raise SelectionError(
+                            f"unexpected {_describe(tok)} at column {tok.column}; "
+                            "expected an operator such as '&&', '||', '>' or '+'",
+                            tok.column,
+                        )
+                    break
+                bp = _INFIX_BP.get(tok.value)
+                if bp is None or bp <= min_bp:
+                    break
+                if bp == 40:
+                    if chained_comparison:
+                        raise SelectionError(
+                            f"comparisons cannot be chained at column {tok.column}; "
+                            "join them with '&&'",
+                            tok.column,
+                        )
+                    chained_comparison = True
+                left = self.infix(left, bp)
+            return left
+        finally:
+            self.nesting -= 1
+
+    def operand_error(self, after: _Token | None) -> SelectionError:
+        tok = self.token
+        if tok.kind == "op" and tok.text == ")":
+            return SelectionError(f"unbalanced parenthesis at column {tok.column}", tok.column)
+        if after is None:
+            what = "a condition or a number"
+            prefix = ""
+        else:
+            op = after.value
+            logical = op in ("&&", "||", "!", "and", "or", "not")
+            what = "a condition" if logical else "a number"
+            prefix = f" after '{after.text}'"
+        return SelectionError(
+            f"expected {what}{prefix} at column {tok.column}, found {_describe(tok)}",
+            tok.column,
+        )
+
+    def prefix(self, after: _Token | None) -> Node:
+        tok = self.token
+        if tok.kind == "number":
+            self.advance()
+            return self.make(Number, tok.column, _number(tok))
+        if tok.kind == "name":
+            self.advance()
+            if self.at("("):
+                return self.call(tok)
+            return self.make(Name, tok.column, tok.text)
+        if tok.kind == "keyword" and tok.value in ("true", "false"):
+            self.advance()
+            return self.make(Boolean, tok.column, tok.value == "true")
+        if self.at("!", "not"):
+            self.advance()
+            operand = self.expression(_NOT_BP, after=tok)
+            return self.make(Unary, tok.column, "!", operand)
+        if self.at("-"):
+            self.advance()
+            operand = self.expression(_UNARY_MINUS_BP, after=tok)
+            if isinstance(operand, Number):
+                # Fold '-3' into a literal so that normalised text and SQL stay simple.
+                return self.make(Number, tok.column, -operand.value)
+            return self.make(Unary, tok.column, "-", operand)
+        if self.at("("):
+            self.advance()
+            inner = self.expression(0)
+            if not self.at(")"):
+                if self.token.kind == "end":
+                    raise SelectionError(
+                        f"unbalanced parenthesis at column {tok.column}", tok.column
+                    )
+                raise SelectionError(
+                    f"unexpected {_describe(self.token)} at column {self.token.column}; "
+                    f"expected ')' to close the '(' at column {tok.column}",
+                    self.token.column,
+                )
+            self.advance()
+            return inner
+        raise self.operand_error(after)
+
+    def call(self, name: _Token) -> Node:
+        open_paren = self.advance()
+        args: list[Node] = []
+        if not self.at(")"):
+            while True:
+                args.append(self.expression(0, after=open_paren))
+                if self.at(","):
+                    comma = self.advance()
+                    open_paren = comma
+                    continue
+                break
+        if not self.at(")"):
+            if self.token.kind == "end":
+                raise SelectionError(
+                    f"unbalanced parenthesis at column {name.column + len(name.text)}",
+                    name.column + len(name.text),
+                )
+            raise SelectionError(
+                f"unexpected {_describe(self.token)} at column {self.token.column}; "
+                f"expected ',' or ')' in the call of {name.text}()",
+                self.token.column,
+            )
+        self.advance()
+        return self.make(Call, name.column, name.text.lower(), tuple(args))
+
+    def infix(self, left: Node, bp: int) -> Node:
+        tok = self.advance()
+        op = tok.value
+        if op == "not":
+            if not self.at("in"):
+                raise SelectionError(
+                    f"unexpected 'not' at column {tok.column}; did you mean 'not in'?", tok.column
+                )
+            self.advance()
+            return self.make(Unary, tok.column, "!", self.in_list(left, tok))
+        if op == "in":
+            return self.in_list(left, tok)
+        op = _CANONICAL.get(op, op)
+        right = self.expression(bp, after=tok)
+        if op in ("&&", "||"):
+            operands: list[Node] = []
+            for side in (left, right):
+                # Flatten chains so 'a || b || c ...' stays shallow however long it is.
+                if isinstance(side, Logical) and side.op == op:
+                    operands.extend(side.operands)
+                else:
+                    operands.append(side)
+            column = left.column if isinstance(left, Logical) and left.op == op else tok.column
+            return self.make(Logical, column, op, tuple(operands))
+        return self.make(Binary, tok.column, op, left, right)
+
+    def in_list(self, operand: Node, in_token: _Token) -> Node:
+        if not self.at("["):
+            raise SelectionError(
+                f"expected '[' after '{in_token.text}' at column {self.token.column}, "
+                f"found {_describe(self.token)}",
+                self.token.column,
+            )
+        open_bracket = self.advance()
+        ranges = []
+        if self.at("]"):
+            raise SelectionError(
+                f"empty list after 'in' at column {open_bracket.column}", open_bracket.column
+            )
+        while True:
+            lo_col = self.token.column
+            lo = self.signed_number(open_bracket if not ranges else None)
+            hi = lo
+            if self.at(".."):
+                dots = self.advance()
+                hi = self.signed_number(dots)
+                if hi < lo:
+                    raise SelectionError(f"empty range {lo}..{hi} at column {lo_col}", lo_col)
+            ranges.append((lo, hi))
+            if self.at(","):
+                self.advance()
+                continue
+            if self.at("]"):
+                self.advance()
+                break
+            if self.token.kind == "end":
+                raise SelectionError(
+                    f"unbalanced bracket at column {open_bracket.column}", open_bracket.column
+                )
+            raise SelectionError(
+                f"unexpected {_describe(self.token)} at column {self.token.column}; "
+                "expected ',' or ']' in the list",
+                self.token.column,
+            )
+        return self.make(InList, in_token.column, operand, tuple(ranges))
+
+    def signed_number(self, after: _Token | None) -> int | float:
+        sign = 1
+        if self.at("-"):
+            self.advance()
+            sign = -1
+        tok = self.token
+        if tok.kind != "number":
+            where = f" after '{after.text}'" if after is not None else ""
+            raise SelectionError(
+                f"expected a number{where} at column {tok.column}, found {_describe(tok)}",
+                tok.column,
+            )
+        self.advance()
+        return sign * _number(tok)
+
+
+def _number(tok: _Token) -> int | float:
+    text = tok.text
+    if re.fullmatch(r"\d+", text):
+        value = int(text)
+        return value if value <= _INT64_MAX else float(value)
+    value = float(text)
+    if math.isinf(value):
+        raise SelectionError(f"number {text} at column {tok.column} is too large", tok.column)
+    return value
+
+
+def parse(text: str) -> Node:
+    """Parse a selection (or schema expression) into an immutable expression tree.
+
+    Raises :class:`SelectionError` naming the column of the first bad token.
+    """
+    if not isinstance(text, str):
+        raise SelectionError("a selection must be text", 1)
+    if len(text) > MAX_LENGTH:
+        raise SelectionError(
+            f"selection is too long ({len(text):,} characters; the limit is {MAX_LENGTH:,})",
+            MAX_LENGTH + 1,
+        )
+    return _Parser(text).parse()
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _kind(type_: str) -> str:
+    return "a condition (true/false)" if type_ == BOOL else "a number"
+
+
+def _label(node: Node) -> str:
+    if isinstance(node, Name):
+        return f"'{node.name}'"
+    if isinstance(node, Boolean):
+        return f"'{'true' if node.value else 'false'}'"
+    if isinstance(node, Number):
+        return f"'{_format_number(node.value)}'"
+    if isinstance(node, Call):
+        return f"'{node.function}(…)'"
+    return "the expression"
+
+
+def suggest(name: str, known: Sequence[str]) -> str:
+    """'; did you mean 'x'?' for the closest of ``known`` to ``name``, or ''."""
+    lowered = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return f"; did you mean '{lowered[close[0]]}'?" if close else ""
+
+
+def check_arity(
+    node: Call, functions: Mapping[str, tuple[int, int | None]], what: str = "function"
+) -> None:
+    """Raise SelectionError unless ``node`` calls a known function with a valid arity."""
+    if node.function not in functions:
+        raise SelectionError(
+            f"unknown {what} '{node.function}' at column {node.column}"
+            f"{suggest(node.function, sorted(functions))}",
+            node.column,
+        )
+    lo, hi = functions[node.function]
+    n = len(node.args)
+    if n < lo or (hi is not None and n > hi):
+        if hi == lo:
+            expected = f"{lo} argument{'s' if lo != 1 else ''}"
+        elif hi is None:
+            expected = f"at least {lo} arguments"
+        else:
+            expected = f"{lo} to {hi} arguments"
+        raise SelectionError(
+            f"{node.function}() takes {expected}, got {n} at column {node.column}", node.column
+        )
+
+
+class _Checker:
+    def __init__(self, attributes: Mapping[str, str]):
+        for name, type_ in attributes.items():
+            if type_ not in (INT, FLOAT, BOOL):
+                raise ValueError(f"attribute {name!r} has unknown type {type_!r}")
+        self.attributes = attributes
+
+    def need(self, node: Node, kinds: tuple[str, ...], context: str) -> None:
+        if node.type not in kinds:
+            raise SelectionError(
+                f"{context}, but {_label(node)} at column {node.column} is {_kind(node.type)}",
+                node.column,
+            )
+
+    def visit(self, node: Node) -> Node:
+        if isinstance(node, Number):
+            return _replace(node, type=INT if isinstance(node.value, int) else FLOAT)
+        if isinstance(node, Boolean):
+            return _replace(node, type=BOOL)
+        if isinstance(node, Name):
+            if node.name not in self.attributes:
+                raise SelectionError(
+                    f"unknown attribute '{node.name}' at column {node.column}"
+                    f"{suggest(node.name, sorted(self.attributes))}",
+                    node.column,
+                )
+            return _replace(node, type=self.attributes[node.name])
+        if isinstance(node, Unary):
+            operand = self.visit(node.operand)
+            if node.op == "!":
+                self.need(operand, (BOOL,), "'!' negates a condition")
+                return _replace(node, operand=operand, type=BOOL)
+            self.need(operand, NUMERIC, "'-' needs a number")
+            return _replace(node, operand=operand, type=operand.type)
+        if isinstance(node, Logical):
+            operands = tuple(self.visit(o) for o in node.operands)
+            for o in operands:
+                self.need(o, (BOOL,), f"'{node.op}' joins conditions")
+            return _replace(node, operands=operands, type=BOOL)
+        if isinstance(node, Binary):
+            left, right = self.visit(node.left), self.visit(node.right)
+            if node.op in ARITHMETIC:
+                for side in (left, right):
+                    self.need(side, NUMERIC, f"'{node.op}' needs numbers")
+                if node.op == "/" or FLOAT in (left.type, right.type):
+                    type_ = FLOAT
+                else:
+                    type_ = INT
+                return _replace(node, left=left, right=right, type=type_)
+            if node.op in ("==", "!=") and left.type == BOOL:
+                self.need(right, (BOOL,), f"'{node.op}' compares {_label(left)} with a condition")
+            elif node.op in ("==", "!="):
+                self.need(right, NUMERIC, f"'{node.op}' compares {_label(left)} with a number")
+            else:
+                for side in (left, right):
+                    self.need(side, NUMERIC, f"'{node.op}' compares numbers")
+            return _replace(node, left=left, right=right, type=BOOL)
+        if isinstance(node, InList):
+            operand = self.visit(node.operand)
+            self.need(operand, NUMERIC, "'in' tests a number")
+            return _replace(node, operand=operand, type=BOOL)
+        if isinstance(node, Call):
+            check_arity(node, SELECTION_FUNCTIONS)
+            args = tuple(self.visit(a) for a in node.args)
+            for a in args:
+                self.need(a, NUMERIC, f"{node.function}() needs numbers")
+            if node.function in ("sqrt", "hypot"):
+                type_ = FLOAT
+            elif node.function == "abs":
+                type_ = args[0].type
+            else:
+                type_ = FLOAT if any(a.type == FLOAT for a in args) else INT
+            return _replace(node, args=args, type=type_)
+        raise TypeError(f"not a selection node: {node!r}")
+
+
+def check(tree: Node, attributes: Mapping[str, str]) -> Node:
+    """Type-check ``tree`` against ``attributes`` (name -> "int" | "float" | "bool").
+
+    Returns the same tree with every node's ``type`` filled in. The whole selection must
+    be a condition. Raises :class:`SelectionError` naming the column of the bad token.
+    """
+    typed = _Checker(attributes).visit(tree)
+    if typed.type != BOOL:
+        raise SelectionError(
+            f"the selection must be a condition (true/false), but {_label(typed)} at column "
+            f"{typed.column} is a number; compare it, e.g. '> 0'",
+            typed.column,
+        )
+    return typed
+
+
+def _require_checked(tree: Node) -> None:
+    if not tree.type:
+        raise TypeError("the selection tree must be type-checked with check() first")
+
+
+# --------------------------------------------------------------------------- normal form
+
+_PRECEDENCE = {"||": 1, "&&": 2, "!": 3, "cmp": 4, "+": 5, "-": 5, "*": 6, "/": 6, "neg": 7}
+
+
+def _format_number(value: int | float) -> str:
+    # 40 and 40.0 select the same events, so they print the same.
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def _canonical_ranges(
+    ranges: Sequence[tuple[int | float, int | float]],
+) -> list[tuple[int | float, int | float]]:
+    merged: list[tuple[int | float, int | float]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def _normal(node: Node) -> tuple[str, int]:
+    """Canonical text of ``node`` and the precedence of its outermost operator."""
+    if isinstance(node, Number):
+        text = _format_number(node.value)
+        return text, (_PRECEDENCE["neg"] if text.startswith("-") else 9)
+    if isinstance(node, Boolean):
+        return ("true" if node.value else "false"), 9
+    if isinstance(node, Name):
+        return node.name, 9
+    if isinstance(node, Call):
+        return f"{node.function}({', '.join(_normal(a)[0] for a in node.args)})", 9
+    if isinstance(node, Unary):
+        prec = _PRECEDENCE["!" if node.op == "!" else "neg"]
+        inner, inner_prec = _normal(node.operand)
+        # '!' binds looser than comparisons, so '!x > 3' already means '!(x > 3)'.
+        if inner_prec < prec or (node.op == "-" and inner_prec == prec):
+            inner = f"({inner})"
+        return f"{node.op}{inner}", prec
+    if isinstance(node, Logical):
+        prec = _PRECEDENCE[node.op]
+        parts = []
+        for o in node.operands:
+            text, p = _normal(o)
+            parts.append(f"({text})" if p <= prec else text)
+        # && and || commute: order and repetition do not change which events pass.
+        return f" {node.op} ".join(sorted(set(parts))), prec
+    if isinstance(node, InList):
+        prec = _PRECEDENCE["cmp"]
+        inner, p = _normal(node.operand)
+        if p <= prec:
+            inner = f"({inner})"
+        items = [
+            _format_number(lo) if lo == hi else f"{_format_number(lo)}..{_format_number(hi)}"
+            for lo, hi in _canonical_ranges(node.ranges)
+        ]
+        return f"{inner} in [{', '.join(items)}]", prec
+    if isinstance(node, Binary):
+        prec = _PRECEDENCE["cmp" if node.op in COMPARISONS else node.op]
+        left, lp = _normal(node.left)
+        right, rp = _normal(node.right)
+        if lp < prec or (prec == _PRECEDENCE["cmp"] and lp == prec):
+            left = f"({left})"
+        # Right operands of the same precedence need parentheses: a - (b - c).
+        if rp <= prec:
+            right = f"({right})"
+        return f"{left} {node.op} {right}", prec
+    raise TypeError(f"not a selection node: {node!r}")
+
+
+def normalise(tree: Node) -> str:
+    """Canonical text of a selection: the same for any spelling of the same tree.
+
+    Whitespace, keyword spelling (``and``/``&&``), redundant parentheses, the order of
+    ``&&``/``||`` operands and of ``in`` list items, and ``40`` vs ``40.0`` do not matter.
+    Parsing the result gives back an equivalent tree.
+    """
+    return _normal(tree)[0]
+
+
+def tree_to_json(tree: Node) -> dict[str, Any]:
+    """A JSON-serialisable description of ``tree`` for provenance records."""
+    if isinstance(tree, Number):
+        return {"number": tree.value}
+    if isinstance(tree, Boolean):
+        return {"boolean": tree.value}
+    if isinstance(tree, Name):
+        return {"attribute": tree.name}
+    if isinstance(tree, Unary):
+        return {"op": tree.op, "args": [tree_to_json(tree.operand)]}
+    if isinstance(tree, Binary):
+        return {"op": tree.op, "args": [tree_to_json(tree.left), tree_to_json(tree.right)]}
+    if isinstance(tree, Logical):
+        return {"op": tree.op, "args": [tree_to_json(o) for o in tree.operands]}
+    if isinstance(tree, Call):
+        return {"call": tree.function, "args": [tree_to_json(a) for a in tree.args]}
+    if isinstance(tree, InList):
+        return {
+            "op": "in",
+            "args": [tree_to_json(tree.operand)],
+            "ranges": [[lo, hi] for lo, hi in tree.ranges],
+        }
+    raise TypeError(f"not a selection node: {tree!r}")
+
+
+# --------------------------------------------------------------------------- SQL
+
+
+class to_double(FunctionElement):
+    """CAST(x AS <double>) spelled for each backend (MySQL/MariaDB need 'DOUBLE')."""
+
+    type = sa.Double()
+    inherit_cache = True
+    name = "to_double"
+
+
+@compiles(to_double)
+def _to_double_default(element: to_double, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS DOUBLE PRECISION)"
+
+
+@compiles(to_double, "mysql")
+def _to_double_mysql(element: to_double, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS DOUBLE)"
+
+
+@compiles(to_double, "sqlite")
+def _to_double_sqlite(element: to_double, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS REAL)"
+
+
+class least(FunctionElement):
+    """LEAST(a, b, ...); SQLite spells it min(a, b, ...)."""
+
+    inherit_cache = True
+    name = "least"
+
+    @property
+    def type(self) -> Any:  # the type of the first argument
+        return next(iter(self.clauses)).type
+
+
+class greatest(least):
+    """GREATEST(a, b, ...); SQLite spells it max(a, b, ...)."""
+
+    inherit_cache = True
+    name = "greatest"
+
+
+@compiles(least)
+@compiles(greatest)
+def _least_default(element: least, compiler: Any, **kw: Any) -> str:
+    return f"{element.name.upper()}({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(least, "sqlite")
+@compiles(greatest, "sqlite")
+def _least_sqlite(element: least, compiler: Any, **kw: Any) -> str:
+    name = "min" if element.name == "least" else "max"
+    return f"{name}({compiler.process(element.clauses, **kw)})"
+
+
+def _literal(value: int | float) -> sa.ColumnElement:
+    return sa.literal(value, sa.BigInteger() if isinstance(value, int) else sa.Double())
+
+
+class _SQLCompiler:
+    """Turns a checked tree into SQLAlchemy constructs.
+
+    SQL has three-valued logic: a comparison with NULL (a missing value) is "unknown".
+    At the top of a WHERE clause "unknown" drops the row exactly as numpy's False does,
+    and AND/OR keep that agreement. A negation or a boolean equality would not, so below
+    those every comparison that can meet a NULL is made definite by AND-ing it with
+    guards (``x IS NOT NULL``, ``divisor != 0``, ``sqrt argument >= 0``). Guards are plain
+    conditions, so they stay valid on Oracle and leave indexes usable.
+    """
+
+    def __init__(self, columns: Mapping[str, sa.ColumnElement]):
+        self.columns = columns
+
+    def column(self, node: Name) -> sa.ColumnElement:
+        try:
+            return self.columns[node.name]
+        except KeyError:
+            raise SelectionError(
+                f"unknown attribute '{node.name}' at column {node.column}"
+                f"{suggest(node.name, sorted(self.columns))}",
+                node.column,
+            ) from None
+
+    def guards(self, node: Node) -> list[sa.ColumnElement]:
+        """Conditions under which ``node`` evaluates to a non-NULL value."""
+        result: list[sa.ColumnElement] = []
+        seen: set[str] = set()
+        for n in walk(node):
+            if isinstance(n, Name) and n.name not in seen:
+                seen.add(n.name)
+                col = self.column(n)
+                if getattr(col, "nullable", True):
+                    result.append(col.is_not(None))
+            elif isinstance(n, Binary) and n.op == "/":
+                result.append(self.number(n.right) != _literal(0.0))
+            elif isinstance(n, Call) and n.function == "sqrt":
+                result.append(self.number(n.args[0]) >= _literal(0.0))
+        return result
+
+    @staticmethod
+    def needs_guards(node: Node) -> bool:
+        """Whether a comparison must be guarded even where "unknown" would do: sqrt and
+        min/max are compiled in forms that do not yield NULL for every missing input."""
+        return any(isinstance(n, Call) and n.function != "abs" for n in walk(node))
+
+    def definite(self, node: Node, expr: sa.ColumnElement) -> sa.ColumnElement:
+        guards = self.guards(node)
+        return sa.and_(expr, *guards) if guards else expr
+
+    def number(self, node: Node) -> sa.ColumnElement:
+        expr = self.visit(node, False)
+        return to_double(expr) if node.type == INT else expr
+
+    def as_int(self, node: Node) -> sa.ColumnElement:
+        # Comparing two conditions: CASE keeps it valid where SQL has no boolean values.
+        cond = self.visit(node, True)
+        return sa.case((cond, _literal(1)), else_=_literal(0))
+
+    def visit(self, node: Node, definite: bool) -> sa.ColumnElement:
+        if isinstance(node, Number):
+            return _literal(node.value)
+        if isinstance(node, Boolean):
+            return sa.true() if node.value else sa.false()
+        if isinstance(node, Name):
+            col = self.column(node)
+            return self.definite(node, col) if definite and node.type == BOOL else col
+        if isinstance(node, Unary):
+            if node.op == "!":
+                return sa.not_(self.visit(node.operand, True))
+            return -self.visit(node.operand, False)
+        if isinstance(node, Logical):
+            parts = [self.visit(o, definite) for o in node.operands]
+            return sa.and_(*parts) if node.op == "&&" else sa.or_(*parts)
+        if isinstance(node, Binary):
+            if node.op == "/":
+                # Float division as in numpy; x/0 is NULL (NaN in numpy), not an error.
+                divisor = sa.func.nullif(self.number(node.right), _literal(0.0), type_=sa.Double())
+                return self.number(node.left) / divisor
+            if node.op in ("==", "!=") and node.left.type == BOOL:
+                left, right = self.as_int(node.left), self.as_int(node.right)
+                return (left == right) if node.op == "==" else (left != right)
+            left, right = self.visit(node.left, False), self.visit(node.right, False)
+            expr = {
+                "+": operator.add,
+                "-": operator.sub,
+                "*": operator.mul,
+                "<": operator.lt,
+                "<=": operator.le,
+                ">": operator.gt,
+                ">=": operator.ge,
+                "==": operator.eq,
+                "!=": operator.ne,
+            }[node.op](left, right)
+            if node.op in COMPARISONS and (definite or self.needs_guards(node)):
+                return self.definite(node, expr)
+            return expr
+        if isinstance(node, InList):
+            operand = self.visit(node.operand, False)
+            ranges = _canonical_ranges(node.ranges)
+            singles = [_literal(lo) for lo, hi in ranges if lo == hi]
+            parts = [operand.between(_literal(lo), _literal(hi)) for lo, hi in ranges if lo != hi]
+            if len(singles) == 1:
+                parts.insert(0, operand == singles[0])
+            elif singles:
+                parts.insert(0, operand.in_(singles))
+            expr = sa.or_(*parts) if len(parts) > 1 else parts[0]
+            return self.definite(node, expr) if definite or self.needs_guards(node) else expr
+        if isinstance(node, Call):
+            if node.function == "abs":
+                return sa.func.abs(self.visit(node.args[0], False))
+            if node.function == "sqrt":
+                # abs() keeps the database from raising on a negative argument; the
+                # guard 'x >= 0' of the enclosing comparison makes such rows false.
+                return sa.func.sqrt(sa.func.abs(self.number(node.args[0])))
+            if node.function == "hypot":
+                x, y = (self.number(a) for a in node.args)
+                return sa.func.sqrt(x * x + y * y)
+            # LEAST/GREATEST skip NULLs on some backends; the guards of the enclosing
+            # comparison make any missing argument give false, as NaN does in numpy.
+            args = [self.visit(a, False) for a in node.args]
+            return (least if node.function == "min" else greatest)(*args)
+        raise TypeError(f"not a selection node: {node!r}")
+
+
+def to_sql(tree: Node, columns: Mapping[str, sa.ColumnElement]) -> sa.ColumnElement:
+    """Compile a checked selection into a SQLAlchemy boolean expression over ``columns``.
+
+    Built from SQLAlchemy constructs only: literals become bound parameters and no part
+    of the selection's text reaches the SQL. Rows where numpy's :func:`evaluate` says
+    False are exactly the rows this condition does not select.
+    """
+    _require_checked(tree)
+    return _SQLCompiler(columns).visit(tree, False)
+
+
+# --------------------------------------------------------------------------- numpy
+
+
+class ArrayEvaluator:
+    """Evaluates a tree column-wise over whole arrays, one numpy call per node.
+
+    ``functions`` maps a function name to a callable over arrays; ``resolve`` maps a name
+    to its array. tagdb.schema reuses this with awkward arrays and a larger library.
+    """
+
+    def __init__(self, resolve: Callable[[Name], Any], functions: Mapping[str, Callable[..., Any]]):
+        self.resolve = resolve
+        self.functions = functions
+
+    def visit(self, node: Node) -> Any:
+        if isinstance(node, Number | Boolean):
+            return node.value
+        if isinstance(node, Name):
+            return self.resolve(node)
+        if isinstance(node, Unary):
+            value = self.visit(node.operand)
+            if node.op == "-":
+                return -value
+            # ~ on a Python bool would give -2, so literals go through numpy first.
+            return ~np.bool_(value) if isinstance(value, bool) else ~value
+        if isinstance(node, Logical):
+            values = [self.visit(o) for o in node.operands]
+            result = values[0]
+            for v in values[1:]:
+                result = (result & v) if node.op == "&&" else (result | v)
+            return result
+        if isinstance(node, Binary):
+            left, right = self.visit(node.left), self.visit(node.right)
+            if node.op == "/":
+                return self.divide(left, right)
+            return {
+                "+": np.add,
+                "-": np.subtract,
+                "*": np.multiply,
+                "<": np.less,
+                "<=": np.less_equal,
+                ">": np.greater,
+                ">=": np.greater_equal,
+                "==": np.equal,
+                "!=": np.not_equal,
+            }[node.op](left, right)
+        if isinstance(node, InList):
+            value = self.visit(node.operand)
+            result = None
+            for lo, hi in _canonical_ranges(node.ranges):
+                hit = (value == lo) if lo == hi else ((value >= lo) & (value <= hi))
+                result = hit if result is None else (result | hit)
+            return result
+        if isinstance(node, Call):
+            return self.functions[node.function](*(self.visit(a) for a in node.args))
+        raise TypeError(f"not a selection node: {node!r}")
+
+    def divide(self, left: Any, right: Any) -> Any:
+        left = np.asarray(left, dtype=np.float64)
+        right = np.asarray(right, dtype=np.float64)
+        # x/0 is a missing value (NaN), matching NULLIF(x, 0) in SQL.
+        return np.divide(left, np.where(right == 0, np.nan, right))
+
+
+def _sqrt(x: Any) -> Any:
+    x = np.asarray(x, dtype=np.float64)
+    return np.sqrt(np.where(x >= 0, x, np.nan))
+
+
+def _reduce(ufunc: np.ufunc) -> Callable[..., Any]:
+    def apply(*args: Any) -> Any:
+        result = args[0]
+        for a in args[1:]:
+            result = ufunc(result, a)  # np.minimum/maximum propagate NaN, like SQL NULL
+        return result
+
+    return apply
+
+
+_NUMPY_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "abs": np.abs,
+    "sqrt": _sqrt,
+    "hypot": np.hypot,
+    "min": _reduce(np.minimum),
+    "max": _reduce(np.maximum),
+}
+
+
+def type_of_dtype(dtype: np.dtype) -> str:
+    """The selection type ("int", "float", "bool") of a numpy dtype."""
+    if dtype.kind == "b":
+        return BOOL
+    if dtype.kind in "iu":
+        return INT
+    if dtype.kind == "f":
+        return FLOAT
+    raise TypeError(f"no selection type for dtype {dtype}")
+
+
+def evaluate(tree: Node, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Evaluate a selection over flat arrays (one entry per event) without a database.
+
+    Returns a numpy bool array with one entry per event: the same answer that
+    :func:`to_sql` gives in the database for the same values.
+    """
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    typed = check(tree, {k: type_of_dtype(v.dtype) for k, v in arrays.items() if v.ndim == 1})
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        result = ArrayEvaluator(lambda n: arrays[n.name], _NUMPY_FUNCTIONS).visit(typed)
+    lengths = {len(v) for v in arrays.values() if v.ndim == 1}
+    if len(lengths) > 1:
+        raise ValueError(f"arrays have different lengths: {sorted(lengths)}")
+    n = lengths.pop() if lengths else 1
+    return np.broadcast_to(np.asarray(result, dtype=bool), (n,)).copy()
+
+
+# --------------------------------------------------------------------------- good runs
+
+
+@dataclass(frozen=True)
+class GoodRunList:
+    """Luminosity blocks certified for analysis: run number -> inclusive block ranges."""
+
+    runs: Mapping[int, tuple[tuple[int, int], ...]]
+
+    def to_sql(self, run_col: sa.ColumnElement, lumi_col: sa.ColumnElement) -> sa.ColumnElement:
+        """A SQL condition true for rows inside the list (bound parameters only)."""
+        if not self.runs:
+            return sa.false()
+        parts = []
+        for run, ranges in sorted(self.runs.items()):
+            blocks = [lumi_col.between(sa.literal(lo), sa.literal(hi)) for lo, hi in ranges]
+            parts.append(sa.and_(run_col == sa.literal(run), sa.or_(*blocks)))
+        return sa.or_(*parts)
+
+    def mask(self, run_array: np.ndarray, lumi_array: np.ndarray) -> np.ndarray:
+        """Bool array: which (run, lumi) pairs the list accepts; vectorised per range."""
+        run_array = np.asarray(run_array)
+        lumi_array = np.asarray(lumi_array)
+        result = np.zeros(run_array.shape, dtype=bool)
+        for run, ranges in self.runs.items():
+            in_run = run_array == run
+            if not in_run.any():
+                continue
+            for lo, hi in ranges:
+                result |= in_run & (lumi_array >= lo) & (lumi_array <= hi)
+        return result
+
+
+def parse_good_run_list(text_or_obj: str | bytes | Mapping[str, Any]) -> GoodRunList:
+    """Read a good-run list ``{"run": [[first_lb, last_lb], ...], ...}`` (JSON text or dict).
+
+    Raises :class:`dss.errors.InvalidInput` naming the bad run key.
+    """
+    import json
+
+    obj: Any = text_or_obj
+    if isinstance(text_or_obj, str | bytes):
+        try:
+            obj = json.loads(text_or_obj)
+        except ValueError as exc:
+            raise InvalidInput(
+                f"good-run list is not valid JSON: {exc}", where="good-run list"
+            ) from None
+    if not isinstance(obj, Mapping):
+        raise InvalidInput("good-run list must be a JSON object", where="good-run list")
+    runs: dict[int, tuple[tuple[int, int], ...]] = {}
+    for key, blocks in obj.items():
+        where = f"run {key!r}"
+        if not (isinstance(key, str) and key.strip().isdigit()):
+            raise InvalidInput(f"run number {key!r} is not a whole number", where=where)
+        run = int(key)
+        if not isinstance(blocks, list):
+            raise InvalidInput(f"run {key}: expected a list of [first, last] blocks", where=where)
+        ranges = []
+        for block in blocks:
+            if (
+                not isinstance(block, list | tuple)
+                or len(block) != 2
+                or not all(isinstance(b, int) and not isinstance(b, bool) for b in block)
+            ):
+                raise InvalidInput(
+                    f"run {key}: block {block!r} is not a pair of whole numbers", where=where
+                )
+            if block[0] > block[1]:
+                raise InvalidInput(f"run {key}: block {block!r} ends before it starts", where=where)
+            ranges.append((block[0], block[1]))
+        runs[run] = tuple(_canonical_ranges(ranges))  # type: ignore[arg-type]
+    return GoodRunList(runs)
