@@ -1,0 +1,700 @@
+"""TAG schemas: which attributes a TAG row holds and how each is computed from an event tree.
+
+A schema is YAML::
+
+    name: hzz
+    version: 1
+    tree: events
+    run: Run            # optional branches with the run, event and lumi-block numbers
+    event: Event
+    lumi: LumiBlock
+    attributes:
+      - name: n_muon
+        type: int                       # int | float | bool
+        expression: count(Muon_Px)      # over the tree's branches
+        description: Number of muons
+        unit: ""
+        index: true                     # ask the TAG store for an index on it
+
+Attribute expressions use the selection language's parser (``tagdb.selection.parse``)
+with branch names instead of attribute names and this function library, evaluated
+column-wise with awkward arrays (one call per node for the whole chunk of events):
+
+==========================  =============================================================
+``count(x)``                elements per event; of a condition, how many are true
+``sum(x)``, ``any(x)``,     per-event sum / any true / all true of a list
+``all(x)``
+``max(x)``, ``min(x)``      per-event largest / smallest (-999 for an empty list);
+                            with two or more arguments, element-wise
+``lead(x)``, ``sublead(x)`` largest / second-largest value in the event
+``lead(x, by)``,            ``x`` of the object with the largest / second-largest ``by``
+``sublead(x, by)``          (e.g. ``lead(eta(Muon_Px, Muon_Py, Muon_Pz), pt(Muon_Px, Muon_Py))``)
+``pt(px, py)``              transverse momentum
+``eta(px, py, pz)``         pseudorapidity
+``phi(px, py)``             azimuth
+``mass(E, px, py, pz)``     invariant mass of each object
+``pair_mass(E, px, py, pz)`` invariant mass of the two highest-pt objects of the event
+``abs``, ``sqrt``,          as in selections
+``hypot``
+==========================  =============================================================
+
+Missing values: ``lead``, ``sublead``, per-event ``max``/``min`` and ``pair_mass`` give
+**-999** when the event has too few objects. That is the TAG convention and it compares
+the same in numpy and in every database, where NaN and NULL do not. Results that are
+not finite (``eta`` of an object along the beam, a division by zero) are NaN in the
+arrays and NULL in the TAG store; comparisons with them are false.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import yaml
+
+from dss.errors import InvalidInput
+from tagdb.selection import (
+    BOOL,
+    FLOAT,
+    INT,
+    KEYWORDS,
+    ArrayEvaluator,
+    Call,
+    Node,
+    SelectionError,
+    check_arity,
+    names_in,
+    parse,
+    suggest,
+    walk,
+)
+
+MISSING = -999
+# Columns every TAG row has; attributes may not take these names.
+RESERVED = frozenset({"id", "file_guid", "entry", "run", "lumi", "event"})
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,59}")
+_BRANCH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SCHEMA_KEYS = {"name", "version", "tree", "run", "event", "lumi", "description", "attributes"}
+_ATTRIBUTE_KEYS = {"name", "type", "expression", "description", "unit", "index"}
+
+SCHEMA_FUNCTIONS: dict[str, tuple[int, int | None]] = {
+    "count": (1, 1),
+    "sum": (1, 1),
+    "any": (1, 1),
+    "all": (1, 1),
+    "max": (1, None),
+    "min": (1, None),
+    "lead": (1, 2),
+    "sublead": (1, 2),
+    "pt": (2, 2),
+    "eta": (3, 3),
+    "phi": (2, 2),
+    "mass": (4, 4),
+    "pair_mass": (4, 4),
+    "abs": (1, 1),
+    "sqrt": (1, 1),
+    "hypot": (2, 2),
+}
+
+
+class SchemaError(InvalidInput):
+    """A TAG schema is malformed, or does not fit the tree it is applied to."""
+
+    code = "bad_schema"
+
+
+@dataclass(frozen=True)
+class Attribute:
+    """One TAG attribute: its name, type, and the expression that computes it."""
+
+    name: str
+    type: str
+    expression: str
+    description: str = ""
+    unit: str = ""
+    index: bool = False
+    tree: Node = field(default=None, compare=False, repr=False)  # type: ignore[assignment]
+
+    def branches(self) -> set[str]:
+        """The branches the expression reads."""
+        return names_in(self.tree)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A named, versioned list of attributes over one tree."""
+
+    name: str
+    version: int
+    tree: str
+    attributes: tuple[Attribute, ...]
+    run: str | None = None
+    event: str | None = None
+    lumi: str | None = None
+    description: str = ""
+
+    def branches(self) -> list[str]:
+        """Every branch that computing this schema reads, sorted."""
+        needed: set[str] = set()
+        for attribute in self.attributes:
+            needed |= attribute.branches()
+        needed |= {b for b in (self.run, self.event, self.lumi) if b}
+        return sorted(needed)
+
+    def attribute(self, name: str) -> Attribute:
+        """The attribute called ``name``; KeyError if there is none."""
+        for attribute in self.attributes:
+            if attribute.name == name:
+                return attribute
+        raise KeyError(name)
+
+    def numbering(self) -> dict[str, str]:
+        """Which of run/event/lumi this schema provides, mapped to their branches."""
+        pairs = (("run", self.run), ("event", self.event), ("lumi", self.lumi))
+        return {column: branch for column, branch in pairs if branch}
+
+    def attribute_types(self) -> dict[str, str]:
+        """Names a selection may use on a collection of this schema, with their types."""
+        types = dict.fromkeys(self.numbering(), INT)
+        types.update({a.name: a.type for a in self.attributes})
+        return types
+
+    def to_dict(self) -> dict[str, Any]:
+        """The schema as plain data; ``load_schema(yaml.safe_dump(s.to_dict()))`` gives it back."""
+        data: dict[str, Any] = {"name": self.name, "version": self.version, "tree": self.tree}
+        data.update(self.numbering())
+        if self.description:
+            data["description"] = self.description
+        data["attributes"] = [
+            {
+                "name": a.name,
+                "type": a.type,
+                "expression": a.expression,
+                "description": a.description,
+                "unit": a.unit,
+                **({"index": True} if a.index else {}),
+            }
+            for a in self.attributes
+        ]
+        return data
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _attribute_error(name: str, exc: SelectionError) -> SchemaError:
+    return SchemaError(
+        f"attribute '{name}': {exc.message}", where=f"attribute {name}, column {exc.column}"
+    )
+
+
+def _parse_expression(name: str, expression: str) -> Node:
+    try:
+        tree = parse(expression)
+        for node in walk(tree):
+            if isinstance(node, Call):
+                check_arity(node, SCHEMA_FUNCTIONS)
+    except SelectionError as exc:
+        raise _attribute_error(name, exc) from None
+    return tree
+
+
+def _text(data: Mapping[str, Any], key: str, where: str, required: bool = True) -> str:
+    value = data.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise SchemaError(f"{where}: '{key}' must be text", where=where)
+    return value
+
+
+def _attribute(data: Any, position: int, seen: set[str]) -> Attribute:
+    where = f"attribute #{position}"
+    if not isinstance(data, Mapping):
+        raise SchemaError(f"{where} must be a mapping with name, type and expression", where=where)
+    name = _text(data, "name", where)
+    where = f"attribute {name}"
+    if not _NAME_RE.fullmatch(name) or name in KEYWORDS:
+        raise SchemaError(
+            f"attribute name '{name}' must be lower-case letters, digits and '_', "
+            "start with a letter, and not be a keyword",
+            where=where,
+        )
+    if name in RESERVED:
+        raise SchemaError(
+            f"attribute name '{name}' is reserved for the TAG row itself; the run, event and "
+            "lumi numbers are named by the schema's 'run', 'event' and 'lumi' keys",
+            where=where,
+        )
+    if name in seen:
+        raise SchemaError(f"attribute '{name}' is defined twice", where=where)
+    unknown = sorted(set(data) - _ATTRIBUTE_KEYS)
+    if unknown:
+        raise SchemaError(
+            f"attribute '{name}': unknown key '{unknown[0]}'"
+            f"{suggest(str(unknown[0]), sorted(_ATTRIBUTE_KEYS))}",
+            where=where,
+        )
+    type_ = data.get("type")
+    if type_ not in (INT, FLOAT, BOOL):
+        raise SchemaError(
+            f"attribute '{name}': type must be int, float or bool, not {type_!r}", where=where
+        )
+    expression = data.get("expression")
+    if isinstance(expression, bool):  # YAML reads a bare `true` as a boolean
+        expression = str(expression).lower()
+    elif isinstance(expression, int | float):
+        expression = str(expression)
+    if not isinstance(expression, str):
+        raise SchemaError(f"attribute '{name}': 'expression' must be text", where=where)
+    index = data.get("index", False)
+    if not isinstance(index, bool):
+        raise SchemaError(f"attribute '{name}': 'index' must be true or false", where=where)
+    return Attribute(
+        name=name,
+        type=type_,
+        expression=expression,
+        description=_text(data, "description", where, required=False),
+        unit=_text(data, "unit", where, required=False),
+        index=index,
+        tree=_parse_expression(name, expression),
+    )
+
+
+def schema_from_dict(data: Any) -> Schema:
+    """Validate plain data (as read from YAML) and build a :class:`Schema`."""
+    if not isinstance(data, Mapping):
+        raise SchemaError("a TAG schema must be a mapping with name, version, tree, attributes")
+    unknown = sorted(set(data) - _SCHEMA_KEYS)
+    if unknown:
+        raise SchemaError(
+            f"unknown schema key '{unknown[0]}'{suggest(str(unknown[0]), sorted(_SCHEMA_KEYS))}",
+            where=str(unknown[0]),
+        )
+    name = _text(data, "name", "schema")
+    if not _NAME_RE.fullmatch(name):
+        raise SchemaError(f"schema name '{name}' must be lower-case letters, digits and '_'")
+    version = data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise SchemaError(f"schema '{name}': version must be a whole number >= 1", where="version")
+    tree = _text(data, "tree", f"schema {name}")
+    numbering = {}
+    for key in ("run", "event", "lumi"):
+        branch = data.get(key)
+        if branch is not None and not (isinstance(branch, str) and _BRANCH_RE.fullmatch(branch)):
+            raise SchemaError(f"schema '{name}': '{key}' must be a branch name", where=key)
+        numbering[key] = branch
+    attributes_data = data.get("attributes")
+    if not isinstance(attributes_data, list) or not attributes_data:
+        raise SchemaError(
+            f"schema '{name}' needs a non-empty list of attributes", where="attributes"
+        )
+    attributes: list[Attribute] = []
+    seen: set[str] = set()
+    for position, item in enumerate(attributes_data, start=1):
+        attribute = _attribute(item, position, seen)
+        seen.add(attribute.name)
+        attributes.append(attribute)
+    return Schema(
+        name=name,
+        version=version,
+        tree=tree,
+        attributes=tuple(attributes),
+        description=_text(data, "description", f"schema {name}", required=False),
+        **numbering,
+    )
+
+
+def load_schema(path_or_text: str | Path | Mapping[str, Any]) -> Schema:
+    """Load a schema from a YAML file path, YAML text, or already-parsed data."""
+    if isinstance(path_or_text, Mapping):
+        return schema_from_dict(path_or_text)
+    if isinstance(path_or_text, Path) or (
+        "\n" not in path_or_text and path_or_text.endswith((".yaml", ".yml"))
+    ):
+        path = Path(path_or_text)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SchemaError(f"cannot read schema file: {exc.strerror}", where=str(path)) from None
+    else:
+        text = path_or_text
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SchemaError(f"schema is not valid YAML: {exc}", where=where) from None
+    return schema_from_dict(data)
+
+
+def builtin_schemas() -> dict[str, Schema]:
+    """The schemas shipped with DSS (``tagdb/schemas/*.yaml``), by name."""
+    found = {}
+    folder = resources.files("tagdb") / "schemas"
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            schema = load_schema(entry.read_text(encoding="utf-8"))
+            found[schema.name] = schema
+    return found
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _is_list(x: Any) -> bool:
+    return isinstance(x, ak.Array) and x.ndim > 1
+
+
+def _kind(x: Any) -> str:
+    """'b', 'i', 'u' or 'f': the numpy kind of the values inside ``x``."""
+    if isinstance(x, ak.Array):
+        return ak.to_numpy(ak.ravel(x)[:0]).dtype.kind
+    return np.asarray(x).dtype.kind
+
+
+class _SchemaEvaluator(ArrayEvaluator):
+    def __init__(self, arrays: ak.Array):
+        super().__init__(lambda node: arrays[node.name], {})
+
+    def divide(self, left: Any, right: Any) -> Any:
+        return left / right  # NaN/inf here become NULL in the store, as documented
+
+    def visit(self, node: Node) -> Any:
+        if not isinstance(node, Call):
+            return super().visit(node)
+        args = [self.visit(a) for a in node.args]
+        try:
+            return getattr(self, f"fn_{node.function}")(*args)
+        except _Misuse as exc:
+            raise SelectionError(
+                f"{node.function}() at column {node.column} {exc}", node.column
+            ) from None
+
+    @staticmethod
+    def need_list(x: Any) -> None:
+        if not _is_list(x):
+            raise _Misuse("needs a branch with a list per event (like Muon_Px)")
+
+    def fn_count(self, x: Any) -> Any:
+        self.need_list(x)
+        return ak.sum(x, axis=1) if _kind(x) == "b" else ak.num(x, axis=1)
+
+    def fn_sum(self, x: Any) -> Any:
+        self.need_list(x)
+        return ak.sum(x, axis=1)
+
+    def fn_any(self, x: Any) -> Any:
+        self.need_list(x)
+        return ak.any(x, axis=1)
+
+    def fn_all(self, x: Any) -> Any:
+        self.need_list(x)
+        return ak.all(x, axis=1)
+
+    def fn_max(self, *args: Any) -> Any:
+        if len(args) == 1:
+            x = args[0]
+            return ak.fill_none(ak.max(x, axis=1), MISSING) if _is_list(x) else x
+        result = args[0]
+        for other in args[1:]:
+            result = np.maximum(result, other)
+        return result
+
+    def fn_min(self, *args: Any) -> Any:
+        if len(args) == 1:
+            x = args[0]
+            return ak.fill_none(ak.min(x, axis=1), MISSING) if _is_list(x) else x
+        result = args[0]
+        for other in args[1:]:
+            result = np.minimum(result, other)
+        return result
+
+    @staticmethod
+    def ranked(x: Any, by: Any, rank: int) -> Any:
+        """x of the object ranked ``rank`` (0 = first) by descending ``by``."""
+        _SchemaEvaluator.need_list(x)
+        _SchemaEvaluator.need_list(by)
+        if not ak.all(ak.num(x, axis=1) == ak.num(by, axis=1)):
+            raise _Misuse("needs both arguments to have the same number of objects per event")
+        ordered = x[ak.argsort(by, axis=1, ascending=False, stable=True)]
+        picked = ak.pad_none(ordered, rank + 1, axis=1)[:, rank]
+        return ak.fill_none(picked, MISSING)
+
+    def fn_lead(self, x: Any, by: Any = None) -> Any:
+        return self.ranked(x, x if by is None else by, 0)
+
+    def fn_sublead(self, x: Any, by: Any = None) -> Any:
+        return self.ranked(x, x if by is None else by, 1)
+
+    @staticmethod
+    def fn_pt(px: Any, py: Any) -> Any:
+        return np.hypot(px, py)
+
+    @staticmethod
+    def fn_eta(px: Any, py: Any, pz: Any) -> Any:
+        return np.arcsinh(pz / np.hypot(px, py))
+
+    @staticmethod
+    def fn_phi(px: Any, py: Any) -> Any:
+        return np.arctan2(py, px)
+
+    @staticmethod
+    def fn_mass(e: Any, px: Any, py: Any, pz: Any) -> Any:
+        # Rounding can make a massless object's m^2 slightly negative: clip at zero.
+        return np.sqrt(np.maximum(e * e - px * px - py * py - pz * pz, 0.0))
+
+    def fn_pair_mass(self, e: Any, px: Any, py: Any, pz: Any) -> Any:
+        for x in (e, px, py, pz):
+            self.need_list(x)
+        order = ak.argsort(np.hypot(px, py), axis=1, ascending=False, stable=True)
+        two = [x[order][:, :2] for x in (e, px, py, pz)]
+        e2, px2, py2, pz2 = (ak.sum(x, axis=1) for x in two)
+        mass = self.fn_mass(e2, px2, py2, pz2)
+        return ak.where(ak.num(e, axis=1) >= 2, mass, MISSING)
+
+    @staticmethod
+    def fn_abs(x: Any) -> Any:
+        return np.abs(x)
+
+    @staticmethod
+    def fn_sqrt(x: Any) -> Any:
+        return np.sqrt(x)
+
+    @staticmethod
+    def fn_hypot(x: Any, y: Any) -> Any:
+        return np.hypot(x, y)
+
+
+class _Misuse(Exception):
+    """A schema function got arguments of the wrong shape."""
+
+
+def _as_column(attribute: Attribute, value: Any, n: int) -> np.ndarray:
+    """The attribute's values as a flat numpy array of its declared type."""
+    where = f"attribute {attribute.name}"
+    if _is_list(value):
+        raise SchemaError(
+            f"attribute '{attribute.name}': the expression gives a list per event; reduce it "
+            "with count(), sum(), lead(), sublead(), max() or min()",
+            where=where,
+        )
+    if isinstance(value, ak.Array):
+        value = ak.to_numpy(value, allow_missing=True)
+        if isinstance(value, np.ma.MaskedArray):
+            value = value.astype(np.float64).filled(np.nan)
+    array = np.broadcast_to(np.asarray(value), (n,))
+    kind = array.dtype.kind
+    wanted = attribute.type
+    if wanted == BOOL and kind != "b":
+        raise SchemaError(
+            f"attribute '{attribute.name}' is declared bool but its expression gives numbers",
+            where=where,
+        )
+    if wanted != BOOL and kind == "b":
+        raise SchemaError(
+            f"attribute '{attribute.name}' is declared {wanted} but its expression gives "
+            "true/false; declare it bool",
+            where=where,
+        )
+    if wanted == INT and kind == "f":
+        raise SchemaError(
+            f"attribute '{attribute.name}' is declared int but its expression gives "
+            "floating-point numbers; declare it float",
+            where=where,
+        )
+    dtype = {BOOL: np.bool_, INT: np.int64, FLOAT: np.float64}[wanted]
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _open_tree(schema: Schema, tree: Any) -> Any:
+    if isinstance(tree, str | Path):
+        import uproot
+
+        try:
+            return uproot.open(tree)[schema.tree]
+        except (OSError, ValueError, KeyError) as exc:
+            from dss.errors import BadEventFile
+
+            raise BadEventFile(
+                f"cannot read tree '{schema.tree}': {exc}", where=str(tree)
+            ) from None
+    return tree
+
+
+def _tree_where(tree: Any) -> str:
+    path = getattr(getattr(tree, "file", None), "file_path", "")
+    return f"{path}:{tree.name}" if path else str(getattr(tree, "name", "tree"))
+
+
+def compute_tags(
+    schema: Schema,
+    tree: Any,
+    entry_start: int | None = None,
+    entry_stop: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Compute every attribute of ``schema`` for the entries of an uproot ``tree``.
+
+    Reads only the branches the schema needs. Returns one flat numpy array per attribute
+    (int64, float64 or bool), plus ``run``, ``event`` and ``lumi`` (int64) for those the
+    schema names. ``tree`` may also be a file path, opened at ``schema.tree``.
+    """
+    tree = _open_tree(schema, tree)
+    available = set(tree.keys())
+    users: dict[str, str] = {}
+    for attribute in schema.attributes:
+        for branch in sorted(attribute.branches()):
+            users.setdefault(branch, f"attribute '{attribute.name}'")
+    for column, branch in schema.numbering().items():
+        users.setdefault(branch, f"the {column} number")
+    for branch, user in sorted(users.items()):
+        if branch not in available:
+            raise SchemaError(
+                f"{user} reads branch '{branch}', which tree '{tree.name}' does not have"
+                f"{suggest(branch, sorted(available))}",
+                where=_tree_where(tree),
+            )
+    needed = set(users)
+    arrays = tree.arrays(
+        filter_name=lambda name: name in needed,
+        entry_start=entry_start,
+        entry_stop=entry_stop,
+        library="ak",
+    )
+    n = len(arrays)
+    # Single-precision branches are widened first, so derived quantities such as masses
+    # are computed in double precision.
+    widened = {}
+    for branch in needed:
+        values = arrays[branch]
+        if _kind(values) == "f":
+            values = ak.values_astype(values, np.float64)
+        widened[branch] = values
+    columns: dict[str, np.ndarray] = {}
+    for column, branch in schema.numbering().items():
+        values = widened[branch]
+        if _is_list(values) or _kind(values) not in "iu":
+            raise SchemaError(
+                f"the {column} number branch '{branch}' must hold one whole number per event",
+                where=_tree_where(tree),
+            )
+        columns[column] = ak.to_numpy(values).astype(np.int64)
+    evaluator = _SchemaEvaluator(widened)  # type: ignore[arg-type]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for attribute in schema.attributes:
+            try:
+                value = evaluator.visit(attribute.tree)
+            except SelectionError as exc:
+                raise _attribute_error(attribute.name, exc) from None
+            column = _as_column(attribute, value, n)
+            if column.dtype.kind == "f":
+                column = np.where(np.isfinite(column), column, np.nan)
+            columns[attribute.name] = column
+    return columns
+
+
+# --------------------------------------------------------------------------- auto
+
+
+_RUN_NAMES = {"run", "runnumber", "run_number", "runnr"}
+_EVENT_NAMES = {"event", "eventnumber", "event_number", "evt", "evtnum"}
+_LUMI_NAMES = {"lumi", "lumiblock", "lumi_block", "lumiblocknumber", "luminosityblock", "lb"}
+
+
+def _sanitise(name: str) -> str:
+    clean = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "branch"
+    if not clean[0].isalpha():
+        clean = f"b_{clean}"
+    clean = clean[:55]
+    if clean in KEYWORDS or clean in RESERVED:
+        clean = f"{clean}_b"
+    return clean
+
+
+def auto_schema(tree: Any, name: str | None = None) -> Schema:
+    """A schema for any uproot tree: every flat numeric branch as an attribute (name
+    lower-cased and sanitised), and ``n_<branch>`` counting every list branch.
+
+    Integer branches called run/event/lumi (``Run``, ``EventNumber``, ``LumiBlock``, …)
+    become the schema's run/event/lumi numbers. Branches whose names are not plain
+    identifiers, strings and objects are left out.
+    """
+    import uproot
+
+    numbering: dict[str, str] = {}
+    attributes: list[dict[str, Any]] = []
+    used: set[str] = set()
+
+    def unique(base: str) -> str:
+        candidate, k = base, 2
+        while candidate in used:
+            candidate, k = f"{base}_{k}", k + 1
+        used.add(candidate)
+        return candidate
+
+    for branch_name in tree.keys():
+        if not _BRANCH_RE.fullmatch(branch_name):
+            continue
+        try:
+            interpretation = tree[branch_name].interpretation
+        except (ValueError, TypeError, NotImplementedError):
+            continue
+        if isinstance(interpretation, uproot.AsJagged):
+            content = interpretation.content
+            if isinstance(content, uproot.AsDtype) and content.to_dtype.shape == ():
+                attributes.append(
+                    {
+                        "name": unique(_sanitise(f"n_{branch_name}")),
+                        "type": INT,
+                        "expression": f"count({branch_name})",
+                        "description": f"Number of entries in {branch_name}",
+                    }
+                )
+            continue
+        if not isinstance(interpretation, uproot.AsDtype) or interpretation.to_dtype.shape != ():
+            continue
+        kind = interpretation.to_dtype.kind
+        if kind not in "biuf":
+            continue
+        lowered = branch_name.lower()
+        if kind in "iu":
+            for column, names in (
+                ("run", _RUN_NAMES),
+                ("event", _EVENT_NAMES),
+                ("lumi", _LUMI_NAMES),
+            ):
+                if lowered in names and column not in numbering:
+                    numbering[column] = branch_name
+                    break
+            else:
+                column = ""
+            if column:
+                continue
+        attributes.append(
+            {
+                "name": unique(_sanitise(branch_name)),
+                "type": BOOL if kind == "b" else INT if kind in "iu" else FLOAT,
+                "expression": branch_name,
+                "description": f"Branch {branch_name}",
+            }
+        )
+    if not attributes:
+        raise SchemaError(
+            f"tree '{tree.name}' has no numeric branches to build TAGs from",
+            where=_tree_where(tree),
+        )
+    return schema_from_dict(
+        {
+            "name": name or _sanitise(f"auto_{tree.name}"),
+            "version": 1,
+            "tree": tree.name,
+            **numbering,
+            "attributes": attributes,
+        }
+    )
