@@ -74,7 +74,8 @@ class StorageError(DSSError):
     code = "storage_error"
     exit_code = 7
 
-    def __init__(self, message: str, *, where: str = "", code: str | None = None,
-                 transient: bool = False):
+    def __init__(
+        self, message: str, *, where: str = "", code: str | None = None, transient: bool = False
+    ):
         super().__init__(message, where=where, code=code)
         self.transient = transient

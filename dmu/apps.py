@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class DmuConfig(AppConfig):
+    name = "dmu"
+    verbose_name = "Data movement and catalog"

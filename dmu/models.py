@@ -1,0 +1,144 @@
+"""The site's dataset catalog: storage elements, datasets, files and their replicas."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+from dss.errors import InvalidInput
+from dss.jobs import Job
+
+from .names import check_dataset_name, check_se_name, scope_of
+
+
+def validate_dataset_name(value: str) -> None:
+    try:
+        check_dataset_name(value)
+    except InvalidInput as e:
+        raise ValidationError(e.message) from None
+
+
+def validate_se_name(value: str) -> None:
+    try:
+        check_se_name(value)
+    except InvalidInput as e:
+        raise ValidationError(e.message) from None
+
+
+class StorageElement(models.Model):
+    """A place files live, reached by URL: ``file:///data/se1`` or ``root://host:1094//data``."""
+
+    name = models.CharField(max_length=64, unique=True, validators=[validate_se_name])
+    url = models.CharField(
+        max_length=500, help_text="file:///path, root://host:port//path or https://…"
+    )
+    description = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("dmu:storage_element", args=[self.name])
+
+    def endpoint(self):
+        from .storage import StorageEndpoint
+
+        return StorageEndpoint(self.url)
+
+
+class Dataset(models.Model):
+    name = models.CharField(max_length=256, unique=True, validators=[validate_dataset_name])
+    description = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("dmu:dataset", args=[self.name])
+
+    @property
+    def scope(self) -> str:
+        return scope_of(self.name)
+
+
+class File(models.Model):
+    """One event file: its logical name, the ROOT file's own UUID as GUID, size and checksum."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="files")
+    lfn = models.CharField("logical name", max_length=256)
+    guid = models.UUIDField(db_index=True)
+    bytes = models.BigIntegerField()
+    adler32 = models.CharField(max_length=8)
+    events = models.BigIntegerField()
+    tree = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["dataset", "lfn"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "lfn"], name="file_unique_lfn")]
+
+    def __str__(self) -> str:
+        return self.lfn
+
+
+class ReplicaState(models.TextChoices):
+    AVAILABLE = "available", "available"
+    COPYING = "copying", "copying"
+    BAD = "bad", "bad"
+
+
+class Replica(models.Model):
+    """A verified copy of a File on a StorageElement, at a path relative to the SE's root."""
+
+    file = models.ForeignKey(File, on_delete=models.CASCADE, related_name="replicas")
+    storage_element = models.ForeignKey(
+        StorageElement, on_delete=models.PROTECT, related_name="replicas"
+    )
+    path = models.CharField(max_length=1000)
+    state = models.CharField(
+        max_length=16, choices=ReplicaState.choices, default=ReplicaState.AVAILABLE
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["file", "storage_element"]
+        constraints = [
+            models.UniqueConstraint(fields=["file", "storage_element"], name="replica_unique_se")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file.lfn}@{self.storage_element.name}"
+
+    @property
+    def url(self) -> str:
+        return self.storage_element.url.rstrip("/") + "/" + self.path
+
+
+class RegistrationJob(Job):
+    """Registering files found on a storage element as a dataset, run by a Celery worker."""
+
+    dataset_name = models.CharField(max_length=256, validators=[validate_dataset_name])
+    storage_element = models.ForeignKey(StorageElement, on_delete=models.PROTECT, related_name="+")
+    paths = models.JSONField(default=list)
+    tree = models.CharField(max_length=200, blank=True)
+    files_added = models.IntegerField(default=0)
+
+    class Meta(Job.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return f"registration of {self.dataset_name}"

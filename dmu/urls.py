@@ -1,0 +1,22 @@
+from django.urls import path
+
+from . import api, views
+
+app_name = "dmu"
+
+urlpatterns = [
+    path("datasets/", views.dataset_list, name="datasets"),
+    path("datasets/register/", views.register, name="register"),
+    path("datasets/<str:name>/", views.dataset_detail, name="dataset"),
+    path("registrations/<int:pk>/", views.registration, name="registration"),
+    path("storage/", views.storage_element_list, name="storage_elements"),
+    path("storage/<str:name>/", views.storage_element_detail, name="storage_element"),
+]
+
+api_urlpatterns = [
+    path("datasets/", api.DatasetList.as_view(), name="api-datasets"),
+    path("datasets/register/", api.RegisterDataset.as_view(), name="api-register"),
+    path("datasets/<str:name>/", api.DatasetDetail.as_view(), name="api-dataset"),
+    path("registrations/<int:pk>/", api.RegistrationJobDetail.as_view(), name="api-registration"),
+    path("storage-elements/", api.StorageElementList.as_view(), name="api-storage-elements"),
+]

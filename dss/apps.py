@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class DssConfig(AppConfig):
+    name = "dss"
+    verbose_name = "Skim service"
+
+    def ready(self) -> None:
+        # Importing the Celery app here (not in dss/__init__.py) keeps the `dss` package
+        # importable without Django or Celery, for the command-line client.
+        from . import celery  # noqa: F401
+        from .roles import ensure_roles
+
+        post_migrate.connect(ensure_roles, dispatch_uid="dss.ensure_roles")

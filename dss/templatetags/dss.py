@@ -1,0 +1,76 @@
+"""Filters shared by every page: sizes, durations, state badges, sortable column links."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import template
+from django.utils.html import format_html
+
+register = template.Library()
+
+
+@register.filter
+def bytes(value) -> str:  # noqa: A001 - the name reads well in templates
+    """1536 -> '1.5 KiB'."""
+    if value in (None, ""):
+        return "–"
+    n = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(value)
+
+
+@register.filter
+def duration(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    s = float(value)
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(int(s), 60)
+    if m < 60:
+        return f"{m} min {s} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min"
+
+
+@register.simple_tag
+def state_badge(state: str):
+    return format_html('<span class="badge state-{}">{}</span>', state, state)
+
+
+@register.simple_tag(takes_context=True)
+def sort_link(context, key: str, label: str):
+    """A column header that sorts by ``key``, and reverses when already sorted by it."""
+    request = context["request"]
+    current = request.GET.get("sort", "name")
+    params = request.GET.copy()
+    params.pop("page", None)
+    if current == key:
+        params["sort"], arrow, aria = f"-{key}", " ▲", "ascending"
+    elif current == f"-{key}":
+        params["sort"], arrow, aria = key, " ▼", "descending"
+    else:
+        params["sort"], arrow, aria = key, "", "none"
+    return format_html(
+        '<a href="?{}" aria-sort="{}" hx-get="?{}" hx-target="#results" hx-push-url="true">{}{}</a>',
+        params.urlencode(),
+        aria,
+        params.urlencode(),
+        label,
+        arrow,
+    )
+
+
+@register.simple_tag(takes_context=True)
+def page_url(context, number: int) -> str:
+    params = context["request"].GET.copy()
+    params["page"] = number
+    return "?" + params.urlencode()

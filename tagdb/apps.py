@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class TagdbConfig(AppConfig):
+    name = "tagdb"
+    verbose_name = "TAG database"

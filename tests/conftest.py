@@ -1,0 +1,153 @@
+"""Fixtures shared by the whole suite: the three role users and an outsider, a local storage
+element with the demo files, the demo datasets, and a real Celery worker process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.services import require
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "data" / "demo"
+HZZ = DEMO / "uproot-HZZ.root"
+ZMUMU = DEMO / "uproot-Zmumu.root"
+
+
+def make_user(username: str, roles: list[str]):
+    from django.contrib.auth.models import Group, User
+
+    user = User.objects.create_user(username=username, password=f"{username}-pw")
+    user.groups.add(*Group.objects.filter(name__in=roles))
+    return user
+
+
+@pytest.fixture
+def physicist(db):
+    return make_user("phys", ["physicist"])
+
+
+@pytest.fixture
+def siteadmin(db):
+    return make_user("admin1", ["admin"])
+
+
+@pytest.fixture
+def operator(db):
+    return make_user("oper", ["operator"])
+
+
+@pytest.fixture
+def outsider(db):
+    return make_user("nobody", [])
+
+
+@pytest.fixture
+def storage_root(tmp_path, settings):
+    root = tmp_path / "storage"
+    root.mkdir()
+    settings.DSS_STORAGE_ROOT = root
+    return root
+
+
+@pytest.fixture
+def local_se(db, storage_root):
+    from dmu import actions
+
+    return actions.do_add_storage_element("LOCAL", storage_root.as_uri(), "test disk")
+
+
+def put_file(storage_root: Path, source: Path, rel: str) -> str:
+    """Place a file on the local storage element at ``rel``; returns ``rel``."""
+    target = storage_root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return rel
+
+
+@pytest.fixture
+def demo_datasets(local_se, storage_root):
+    """The two demo datasets, registered through the action as an admin would."""
+    from dmu import actions
+
+    hzz = put_file(storage_root, HZZ, "demo/uproot-HZZ.root")
+    zmm = put_file(storage_root, ZMUMU, "demo/uproot-Zmumu.root")
+    a, _ = actions.check_register_dataset("demo.hzz", local_se, [hzz])
+    b, _ = actions.check_register_dataset("demo.zmumu", local_se, [zmm])
+    return a, b
+
+
+def _database_url_for_worker() -> str:
+    from django.db import connection
+
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    scheme = {"postgresql": "postgres", "mysql": "mysql"}[s["ENGINE"].rsplit(".", 1)[-1]]
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"{scheme}://{auth}@{s['HOST'] or 'localhost'}:{s['PORT'] or ''}/{s['NAME']}"
+
+
+@pytest.fixture
+def celery_worker(transactional_db, tmp_path):
+    """A real Celery worker process on this run's queue, reading the test database."""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = _database_url_for_worker()
+    env["DSS_STORAGE_ROOT"] = str(settings.DSS_STORAGE_ROOT)
+    env["TAGDB_URL"] = settings.TAGDB_URL
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    celery = [sys.executable, "-m", "celery", "-A", "dss"]
+    subprocess.run(
+        [*celery, "purge", "-f", "-Q", queue], env=env, cwd=ROOT, capture_output=True, timeout=60
+    )
+    log = tmp_path / "worker.log"
+    proc = subprocess.Popen(
+        [
+            *celery,
+            "worker",
+            "-Q",
+            queue,
+            "--pool=prefork",
+            "--concurrency=2",
+            "--loglevel=INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"test-{os.getpid()}@%h",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while b"ready." not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            require(False, f"a Celery worker (log: {log.read_text()[-2000:]})")
+        time.sleep(0.2)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = "condition"):
+    """Poll ``predicate`` until it returns something true; fail naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
