@@ -24,9 +24,12 @@ token                  ""         sent as ``Authorization: Pilot <token>``
 ping_url               (none)     GET for portal_access and the clock offset; without
                                   it the pilot GETs ``report_url`` (any HTTP answer,
                                   even 405, proves that the portal is reachable)
-min_cores              1          usable logical cores (the process's CPU affinity)
-min_memory_mb          0          memory visible to the job: MemTotal, or the cgroup
-                                  limit when that is lower
+min_cores              1          cores for the job: the smaller of its CPU affinity
+                                  and what the batch system granted (SLURM_CPUS_ON_NODE,
+                                  RequestCpus, NCPUS, LSB_DJOB_NUMPROC, NSLOTS)
+min_memory_mb          0          memory for the job: the smallest of MemTotal, the
+                                  cgroup limit and the batch grant (SLURM_MEM_PER_NODE,
+                                  RequestMemory)
 min_work_disk_gb       2          free space in the work directory
 min_tmp_disk_gb        1          free space in $TMPDIR (or /tmp)
 python_min             "3.6"      lowest Python version
@@ -170,6 +173,18 @@ BATCH_DETECTION = (
     # set by DSS's own LocalAdapter (pilotchecker/batch.py)
     ("local", "DSS_LOCAL_JOB_ID", "DSS_LOCAL_JOB_ID"),
 )
+# Where each batch system tells the job how many cores and how much memory (MB) it got.
+ALLOCATED_CORES_VARS = {
+    "slurm": ("SLURM_CPUS_ON_NODE", "SLURM_JOB_CPUS_PER_NODE"),
+    "htcondor": ("job_ad.RequestCpus",),
+    "pbs": ("NCPUS", "PBS_NUM_PPN"),
+    "lsf": ("LSB_DJOB_NUMPROC",),
+    "sge": ("NSLOTS",),
+}
+ALLOCATED_MEMORY_VARS = {
+    "slurm": ("SLURM_MEM_PER_NODE",),
+    "htcondor": ("job_ad.RequestMemory",),
+}
 CONDOR_JOB_AD_KEYS = (
     "ClusterId", "ProcId", "GlobalJobId", "Owner", "RequestCpus", "RequestMemory",
     "RequestDisk", "JobUniverse", "x509UserProxyExpiration",
@@ -704,7 +719,8 @@ def gather_batch(facts):
             job_id = env.get(id_var) if id_var else None
             break
     variables = dict((k, env[k]) for k in BATCH_VARIABLES[system] if k in env)
-    info = {"system": system, "job_id": job_id, "variables": variables}
+    info = {"system": system, "job_id": job_id, "variables": variables,
+            "allocated_cores": None, "allocated_memory_mb": None}
     if system == "htcondor":
         try:
             ad = read_condor_ad(env["_CONDOR_JOB_AD"])
@@ -716,7 +732,23 @@ def gather_batch(facts):
             info["job_id"] = "%s.%s" % (ad["ClusterId"], ad.get("ProcId", "0"))
         elif ad.get("GlobalJobId"):
             info["job_id"] = ad["GlobalJobId"]
+        variables = dict(variables, **dict(("job_ad." + k, v) for k, v in ad.items()))
+    info["allocated_cores"] = _first_int(variables, ALLOCATED_CORES_VARS.get(system, ()))
+    info["allocated_memory_mb"] = _first_int(variables, ALLOCATED_MEMORY_VARS.get(system, ()))
+    if (info["allocated_memory_mb"] is None and system == "slurm"
+            and _first_int(variables, ("SLURM_MEM_PER_CPU",)) and info["allocated_cores"]):
+        info["allocated_memory_mb"] = (_first_int(variables, ("SLURM_MEM_PER_CPU",))
+                                       * info["allocated_cores"])
     return info
+
+
+def _first_int(variables, names):
+    """The first of ``names`` in ``variables`` that holds a whole number (e.g. "4", "4(x2)")."""
+    for name in names:
+        match = re.match(r"^\s*(\d+)", str(variables.get(name, "")))
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def cvmfs_mounts():
@@ -1187,6 +1219,11 @@ def check_portal(facts, config):
                  % (url, portal["http_status"], portal.get("rtt_s")), portal["http_status"], url)
 
 
+def _smallest(*values):
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
+
+
 def evaluate(facts, config, problems=()):
     """Judge ``facts`` against ``config`` (already normalized): the report's ``checks`` list.
 
@@ -1197,11 +1234,16 @@ def evaluate(facts, config, problems=()):
     if problems:
         checks.append(check("config", FAIL, "; ".join(problems), None, None, "config_invalid"))
     cpu, memory, disk = _group(facts, "cpu"), _group(facts, "memory"), _group(facts, "disk")
+    batch = _group(facts, "batch")
     checks.append(check_python(facts, config))
-    checks.append(check_minimum("cores", cpu.get("usable_cores"), config["min_cores"], "cores",
-                                "cores_too_few", "cores_unknown", "usable cores"))
-    checks.append(check_minimum("memory", memory.get("job_limit_mb"), config["min_memory_mb"], "MB",
-                                "memory_too_low", "memory_unknown", "memory"))
+    # A job may use what the node has, its affinity mask and cgroup allow, and the batch
+    # system granted: the smallest of those that are known.
+    cores = _smallest(cpu.get("usable_cores"), batch.get("allocated_cores"))
+    checks.append(check_minimum("cores", cores, config["min_cores"], "cores",
+                                "cores_too_few", "cores_unknown", "cores for this job"))
+    memory_mb = _smallest(memory.get("job_limit_mb"), batch.get("allocated_memory_mb"))
+    checks.append(check_minimum("memory", memory_mb, config["min_memory_mb"], "MB",
+                                "memory_too_low", "memory_unknown", "memory for this job"))
     work, tmp = disk.get("work") or {}, disk.get("tmp") or {}
     checks.append(check_minimum("work_disk", work.get("free_gb"), config["min_work_disk_gb"], "GB",
                                 "disk_too_small", "disk_unknown",
