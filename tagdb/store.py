@@ -1,0 +1,830 @@
+"""The TAG store: one table per TAG collection, queried with compiled selections.
+
+Built on SQLAlchemy 2.0 Core, so the same code runs on DuckDB and SQLite files (the
+embedded default), PostgreSQL and MySQL/MariaDB; Oracle statements compile (tests check
+their shape) but are not exercised against a server.
+
+A collection ``key`` (``c42``) names its table (``tag_c42``); keys are checked against
+:data:`KEY_RE` and never come from user text. Each table has ``id``, ``file_guid``,
+``entry``, nullable ``run``/``lumi``/``event`` and one column per attribute: BIGINT
+(NOT NULL), DOUBLE (NULL where the value was NaN/inf, as MySQL cannot store those) or
+BOOLEAN (NOT NULL). A small catalog table, ``tagdb_catalog``, records each published
+collection's schema, attribute types and counts, so queries need no reflection.
+
+Builds load into a staging table and :meth:`TagBuilder.publish` swaps it in: in one
+transaction on PostgreSQL, SQLite and DuckDB (transactional DDL), with one atomic
+``RENAME TABLE`` on MySQL/MariaDB. A failed or aborted build leaves the published
+collection untouched.
+
+Every query takes a selection tree; it is type-checked against the collection and
+compiled by :func:`tagdb.selection.to_sql`: no text from the user reaches the SQL.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import secrets
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import sqlalchemy as sa
+
+from dss.errors import InvalidInput, NotFound
+from tagdb.schema import MISSING, Schema
+from tagdb.selection import BOOL, FLOAT, INT, Node, check, to_sql
+
+KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,23}")
+CATALOG_TABLE = "tagdb_catalog"
+NUMBERING = ("run", "lumi", "event")
+# Rows per executemany batch where no bulk path exists (MySQL packets stay well under
+# the default max_allowed_packet).
+_INSERT_BATCH = 5000
+_COPY_BATCH = 200_000
+_PICK_BATCH = 500
+
+
+def table_name(key: str) -> str:
+    """The table that holds collection ``key``; raises InvalidInput for a bad key."""
+    if not isinstance(key, str) or not KEY_RE.fullmatch(key):
+        raise InvalidInput(
+            f"invalid TAG collection key {key!r}: lower-case letters, digits and '_', "
+            "starting with a letter, at most 24 characters",
+            where="key",
+        )
+    return f"tag_{key}"
+
+
+_SA_TYPES = {INT: sa.BigInteger, FLOAT: sa.Double, BOOL: sa.Boolean}
+_NP_TYPES = {INT: np.int64, FLOAT: np.float64, BOOL: np.bool_}
+
+
+def tag_table(
+    name: str,
+    attributes: Mapping[str, str],
+    *,
+    dialect: str = "default",
+    metadata: sa.MetaData | None = None,
+) -> sa.Table:
+    """The SQLAlchemy table of a TAG collection with ``attributes`` (name -> type).
+
+    ``name`` is the full table name (``table_name(key)``). On DuckDB ``id`` carries no
+    primary key: DuckDB would maintain an ART index on every insert and its scans do
+    not use it.
+    """
+    id_type = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # sqlite: rowid alias
+    columns: list[sa.Column] = [
+        sa.Column("id", id_type, primary_key=dialect != "duckdb", autoincrement=False),
+        sa.Column("file_guid", sa.CHAR(36), nullable=False),
+        sa.Column("entry", sa.BigInteger, nullable=False),
+        *(sa.Column(c, sa.BigInteger, nullable=True) for c in NUMBERING),
+    ]
+    for attr, type_ in attributes.items():
+        columns.append(sa.Column(attr, _SA_TYPES[type_](), nullable=type_ == FLOAT))
+    return sa.Table(name, metadata or sa.MetaData(), *columns)
+
+
+def _selection_columns(table: sa.Table, info_types: Mapping[str, str]) -> dict[str, Any]:
+    return {name: table.c[name] for name in info_types}
+
+
+def where_clause(
+    table: sa.Table, types: Mapping[str, str], tree: Node | None
+) -> sa.ColumnElement[bool]:
+    """The WHERE condition for ``tree`` over ``table`` (true when ``tree`` is None)."""
+    if tree is None:
+        return sa.true()
+    typed = check(tree, types)
+    return to_sql(typed, _selection_columns(table, types))
+
+
+def select_count(table: sa.Table, types: Mapping[str, str], tree: Node | None) -> sa.Select:
+    """SELECT count(*) of the rows that pass ``tree``."""
+    stmt = sa.select(sa.func.count()).select_from(table)
+    return stmt if tree is None else stmt.where(where_clause(table, types, tree))
+
+
+def _histogram_value(table: sa.Table, attr: str, type_: str) -> sa.ColumnElement:
+    col = table.c[attr]
+    return sa.cast(col, sa.Integer) if type_ == BOOL else col
+
+
+def select_range(
+    table: sa.Table, types: Mapping[str, str], attr: str, tree: Node | None
+) -> sa.Select:
+    """SELECT min, max of ``attr`` over the passing rows, ignoring the -999 'missing'
+    value so that an automatic histogram range shows the physics, not the sentinel."""
+    x = _histogram_value(table, attr, types[attr])
+    return (
+        sa.select(sa.func.min(x), sa.func.max(x))
+        .select_from(table)
+        .where(where_clause(table, types, tree), x != sa.literal(MISSING, sa.BigInteger()))
+    )
+
+
+def select_histogram(
+    table: sa.Table,
+    types: Mapping[str, str],
+    attr: str,
+    tree: Node | None,
+    bins: int,
+    lo: float,
+    hi: float,
+) -> sa.Select:
+    """SELECT bin, count(*) GROUP BY bin, binned in the database.
+
+    Bin codes: 0..bins-1 for [lo, hi] (``hi`` falls in the last bin, as in numpy),
+    -1 below ``lo``, ``bins + 1`` above ``hi``; a code of ``bins`` can only come from
+    rounding just below ``hi`` and belongs to the last bin. The bin is computed in a
+    subquery because each mention of a bound parameter is a separate placeholder, and
+    PostgreSQL would not match a repeated expression in GROUP BY.
+    """
+    x = _histogram_value(table, attr, types[attr])
+    lo_p = sa.literal(float(lo), sa.Double())
+    hi_p = sa.literal(float(hi), sa.Double())
+    scale = sa.literal(bins / (hi - lo), sa.Double())
+    code = sa.case(
+        (x < lo_p, sa.literal(-1, sa.Integer())),
+        (x > hi_p, sa.literal(bins + 1, sa.Integer())),
+        else_=sa.func.floor((x - lo_p) * scale),
+    )
+    inner = (
+        sa.select(code.label("bin"))
+        .select_from(table)
+        .where(where_clause(table, types, tree), x.is_not(None))
+        .subquery("binned")
+    )
+    return sa.select(inner.c.bin, sa.func.count()).group_by(inner.c.bin)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What the catalog records about a published collection."""
+
+    key: str
+    table: str
+    schema_name: str
+    schema_version: int
+    attributes: dict[str, str]  # name -> type, in schema order
+    numbering: tuple[str, ...]  # which of run/lumi/event the collection has
+    indexed: tuple[str, ...]
+    n_events: int
+    n_files: int
+    built_at: datetime | None = None
+
+    def attribute_types(self) -> dict[str, str]:
+        """Everything a selection on this collection may name, with its type."""
+        types = dict.fromkeys(self.numbering, INT)
+        types.update(self.attributes)
+        return types
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of ``attribute`` in ``len(edges) - 1`` bins; values outside ``edges``
+    are in ``underflow``/``overflow``, rows without a value in ``missing``."""
+
+    attribute: str
+    edges: np.ndarray
+    counts: np.ndarray
+    underflow: int = 0
+    overflow: int = 0
+    missing: int = 0
+
+    @property
+    def total(self) -> int:
+        """Every row the selection passed: bins, under/overflow and missing."""
+        return int(self.counts.sum()) + self.underflow + self.overflow + self.missing
+
+
+@dataclass(frozen=True)
+class EventRef:
+    """Where an event lives (file GUID and entry), with its numbers where known."""
+
+    file_guid: str
+    entry: int
+    run: int | None
+    event: int | None
+    value: Any = None  # the attribute value, for top()
+
+
+@dataclass(frozen=True)
+class PickedEvent:
+    key: str
+    run: int
+    event: int
+    file_guid: str
+    entry: int
+
+
+@dataclass(frozen=True)
+class PickResult:
+    """Events found by (run, event); ``missing`` pairs matched nothing, ``duplicates``
+    matched more than one row (in one collection or across several)."""
+
+    found: list[PickedEvent] = field(default_factory=list)
+    missing: list[tuple[int, int]] = field(default_factory=list)
+    duplicates: list[tuple[int, int]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- DDL helpers
+
+
+def _quote(conn: sa.Connection, name: str) -> str:
+    # Only our own table and index names reach DDL text: re-check them all the same.
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name):
+        raise ValueError(f"refusing unsafe identifier {name!r}")
+    return conn.dialect.identifier_preparer.quote(name)
+
+
+def _ddl(conn: sa.Connection, template: str, *names: str) -> None:
+    conn.execute(sa.DDL(template.format(*(_quote(conn, n) for n in names))))
+
+
+def _sqlite_transactional_ddl(engine: sa.Engine) -> None:
+    """Let SQLite run DDL inside our transactions (the pysqlite driver otherwise
+    commits around it), so publishing a rebuilt collection is atomic."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+# --------------------------------------------------------------------------- building
+
+
+class TagBuilder:
+    """Loads one collection into a staging table; :meth:`publish` swaps it in.
+
+    Use as a context manager: leaving the block without publishing (or with an error)
+    aborts the build and drops the staging table.
+    """
+
+    def __init__(self, store: TagStore, key: str, schema: Schema):
+        self.store = store
+        self.key = key
+        self.final_name = table_name(key)
+        self.schema = schema
+        self.types = {a.name: a.type for a in schema.attributes}
+        self.numbering = tuple(c for c in NUMBERING if c in schema.numbering())
+        self.token = secrets.token_hex(4)
+        self.staging_name = f"{self.final_name}__{self.token}"
+        self.table = tag_table(self.staging_name, self.types, dialect=store.dialect)
+        self.n_events = 0
+        self.files: set[str] = set()
+        self.state = "open"
+        with store.engine.begin() as conn:
+            self.table.create(conn)
+
+    def __enter__(self) -> TagBuilder:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self.state == "open":
+            self.abort()
+
+    def _columns(self, file_guid: str, tags: Mapping[str, Any], entry_start: int) -> dict:
+        try:
+            guid = str(uuid.UUID(str(file_guid)))
+        except ValueError:
+            raise InvalidInput(
+                f"file GUID {file_guid!r} is not a UUID", where="file_guid"
+            ) from None
+        missing = [name for name in self.types if name not in tags]
+        if missing:
+            raise InvalidInput(
+                f"TAGs for file {guid} lack attribute '{missing[0]}'", where=f"file {guid}"
+            )
+        lengths = {name: len(tags[name]) for name in self.types}
+        n = next(iter(lengths.values()))
+        uneven = [name for name, length in lengths.items() if length != n]
+        if uneven:
+            raise InvalidInput(
+                f"TAGs for file {guid}: attribute '{uneven[0]}' has {lengths[uneven[0]]} "
+                f"values, '{next(iter(lengths))}' has {n}",
+                where=f"file {guid}",
+            )
+        entry = (
+            np.asarray(tags["entry"], dtype=np.int64)
+            if "entry" in tags
+            else np.arange(entry_start, entry_start + n, dtype=np.int64)
+        )
+        columns: dict[str, Any] = {
+            "id": np.arange(self.n_events + 1, self.n_events + n + 1, dtype=np.int64),
+            "file_guid": guid,
+            "entry": entry,
+        }
+        for name in NUMBERING:
+            columns[name] = (
+                np.asarray(tags[name], dtype=np.int64) if name in self.numbering else None
+            )
+        for name, type_ in self.types.items():
+            columns[name] = np.asarray(tags[name]).astype(_NP_TYPES[type_], copy=False)
+        return columns
+
+    def load(self, file_guid: str, tags: Mapping[str, Any], entry_start: int = 0) -> int:
+        """Bulk-load the TAGs of one file (or one chunk of it) into the staging table.
+
+        ``tags`` is what :func:`tagdb.schema.compute_tags` returns; entries are numbered
+        from ``entry_start`` unless ``tags`` has an ``entry`` array. Returns rows loaded.
+        """
+        if self.state != "open":
+            raise RuntimeError(f"this build was already {self.state}")
+        columns = self._columns(file_guid, tags, entry_start)
+        n = len(columns["id"])
+        if n == 0:
+            self.files.add(columns["file_guid"])
+            return 0
+        loader = {
+            "postgresql": self._load_postgresql,
+            "duckdb": self._load_duckdb,
+        }.get(self.store.dialect, self._load_executemany)
+        with self.store.engine.begin() as conn:
+            loader(conn, columns, n)
+        self.n_events += n
+        self.files.add(columns["file_guid"])
+        return n
+
+    def _arrow(self, columns: Mapping[str, Any], n: int) -> pa.Table:
+        arrays = {}
+        for column in self.table.columns:
+            value = columns[column.name]
+            if value is None:
+                arrays[column.name] = pa.nulls(n, pa.int64())
+            elif isinstance(value, str):
+                arrays[column.name] = pa.array([value] * n, pa.string())
+            elif value.dtype.kind == "f":
+                arrays[column.name] = pa.array(value, mask=~np.isfinite(value))
+            else:
+                arrays[column.name] = pa.array(value)
+        return pa.table(arrays)
+
+    def _load_duckdb(self, conn: sa.Connection, columns: Mapping[str, Any], n: int) -> None:
+        duck = conn.connection.driver_connection
+        view = f"dss_load_{self.token}"
+        duck.register(view, self._arrow(columns, n))
+        try:
+            names = [c.name for c in self.table.columns]
+            source = sa.select(*(sa.column(name) for name in names)).select_from(sa.table(view))
+            conn.execute(sa.insert(self.table).from_select(names, source))
+        finally:
+            duck.unregister(view)
+
+    def _load_postgresql(self, conn: sa.Connection, columns: Mapping[str, Any], n: int) -> None:
+        import pyarrow.csv as pacsv
+        from psycopg import sql
+
+        table = self._arrow(columns, n)
+        names = [c.name for c in self.table.columns]
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            sql.Identifier(self.staging_name), sql.SQL(", ").join(map(sql.Identifier, names))
+        )
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy(statement) as copy:
+            # Arrow writes CSV in C, a whole batch at a time; an empty field is NULL.
+            for start in range(0, n, _COPY_BATCH):
+                buffer = io.BytesIO()
+                pacsv.write_csv(
+                    table.slice(start, _COPY_BATCH),
+                    buffer,
+                    pacsv.WriteOptions(include_header=False),
+                )
+                copy.write(buffer.getvalue())
+
+    def _load_executemany(self, conn: sa.Connection, columns: Mapping[str, Any], n: int) -> None:
+        names = [c.name for c in self.table.columns]
+        lists = []
+        for name in names:
+            value = columns[name]
+            if value is None or isinstance(value, str):
+                lists.append([value] * n)
+            elif value.dtype.kind == "f":
+                finite = np.isfinite(value)
+                lists.append(
+                    value.tolist() if finite.all() else np.where(finite, value, None).tolist()
+                )
+            else:
+                lists.append(value.tolist())
+        insert = sa.insert(self.table)
+        for start in range(0, n, _INSERT_BATCH):
+            rows = [
+                dict(zip(names, row, strict=True))
+                for row in zip(*(v[start : start + _INSERT_BATCH] for v in lists), strict=True)
+            ]
+            conn.execute(insert, rows)
+
+    def publish(self) -> CollectionInfo:
+        """Index the staging table and make it the collection, replacing any previous
+        build of the same key in one step."""
+        if self.state != "open":
+            raise RuntimeError(f"this build was already {self.state}")
+        store = self.store
+        indexed = tuple(a.name for a in self.schema.attributes if a.index)
+        if store.dialect != "duckdb":
+            # DuckDB answers range scans from its per-block min/max; ART indexes would
+            # only slow the load. The other engines use B-trees for all of these.
+            with store.engine.begin() as conn:
+                indexes = [
+                    sa.Index(f"tix_{self.token}_re", self.table.c.run, self.table.c.event),
+                    sa.Index(f"tix_{self.token}_fe", self.table.c.file_guid, self.table.c.entry),
+                    *(
+                        sa.Index(f"tix_{self.token}_a{i}", self.table.c[name])
+                        for i, name in enumerate(indexed)
+                    ),
+                ]
+                for index in indexes:
+                    index.create(conn)
+        if store.dialect == "postgresql":
+            # Fresh statistics for the planner, and a visibility map so that counts can
+            # be answered by index-only scans. VACUUM cannot run in a transaction.
+            with store.engine.connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                _ddl(conn, "VACUUM ANALYZE {}", self.staging_name)
+        info = CollectionInfo(
+            key=self.key,
+            table=self.final_name,
+            schema_name=self.schema.name,
+            schema_version=self.schema.version,
+            attributes=dict(self.types),
+            numbering=self.numbering,
+            indexed=indexed,
+            n_events=self.n_events,
+            n_files=len(self.files),
+            built_at=datetime.now(UTC).replace(tzinfo=None, microsecond=0),
+        )
+        store._swap_in(self.staging_name, info)
+        self.state = "published"
+        return info
+
+    def abort(self) -> None:
+        """Drop the staging table; the published collection (if any) stays as it was."""
+        if self.state != "open":
+            return
+        self.state = "aborted"
+        with self.store.engine.begin() as conn:
+            self.table.drop(conn, checkfirst=True)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class TagStore:
+    """TAG collections in one database, addressed by SQLAlchemy URL."""
+
+    def __init__(self, url: str | sa.Engine, **engine_options: Any):
+        self.engine = url if isinstance(url, sa.Engine) else sa.create_engine(url, **engine_options)
+        self.dialect = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            _sqlite_transactional_ddl(self.engine)
+        self._metadata = sa.MetaData()
+        self.catalog = sa.Table(
+            CATALOG_TABLE,
+            self._metadata,
+            sa.Column("key", sa.String(32), primary_key=True),
+            sa.Column("table_name", sa.String(64), nullable=False),
+            sa.Column("schema_name", sa.String(64), nullable=False),
+            sa.Column("schema_version", sa.Integer, nullable=False),
+            sa.Column("attributes", sa.Text, nullable=False),
+            sa.Column("numbering", sa.String(32), nullable=False),
+            sa.Column("indexed", sa.Text, nullable=False),
+            sa.Column("n_events", sa.BigInteger, nullable=False),
+            sa.Column("n_files", sa.BigInteger, nullable=False),
+            sa.Column("built_at", sa.DateTime, nullable=True),
+        )
+        self._catalog_ready = False
+
+    def __repr__(self) -> str:
+        return f"TagStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def dispose(self) -> None:
+        """Close pooled connections (DuckDB keeps its file open until then)."""
+        self.engine.dispose()
+
+    # -- catalog
+
+    def _ensure_catalog(self) -> None:
+        if self._catalog_ready:
+            return
+        try:
+            with self.engine.begin() as conn:
+                self.catalog.create(conn, checkfirst=True)
+        except sa.exc.DBAPIError:
+            # Another process created it between our check and our CREATE.
+            if not sa.inspect(self.engine).has_table(CATALOG_TABLE):
+                raise
+        self._catalog_ready = True
+
+    @staticmethod
+    def _info(row: Any) -> CollectionInfo:
+        return CollectionInfo(
+            key=row.key,
+            table=row.table_name,
+            schema_name=row.schema_name,
+            schema_version=row.schema_version,
+            attributes=dict(json.loads(row.attributes)),
+            numbering=tuple(n for n in row.numbering.split(",") if n),
+            indexed=tuple(json.loads(row.indexed)),
+            n_events=row.n_events,
+            n_files=row.n_files,
+            built_at=row.built_at,
+        )
+
+    def collection(self, key: str) -> CollectionInfo:
+        """The catalog entry of collection ``key``; NotFound if it was never published."""
+        table_name(key)
+        self._ensure_catalog()
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(self.catalog).where(self.catalog.c.key == key)).first()
+        if row is None:
+            raise NotFound(f"TAG collection {key!r} does not exist", where=key)
+        return self._info(row)
+
+    def collections(self) -> list[CollectionInfo]:
+        """Every published collection, by key."""
+        self._ensure_catalog()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(self.catalog).order_by(self.catalog.c.key)).all()
+        return [self._info(r) for r in rows]
+
+    def attribute_types(self, key: str) -> dict[str, str]:
+        """Names a selection on ``key`` may use (attributes and run/lumi/event numbers)."""
+        return self.collection(key).attribute_types()
+
+    # -- building
+
+    def begin_build(self, key: str, schema: Schema) -> TagBuilder:
+        """Start (re)building collection ``key`` with ``schema`` in a staging table."""
+        table_name(key)
+        self._ensure_catalog()
+        return TagBuilder(self, key, schema)
+
+    def _swap_in(self, staging: str, info: CollectionInfo) -> None:
+        final = info.table
+        row = {
+            "key": info.key,
+            "table_name": final,
+            "schema_name": info.schema_name,
+            "schema_version": info.schema_version,
+            "attributes": json.dumps(list(info.attributes.items())),
+            "numbering": ",".join(info.numbering),
+            "indexed": json.dumps(list(info.indexed)),
+            "n_events": info.n_events,
+            "n_files": info.n_files,
+            "built_at": info.built_at,
+        }
+        if self.dialect == "mysql":
+            # MySQL commits around DDL; one multi-table RENAME swaps atomically instead.
+            with self.engine.begin() as conn:
+                exists = sa.inspect(conn).has_table(final)
+                if exists:
+                    retired = f"{staging}_old"
+                    _ddl(conn, "RENAME TABLE {} TO {}, {} TO {}", final, retired, staging, final)
+                    _ddl(conn, "DROP TABLE {}", retired)
+                else:
+                    _ddl(conn, "RENAME TABLE {} TO {}", staging, final)
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(self.catalog).where(self.catalog.c.key == info.key))
+                conn.execute(sa.insert(self.catalog), [row])
+            return
+        with self.engine.begin() as conn:
+            if sa.inspect(conn).has_table(final):
+                _ddl(conn, "DROP TABLE {}", final)
+            _ddl(conn, "ALTER TABLE {} RENAME TO {}", staging, final)
+            conn.execute(sa.delete(self.catalog).where(self.catalog.c.key == info.key))
+            conn.execute(sa.insert(self.catalog), [row])
+
+    def drop(self, key: str) -> bool:
+        """Remove collection ``key`` (table and catalog entry). True if it existed."""
+        final = table_name(key)
+        self._ensure_catalog()
+        with self.engine.begin() as conn:
+            gone = conn.execute(sa.delete(self.catalog).where(self.catalog.c.key == key)).rowcount
+            exists = sa.inspect(conn).has_table(final)
+            if exists:
+                _ddl(conn, "DROP TABLE {}", final)
+        return bool(gone) or exists
+
+    # -- queries
+
+    def _bound(self, key: str) -> tuple[CollectionInfo, sa.Table, dict[str, str]]:
+        info = self.collection(key)
+        table = tag_table(info.table, info.attributes, dialect=self.dialect)
+        return info, table, info.attribute_types()
+
+    def _scalar(self, stmt: sa.Executable) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).scalar()
+
+    def count(self, key: str, tree: Node | None = None) -> int:
+        """How many events of ``key`` pass ``tree`` (all events for None)."""
+        _, table, types = self._bound(key)
+        return int(self._scalar(select_count(table, types, tree)))
+
+    def histogram(
+        self,
+        key: str,
+        attr: str,
+        tree: Node | None = None,
+        bins: int = 50,
+        lo: float | None = None,
+        hi: float | None = None,
+    ) -> Histogram:
+        """Histogram of ``attr`` over the events passing ``tree``, binned in the database.
+
+        Without ``lo``/``hi`` the range is the selected events' min and max (ignoring
+        the -999 'missing' value, which then counts as underflow). Integer and boolean
+        attributes with few distinct values get one bin per integer.
+        """
+        _, table, types = self._bound(key)
+        if attr not in types:
+            from tagdb.selection import suggest
+
+            raise InvalidInput(
+                f"unknown attribute '{attr}'{suggest(attr, sorted(types))}", where="attribute"
+            )
+        if not isinstance(bins, int) or not 1 <= bins <= 10_000:
+            raise InvalidInput("bins must be a whole number from 1 to 10000", where="bins")
+        type_ = types[attr]
+        with self.engine.connect() as conn:
+            if lo is None or hi is None:
+                found_lo, found_hi = conn.execute(select_range(table, types, attr, tree)).one()
+                if found_lo is None:
+                    found_lo, found_hi = 0.0, 1.0
+                lo = found_lo if lo is None else lo
+                hi = found_hi if hi is None else hi
+                if type_ == BOOL:
+                    lo, hi = 0, 1  # always both bins, false and true
+                if type_ in (INT, BOOL) and hi - lo + 1 <= bins:
+                    # One bin per integer value, centred on it.
+                    bins = int(hi - lo + 1)
+                    lo, hi = lo - 0.5, hi + 0.5
+            lo, hi = float(lo), float(hi)
+            if hi < lo:
+                raise InvalidInput(f"histogram range {lo}..{hi} is empty", where="range")
+            if hi == lo:
+                lo, hi = lo - 0.5, hi + 0.5
+            rows = conn.execute(select_histogram(table, types, attr, tree, bins, lo, hi)).all()
+            total = conn.execute(select_count(table, types, tree)).scalar()
+        counts = np.zeros(bins, dtype=np.int64)
+        underflow = overflow = 0
+        for code, n in rows:
+            code = int(code)
+            if code < 0:
+                underflow += n
+            elif code > bins:
+                overflow += n
+            else:
+                counts[min(code, bins - 1)] += n
+        missing = int(total) - int(counts.sum()) - underflow - overflow
+        return Histogram(
+            attribute=attr,
+            edges=np.linspace(lo, hi, bins + 1),
+            counts=counts,
+            underflow=underflow,
+            overflow=overflow,
+            missing=missing,
+        )
+
+    def events(
+        self, key: str, tree: Node | None = None, limit: int = 100, offset: int = 0
+    ) -> list[EventRef]:
+        """A page of the passing events, in load order (file by file, entry by entry)."""
+        _, table, types = self._bound(key)
+        stmt = (
+            sa.select(table.c.file_guid, table.c.entry, table.c.run, table.c.event)
+            .where(where_clause(table, types, tree))
+            .order_by(table.c.id)
+            .limit(int(limit))
+            .offset(int(offset))
+        )
+        with self.engine.connect() as conn:
+            return [EventRef(*row) for row in conn.execute(stmt)]
+
+    def top(self, key: str, tree: Node | None, attr: str, n: int = 10) -> list[EventRef]:
+        """The ``n`` passing events with the largest ``attr`` (its value in ``.value``)."""
+        _, table, types = self._bound(key)
+        if attr not in types:
+            from tagdb.selection import suggest
+
+            raise InvalidInput(
+                f"unknown attribute '{attr}'{suggest(attr, sorted(types))}", where="attribute"
+            )
+        col = table.c[attr]
+        stmt = (
+            sa.select(table.c.file_guid, table.c.entry, table.c.run, table.c.event, col)
+            .where(where_clause(table, types, tree), col.is_not(None))
+            .order_by(col.desc(), table.c.id)
+            .limit(int(n))
+        )
+        with self.engine.connect() as conn:
+            return [EventRef(*row) for row in conn.execute(stmt)]
+
+    def files_touched(self, key: str, tree: Node | None = None) -> tuple[int, int]:
+        """(files with at least one passing event, files in the collection)."""
+        info, table, types = self._bound(key)
+        stmt = sa.select(sa.func.count(sa.distinct(table.c.file_guid))).where(
+            where_clause(table, types, tree)
+        )
+        return int(self._scalar(stmt)), info.n_files
+
+    def entries_by_file(self, key: str, tree: Node | None = None) -> dict[str, np.ndarray]:
+        """For each file with passing events, their entry numbers (sorted int64 array):
+        exactly what a skim of this selection has to read."""
+        _, table, types = self._bound(key)
+        stmt = (
+            sa.select(table.c.file_guid, table.c.entry)
+            .where(where_clause(table, types, tree))
+            .order_by(table.c.file_guid, table.c.entry)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        if not rows:
+            return {}
+        guids, entries = zip(*rows, strict=True)
+        guid_array = np.asarray(guids, dtype=object)
+        entry_array = np.asarray(entries, dtype=np.int64)
+        starts = np.flatnonzero(np.r_[True, guid_array[1:] != guid_array[:-1]])
+        stops = np.r_[starts[1:], len(guid_array)]
+        return {
+            str(guid_array[a]).strip(): entry_array[a:b] for a, b in zip(starts, stops, strict=True)
+        }
+
+    def pick_events(self, keys: Sequence[str], pairs: Iterable[Sequence[int]]) -> PickResult:
+        """Find events by (run, event) number in the collections ``keys``."""
+        wanted: list[tuple[int, int]] = []
+        for pair in pairs:
+            try:
+                run, event = (int(v) for v in pair)
+            except (TypeError, ValueError):
+                raise InvalidInput(
+                    f"{pair!r} is not a (run, event) pair of whole numbers", where="events"
+                ) from None
+            wanted.append((run, event))
+        wanted = list(dict.fromkeys(wanted))
+        found: list[PickedEvent] = []
+        for key in keys:
+            info, table, _ = self._bound(key)
+            if not {"run", "event"} <= set(info.numbering):
+                raise InvalidInput(
+                    f"TAG collection {key!r} has no run and event numbers to pick events by",
+                    where=key,
+                )
+            pair_col = sa.tuple_(table.c.run, table.c.event)
+            with self.engine.connect() as conn:
+                for start in range(0, len(wanted), _PICK_BATCH):
+                    chunk = wanted[start : start + _PICK_BATCH]
+                    stmt = (
+                        sa.select(table.c.run, table.c.event, table.c.file_guid, table.c.entry)
+                        .where(pair_col.in_(chunk))
+                        .order_by(table.c.id)
+                    )
+                    found.extend(
+                        PickedEvent(key, int(r), int(e), str(g).strip(), int(n))
+                        for r, e, g, n in conn.execute(stmt)
+                    )
+        hits = Counter((p.run, p.event) for p in found)
+        return PickResult(
+            found=found,
+            missing=[p for p in wanted if hits[p] == 0],
+            duplicates=[p for p in wanted if hits[p] > 1],
+        )
+
+    def attribute_ranges(self, key: str) -> dict[str, tuple[Any, Any]]:
+        """(min, max) of every attribute and run/lumi/event number, ignoring -999
+        'missing' values; (None, None) where nothing is left."""
+        _, table, types = self._bound(key)
+        parts = []
+        for name, type_ in types.items():
+            x = _histogram_value(table, name, type_)
+            x = sa.case((x == sa.literal(MISSING, sa.BigInteger()), sa.null()), else_=x)
+            parts += [sa.func.min(x), sa.func.max(x)]
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(*parts).select_from(table)).one()
+        ranges = {}
+        for i, (name, type_) in enumerate(types.items()):
+            lo, hi = row[2 * i], row[2 * i + 1]
+            if type_ == BOOL and lo is not None:
+                lo, hi = bool(lo), bool(hi)
+            ranges[name] = (lo, hi)
+        return ranges
+
+
+@lru_cache(maxsize=8)
+def open_store(url: str) -> TagStore:
+    """A shared TagStore per URL, so that a process keeps one connection pool."""
+    return TagStore(url)
