@@ -12,8 +12,16 @@ from . import views
 api_patterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The documentation pages are pages: they send an anonymous visitor to the login page.
-    path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
-    path("redoc/", login_required(SpectacularRedocView.as_view(url_name="api-schema")), name="api-redoc"),
+    path(
+        "docs/",
+        login_required(SpectacularSwaggerView.as_view(url_name="api-schema")),
+        name="api-docs",
+    ),
+    path(
+        "redoc/",
+        login_required(SpectacularRedocView.as_view(url_name="api-schema")),
+        name="api-redoc",
+    ),
     path("token/", obtain_auth_token, name="api-token"),
     *dmu_api,
 ]
