@@ -1057,18 +1057,23 @@ def _group(facts, name):
     return facts.get(name) or {}
 
 
+def _amount(value, unit):
+    return "%s %s" % (value, unit) if unit else str(value)
+
+
 def check_minimum(name, value, threshold, unit, code_low, code_unknown, what):
     """A ``value >= threshold`` check; unknown values warn (or pass when nothing is required)."""
+    need = _amount(threshold, unit)
     if value is None:
         if not threshold:
             return check(name, PASS, "%s: unknown; none required" % what, None, threshold)
-        return check(name, WARN, "%s: unknown, cannot compare with the required %s %s"
-                     % (what, threshold, unit), None, threshold, code_unknown)
+        return check(name, WARN, "%s: unknown, cannot compare with the required %s" % (what, need),
+                     None, threshold, code_unknown)
     if value < threshold:
-        return check(name, FAIL, "%s: %s %s, below the required %s %s"
-                     % (what, value, unit, threshold, unit), value, threshold, code_low)
-    return check(name, PASS, "%s: %s %s (required %s %s)" % (what, value, unit, threshold, unit),
-                 value, threshold)
+        return check(name, FAIL, "%s: %s, below the required %s" % (what, _amount(value, unit), need),
+                     value, threshold, code_low)
+    return check(name, PASS, "%s: %s (required %s)" % (what, _amount(value, unit), need), value,
+                 threshold)
 
 
 def check_python(facts, config):
@@ -1239,7 +1244,7 @@ def evaluate(facts, config, problems=()):
     # A job may use what the node has, its affinity mask and cgroup allow, and the batch
     # system granted: the smallest of those that are known.
     cores = _smallest(cpu.get("usable_cores"), batch.get("allocated_cores"))
-    checks.append(check_minimum("cores", cores, config["min_cores"], "cores",
+    checks.append(check_minimum("cores", cores, config["min_cores"], "",
                                 "cores_too_few", "cores_unknown", "cores for this job"))
     memory_mb = _smallest(memory.get("job_limit_mb"), batch.get("allocated_memory_mb"))
     checks.append(check_minimum("memory", memory_mb, config["min_memory_mb"], "MB",
