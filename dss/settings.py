@@ -213,6 +213,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "0")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env("DSS_CELERY_QUEUE", "dss")
+# Periodic work (celery beat): each app adds its entries here.
+CELERY_BEAT_SCHEDULE: dict = {}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
@@ -220,6 +222,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 TAGDB_URL = env("TAGDB_URL", f"duckdb:///{VAR_DIR / 'tagdb.duckdb'}")
 DSS_STORAGE_ROOT = Path(env("DSS_STORAGE_ROOT", str(VAR_DIR / "storage")))
 DSS_SCRATCH_DIR = Path(env("DSS_SCRATCH_DIR", str(VAR_DIR / "scratch")))
+# The portal's own address as pilots and worker nodes reach it (they post reports here).
+DSS_PORTAL_URL = env("DSS_PORTAL_URL", "http://127.0.0.1:8000")
 # The largest file the registration reads in one call (bytes); guards a worker's time.
 DSS_MAX_REGISTER_FILES = envint("DSS_MAX_REGISTER_FILES", "10000")
 

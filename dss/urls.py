@@ -6,6 +6,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.authtoken.views import obtain_auth_token
 
 from dmu.urls import api_urlpatterns as dmu_api
+from pilotchecker.urls import api_urlpatterns as pilot_api
+from tagdb.urls import api_urlpatterns as tag_api
 
 from . import views
 
@@ -24,6 +26,8 @@ api_patterns = [
     ),
     path("token/", obtain_auth_token, name="api-token"),
     *dmu_api,
+    *tag_api,
+    *pilot_api,
 ]
 
 urlpatterns = [
@@ -35,4 +39,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("", include("dmu.urls")),
+    path("", include("tagdb.urls")),
+    path("", include("pilotchecker.urls")),
 ]

@@ -9,7 +9,7 @@ PORT=${PORT:-8000}
 mkdir -p var/log
 $PY manage.py migrate --noinput
 $PY manage.py load_demo
-.venv/bin/celery -A dss worker --loglevel=INFO --concurrency=2 >var/log/worker.log 2>&1 &
+.venv/bin/celery -A dss worker --beat --schedule=var/celerybeat-schedule --loglevel=INFO --concurrency=2 >var/log/worker.log 2>&1 &
 WORKER=$!
 trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null || true' EXIT INT TERM
 echo
