@@ -725,12 +725,12 @@ def _normal(node: Node) -> tuple[str, int]:
         return f"{node.op}{inner}", prec
     if isinstance(node, Logical):
         prec = _PRECEDENCE[node.op]
-        parts = []
-        for o in node.operands:
-            text, p = _normal(o)
-            parts.append(f"({text})" if p <= prec else text)
         # && and || commute: order and repetition do not change which events pass.
-        return f" {node.op} ".join(sorted(set(parts))), prec
+        parts = dict(_normal(o) for o in node.operands)
+        if len(parts) == 1:
+            return next(iter(parts.items()))
+        texts = (f"({text})" if p <= prec else text for text, p in parts.items())
+        return f" {node.op} ".join(sorted(texts)), prec
     if isinstance(node, InList):
         prec = _PRECEDENCE["cmp"]
         inner, p = _normal(node.operand)
