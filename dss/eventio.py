@@ -1,0 +1,148 @@
+"""Reading selected events out of ROOT files and writing them as ROOT or Parquet.
+
+Plain Python (uproot, awkward, numpy; no Django) so that a skim part runs the same on a
+portal worker, a batch node or a laptop, and can be benchmarked alone.
+
+A skim reads only the entry ranges that hold selected events: the tree's common basket
+boundaries ("clusters") cut the file into ranges that can be read independently, and only
+the ranges containing a selected entry are read and decompressed. When most ranges hold a
+selected entry, the ranges merge into one read of the whole file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import pyarrow.parquet as pq
+import uproot
+
+from dss.errors import BadEventFile, InvalidInput
+
+FORMATS = {"root": "ROOT TTree", "rntuple": "ROOT RNTuple", "parquet": "Parquet"}
+EXTENSIONS = {"root": ".root", "rntuple": ".root", "parquet": ".parquet"}
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    path: str
+    guid: str
+    events: int
+    bytes: int
+
+
+def resolve_branches(available: Sequence[str], wanted: Sequence[str] | None) -> list[str]:
+    """The branches to keep, in the file's order: all when ``wanted`` is empty, else every
+    branch matching one of the names or glob patterns. A pattern that matches nothing is an
+    error naming it, so a typo never silently drops data."""
+    if not wanted:
+        return list(available)
+    keep: set[str] = set()
+    for pattern in wanted:
+        matched = fnmatch.filter(available, pattern)
+        if not matched:
+            raise InvalidInput(
+                f"no branch matches {pattern!r} (the tree has {len(available)} branches, "
+                f"e.g. {', '.join(list(available)[:5])})",
+                where="branches",
+            )
+        keep.update(matched)
+    return [b for b in available if b in keep]
+
+
+def selected_ranges(offsets: Sequence[int], entries: np.ndarray) -> list[tuple[int, int]]:
+    """Entry ranges ``[start, stop)`` made of whole clusters that hold at least one of the
+    sorted ``entries``; adjacent clusters merge into one range."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    if len(entries) == 0:
+        return []
+    cluster = np.searchsorted(offsets, entries, side="right") - 1
+    used = np.unique(cluster)
+    ranges: list[tuple[int, int]] = []
+    start = prev = int(used[0])
+    for c in used[1:]:
+        c = int(c)
+        if c != prev + 1:
+            ranges.append((int(offsets[start]), int(offsets[prev + 1])))
+            start = c
+        prev = c
+    ranges.append((int(offsets[start]), int(offsets[prev + 1])))
+    return ranges
+
+
+def read_entries(
+    tree: Any,
+    branches: Sequence[str],
+    entries: np.ndarray,
+    where: str,
+    progress: Callable[[int], None] | None = None,
+) -> ak.Array:
+    """The given entries (sorted, unique, int64) of ``branches``, reading only the clusters
+    that hold them. ``where`` names the file in errors."""
+    n = int(tree.num_entries)
+    if len(entries) and (entries[0] < 0 or entries[-1] >= n):
+        bad = entries[0] if entries[0] < 0 else entries[-1]
+        raise BadEventFile(f"entry {bad} is outside the tree ({n} entries)", where=where)
+    try:
+        offsets = tree.common_entry_offsets(filter_name=list(branches))
+    except Exception:
+        offsets = [0, n]
+    pieces = []
+    done = 0
+    for start, stop in selected_ranges(offsets, entries):
+        try:
+            arrays = tree.arrays(list(branches), entry_start=start, entry_stop=stop, library="ak")
+        except Exception as e:
+            raise BadEventFile(
+                f"cannot read entries {start}-{stop - 1}: {type(e).__name__}: {e}", where=where
+            ) from None
+        lo, hi = np.searchsorted(entries, [start, stop])
+        pieces.append(arrays[entries[lo:hi] - start])
+        done += int(hi - lo)
+        if progress:
+            progress(done)
+    if not pieces:
+        return tree.arrays(list(branches), entry_start=0, entry_stop=0, library="ak")
+    return pieces[0] if len(pieces) == 1 else ak.concatenate(pieces)
+
+
+def write_events(arrays: ak.Array, path: str, fmt: str, tree_name: str = "events") -> WrittenFile:
+    """Write ``arrays`` to ``path`` as ROOT (TTree or RNTuple) or Parquet and describe it.
+
+    The GUID of a ROOT output is the UUID that its header holds; a Parquet file has none, so
+    it gets a fresh one, stored in the file's key-value metadata.
+    """
+    if fmt not in FORMATS:
+        raise InvalidInput(
+            f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}", where="format"
+        )
+    if fmt == "parquet":
+        guid = str(uuid.uuid4())
+        table = ak.to_arrow_table(arrays, extensionarray=False)
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), b"dss_guid": guid.encode()}
+        )
+        pq.write_table(table, path, compression="zstd")
+    else:
+        with uproot.recreate(path) as f:
+            if fmt == "rntuple":
+                f.mkrntuple(tree_name, arrays)
+            else:
+                f[tree_name] = {field: arrays[field] for field in arrays.fields}
+        with uproot.open(path) as f:
+            guid = str(f.file.uuid)
+    return WrittenFile(path=path, guid=guid, events=len(arrays), bytes=os.path.getsize(path))
+
+
+def read_output(path: str, fmt: str, tree_name: str = "events") -> ak.Array:
+    """Read a skim output back whole (tests, verification)."""
+    if fmt == "parquet":
+        return ak.from_parquet(path)
+    with uproot.open(path) as f:
+        return f[tree_name].arrays(library="ak")
