@@ -613,11 +613,15 @@ class TagStore:
         final = table_name(key)
         self._ensure_catalog()
         with self.engine.begin() as conn:
-            gone = conn.execute(sa.delete(self.catalog).where(self.catalog.c.key == key)).rowcount
+            # Not DELETE's rowcount: DuckDB does not report one.
+            listed = conn.execute(
+                sa.select(self.catalog.c.key).where(self.catalog.c.key == key)
+            ).first()
+            conn.execute(sa.delete(self.catalog).where(self.catalog.c.key == key))
             exists = sa.inspect(conn).has_table(final)
             if exists:
                 _ddl(conn, "DROP TABLE {}", final)
-        return bool(gone) or exists
+        return listed is not None or exists
 
     # -- queries
 
