@@ -213,8 +213,22 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ALWAYS_EAGER = envbool("CELERY_TASK_ALWAYS_EAGER", "0")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env("DSS_CELERY_QUEUE", "dss")
+# PilotChecker: pilot work directories (on a file system the batch nodes share), the largest
+# report a pilot may post, and how often beat asks the batch systems about running pilots.
+PILOT_DIR = Path(env("PILOT_DIR", str(VAR_DIR / "pilots")))
+PILOT_REPORT_MAX_BYTES = envint("PILOT_REPORT_MAX_BYTES", "262144")
+PILOT_POLL_SECONDS = envint("PILOT_POLL_SECONDS", "10")
 # Periodic work (celery beat): each app adds its entries here.
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    "pilotchecker-poll-pilots": {
+        "task": "pilotchecker.tasks.poll_pilots",
+        "schedule": float(PILOT_POLL_SECONDS),
+    },
+    "pilotchecker-schedule-pilots": {
+        "task": "pilotchecker.tasks.schedule_pilots",
+        "schedule": 60.0,
+    },
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
@@ -222,6 +236,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 TAGDB_URL = env("TAGDB_URL", f"duckdb:///{VAR_DIR / 'tagdb.duckdb'}")
 DSS_STORAGE_ROOT = Path(env("DSS_STORAGE_ROOT", str(VAR_DIR / "storage")))
 DSS_SCRATCH_DIR = Path(env("DSS_SCRATCH_DIR", str(VAR_DIR / "scratch")))
+# The storage element that skims write their output to unless the user picks another.
+DSS_SKIM_OUTPUT_SE = env("DSS_SKIM_OUTPUT_SE", "LOCAL")
 # The portal's own address as pilots and worker nodes reach it (they post reports here).
 DSS_PORTAL_URL = env("DSS_PORTAL_URL", "http://127.0.0.1:8000")
 # The largest file the registration reads in one call (bytes); guards a worker's time.
