@@ -192,6 +192,17 @@ class _XRootDStatusError(OSError):
         return self.strerror or "XRootD error"
 
 
+def _lost(where: str) -> StorageError:
+    # The XRootD client closes a file whose server went away and then refuses further
+    # requests on it with ValueError("I/O operation on closed file").
+    return StorageError(
+        "connection to the XRootD server lost (the client closed the file)",
+        where=where,
+        code="storage_unreachable",
+        transient=True,
+    )
+
+
 _xrootd_ready = threading.Lock()
 _xrootd_configured = False
 
@@ -477,7 +488,10 @@ class StorageEndpoint:
                 box["status"], box["data"] = status, data
                 done.set()
 
-            status = fh.read(offset, min(chunk_size, size - offset), callback=arrived)
+            try:
+                status = fh.read(offset, min(chunk_size, size - offset), callback=arrived)
+            except ValueError as exc:
+                raise _lost(where) from exc
             if not status.ok:
                 raise _XRootDStatusError(status)
             pending.append((done, box))
@@ -696,7 +710,10 @@ class _XRootDTempFile(TempFile):
         with self._lock:
             self._in_flight[offset] = data
         try:
-            status = self._fh.write(data, offset, callback=self._written(offset))
+            try:
+                status = self._fh.write(data, offset, callback=self._written(offset))
+            except ValueError as exc:
+                raise _lost(self.where) from exc
             if not status.ok:
                 raise _XRootDStatusError(status)
         except Exception as exc:
