@@ -454,12 +454,9 @@ def verify_input(file: File, replica: Replica) -> None:
     """The input's bytes must still match the catalog (size and adler32) before we use it."""
     endpoint = replica.storage_element.endpoint()
     where = f"{replica.storage_element.name}:{replica.path}"
-    try:
-        size = endpoint.size(replica.path)
-    except FileNotFoundError:
-        raise NotFound(
-            f"input file {file.lfn} is missing from its storage element", where=where
-        ) from None
+    if not endpoint.exists(replica.path):
+        raise NotFound(f"input file {file.lfn} is missing from its storage element", where=where)
+    size = endpoint.size(replica.path)
     if size != file.bytes:
         raise StorageError(
             f"input file {file.lfn} has {size} bytes, the catalog says {file.bytes}", where=where
