@@ -312,7 +312,11 @@ def schema_from_dict(data: Any) -> Schema:
 
 
 def load_schema(path_or_text: str | Path | Mapping[str, Any]) -> Schema:
-    """Load a schema from a YAML file path, YAML text, or already-parsed data."""
+    """Load a schema from a YAML file, YAML text, or already-parsed data.
+
+    A ``Path`` is a file; so is a one-line string ending in ``.yaml`` or ``.yml``. Any
+    other string is YAML text.
+    """
     if isinstance(path_or_text, Mapping):
         return schema_from_dict(path_or_text)
     if isinstance(path_or_text, Path) or (
@@ -513,21 +517,6 @@ def _as_column(attribute: Attribute, value: Any, n: int) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
 
-def _open_tree(schema: Schema, tree: Any) -> Any:
-    if isinstance(tree, str | Path):
-        import uproot
-
-        try:
-            return uproot.open(tree)[schema.tree]
-        except (OSError, ValueError, KeyError) as exc:
-            from dss.errors import BadEventFile
-
-            raise BadEventFile(
-                f"cannot read tree '{schema.tree}': {exc}", where=str(tree)
-            ) from None
-    return tree
-
-
 def _tree_where(tree: Any) -> str:
     path = getattr(getattr(tree, "file", None), "file_path", "")
     return f"{path}:{tree.name}" if path else str(getattr(tree, "name", "tree"))
@@ -545,7 +534,20 @@ def compute_tags(
     (int64, float64 or bool), plus ``run``, ``event`` and ``lumi`` (int64) for those the
     schema names. ``tree`` may also be a file path, opened at ``schema.tree``.
     """
-    tree = _open_tree(schema, tree)
+    if isinstance(tree, str | Path):
+        import uproot
+
+        from dss.errors import BadEventFile
+
+        try:
+            source = uproot.open(tree)
+            events = source[schema.tree]
+        except (OSError, ValueError, KeyError) as exc:
+            raise BadEventFile(
+                f"cannot read tree '{schema.tree}': {exc}", where=str(tree)
+            ) from None
+        with source:
+            return compute_tags(schema, events, entry_start, entry_stop)
     available = set(tree.keys())
     users: dict[str, str] = {}
     for attribute in schema.attributes:

@@ -1092,10 +1092,11 @@ def evaluate(tree: Node, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
     :func:`to_sql` gives in the database for the same values.
     """
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    typed = check(tree, {k: type_of_dtype(v.dtype) for k, v in arrays.items() if v.ndim == 1})
+    usable = {k: v for k, v in arrays.items() if v.ndim == 1 and v.dtype.kind in "biuf"}
+    typed = check(tree, {k: type_of_dtype(v.dtype) for k, v in usable.items()})
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        result = ArrayEvaluator(lambda n: arrays[n.name], _NUMPY_FUNCTIONS).visit(typed)
-    lengths = {len(v) for v in arrays.values() if v.ndim == 1}
+        result = ArrayEvaluator(lambda n: usable[n.name], _NUMPY_FUNCTIONS).visit(typed)
+    lengths = {len(v) for v in usable.values()}
     if len(lengths) > 1:
         raise ValueError(f"arrays have different lengths: {sorted(lengths)}")
     n = lengths.pop() if lengths else 1

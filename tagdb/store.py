@@ -49,6 +49,7 @@ NUMBERING = ("run", "lumi", "event")
 # the default max_allowed_packet).
 _INSERT_BATCH = 5000
 _COPY_BATCH = 200_000
+_DUCKDB_BATCH = 500_000
 _PICK_BATCH = 500
 
 
@@ -143,7 +144,8 @@ def select_histogram(
 
     Bin codes: 0..bins-1 for [lo, hi] (``hi`` falls in the last bin, as in numpy),
     -1 below ``lo``, ``bins + 1`` above ``hi``; a code of ``bins`` can only come from
-    rounding just below ``hi`` and belongs to the last bin. The bin is computed in a
+    rounding just below ``hi`` and belongs to the last bin. Rows without a value (NULL)
+    form a NULL bin, so one scan gives every count. The bin is computed in a
     subquery because each mention of a bound parameter is a separate placeholder, and
     PostgreSQL would not match a repeated expression in GROUP BY.
     """
@@ -152,6 +154,8 @@ def select_histogram(
     hi_p = sa.literal(float(hi), sa.Double())
     scale = sa.literal(bins / (hi - lo), sa.Double())
     code = sa.case(
+        # First, because SQLAlchemy gives SQLite a Python floor() that rejects NULL.
+        (x.is_(None), sa.null()),
         (x < lo_p, sa.literal(-1, sa.Integer())),
         (x > hi_p, sa.literal(bins + 1, sa.Integer())),
         else_=sa.func.floor((x - lo_p) * scale),
@@ -159,7 +163,7 @@ def select_histogram(
     inner = (
         sa.select(code.label("bin"))
         .select_from(table)
-        .where(where_clause(table, types, tree), x.is_not(None))
+        .where(where_clause(table, types, tree))
         .subquery("binned")
     )
     return sa.select(inner.c.bin, sa.func.count()).group_by(inner.c.bin)
@@ -221,6 +225,8 @@ class EventRef:
 
 @dataclass(frozen=True)
 class PickedEvent:
+    """One event found by its (run, event) number, in collection ``key``."""
+
     key: str
     run: int
     event: int
@@ -287,6 +293,8 @@ class TagBuilder:
         self.table = tag_table(self.staging_name, self.types, dialect=store.dialect)
         self.n_events = 0
         self.files: set[str] = set()
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
         self.state = "open"
         with store.engine.begin() as conn:
             self.table.create(conn)
@@ -350,12 +358,21 @@ class TagBuilder:
         if n == 0:
             self.files.add(columns["file_guid"])
             return 0
-        loader = {
-            "postgresql": self._load_postgresql,
-            "duckdb": self._load_duckdb,
-        }.get(self.store.dialect, self._load_executemany)
-        with self.store.engine.begin() as conn:
-            loader(conn, columns, n)
+        if self.store.dialect == "duckdb":
+            # Every DuckDB commit syncs its write-ahead log (~0.1 s), so the TAGs of
+            # small files are gathered into large appends.
+            self._pending.append(self._arrow(columns, n))
+            self._pending_rows += n
+            if self._pending_rows >= _DUCKDB_BATCH:
+                self._flush()
+        else:
+            loader = (
+                self._load_postgresql
+                if self.store.dialect == "postgresql"
+                else self._load_executemany
+            )
+            with self.store.engine.begin() as conn:
+                loader(conn, columns, n)
         self.n_events += n
         self.files.add(columns["file_guid"])
         return n
@@ -374,10 +391,19 @@ class TagBuilder:
                 arrays[column.name] = pa.array(value)
         return pa.table(arrays)
 
-    def _load_duckdb(self, conn: sa.Connection, columns: Mapping[str, Any], n: int) -> None:
+    def _flush(self) -> None:
+        """Append the gathered DuckDB batches in one statement and one commit."""
+        if not self._pending:
+            return
+        batch = pa.concat_tables(self._pending)
+        self._pending, self._pending_rows = [], 0
+        with self.store.engine.begin() as conn:
+            self._load_duckdb(conn, batch)
+
+    def _load_duckdb(self, conn: sa.Connection, batch: pa.Table) -> None:
         duck = conn.connection.driver_connection
         view = f"dss_load_{self.token}"
-        duck.register(view, self._arrow(columns, n))
+        duck.register(view, batch)
         try:
             names = [c.name for c in self.table.columns]
             source = sa.select(*(sa.column(name) for name in names)).select_from(sa.table(view))
@@ -434,6 +460,7 @@ class TagBuilder:
         if self.state != "open":
             raise RuntimeError(f"this build was already {self.state}")
         store = self.store
+        self._flush()
         indexed = tuple(a.name for a in self.schema.attributes if a.index)
         if store.dialect != "duckdb":
             # DuckDB answers range scans from its per-block min/max; ART indexes would
@@ -476,6 +503,7 @@ class TagBuilder:
         if self.state != "open":
             return
         self.state = "aborted"
+        self._pending, self._pending_rows = [], 0
         with self.store.engine.begin() as conn:
             self.table.drop(conn, checkfirst=True)
 
@@ -507,6 +535,7 @@ class TagStore:
             sa.Column("built_at", sa.DateTime, nullable=True),
         )
         self._catalog_ready = False
+        self._tables: dict[str, tuple[CollectionInfo, sa.Table]] = {}
 
     def __repr__(self) -> str:
         return f"TagStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -627,8 +656,14 @@ class TagStore:
 
     def _bound(self, key: str) -> tuple[CollectionInfo, sa.Table, dict[str, str]]:
         info = self.collection(key)
-        table = tag_table(info.table, info.attributes, dialect=self.dialect)
-        return info, table, info.attribute_types()
+        # The catalog is read on every query, so a rebuild by another process is seen at
+        # once; the Table object is reused while the catalog entry stays the same, which
+        # also lets SQLAlchemy reuse its compiled statements.
+        cached = self._tables.get(key)
+        if cached is None or cached[0] != info:
+            cached = (info, tag_table(info.table, info.attributes, dialect=self.dialect))
+            self._tables[key] = cached
+        return info, cached[1], info.attribute_types()
 
     def _scalar(self, stmt: sa.Executable) -> Any:
         with self.engine.connect() as conn:
@@ -683,10 +718,12 @@ class TagStore:
             if hi == lo:
                 lo, hi = lo - 0.5, hi + 0.5
             rows = conn.execute(select_histogram(table, types, attr, tree, bins, lo, hi)).all()
-            total = conn.execute(select_count(table, types, tree)).scalar()
         counts = np.zeros(bins, dtype=np.int64)
-        underflow = overflow = 0
+        underflow = overflow = missing = 0
         for code, n in rows:
+            if code is None:
+                missing += n
+                continue
             code = int(code)
             if code < 0:
                 underflow += n
@@ -694,7 +731,6 @@ class TagStore:
                 overflow += n
             else:
                 counts[min(code, bins - 1)] += n
-        missing = int(total) - int(counts.sum()) - underflow - overflow
         return Histogram(
             attribute=attr,
             edges=np.linspace(lo, hi, bins + 1),

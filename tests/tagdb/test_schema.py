@@ -201,3 +201,13 @@ def test_auto_schema_counts_list_branches(hzz_tree):
     assert types["nmuon"] == "int"
     tags = compute_tags(schema, hzz_tree)
     assert (tags["n_muon_px"] == tags["nmuon"]).all()
+
+
+def test_a_bad_event_file_names_the_file(hzz_schema, tmp_path):
+    from dss.errors import BadEventFile
+
+    bogus = tmp_path / "not-root.root"
+    bogus.write_bytes(b"this is not a ROOT file")
+    with pytest.raises(BadEventFile) as info:
+        compute_tags(hzz_schema, bogus)
+    assert info.value.where == str(bogus)

@@ -315,7 +315,7 @@ def test_oracle_histogram_is_binned_in_the_database(oracle_table):
     sql = str(compiled)
     assert "floor(" in sql.lower()
     assert "GROUP BY binned.bin" in sql
-    assert "CASE WHEN (tag_c42.met < :param_1)" in sql
+    assert "WHEN (tag_c42.met < :param_1)" in sql
     assert "250" not in sql and "0.2" not in sql
     assert 0.2 in compiled.params.values() and 250.0 in compiled.params.values()
     ranged = str(compile_oracle(select_range(table, types, "met", tree)))
