@@ -293,7 +293,14 @@ class StorageEndpoint:
             elif self.scheme == "file":
                 self._fs = fsspec.filesystem("file")
             else:
-                self._fs = fsspec.filesystem(self.scheme)
+                try:
+                    self._fs = fsspec.filesystem(self.scheme)
+                except ImportError as exc:
+                    raise StorageError(
+                        f"{self.scheme}:// needs aiohttp: pip install aiohttp",
+                        where=self.base_url,
+                        code="unsupported",
+                    ) from exc
         return self._fs
 
     # -- names ---------------------------------------------------------------------------

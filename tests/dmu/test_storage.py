@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 import time
 import zlib
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -236,3 +239,39 @@ def test_connection_refused_is_transient_and_quick():
     assert err.value.transient
     assert "unreachable" in err.value.message
     assert time.monotonic() - started < 10
+
+
+# -- HTTP(S), read-only -----------------------------------------------------------------
+
+
+@pytest.fixture
+def web_dir(tmp_path):
+    """A directory served over HTTP on loopback (the https:// code path, without TLS)."""
+    root = tmp_path / "web"
+    root.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_http_storage_reads_sizes_and_refuses_writes(web_dir, local_se):
+    from dmu.transfer import copy
+
+    root, url = web_dir
+    data = os.urandom(300_000)
+    (root / "d").mkdir()
+    (root / "d" / "f.root").write_bytes(data)
+    web = StorageEndpoint(url)
+    assert web.exists("d/f.root") and web.size("d/f.root") == len(data)
+    assert b"".join(web.read_chunks("d/f.root", 65536)) == data
+    assert web.server_checksum("d/f.root") is None and web.free_space() is None
+    with pytest.raises(NotFound):
+        web.size("d/nope.root")
+    result = copy(web.url("d/f.root"), local_se.url("f.root"), expected_adler32=adler(data))
+    assert result.adler32 == adler(data)
+    with pytest.raises(StorageError) as err:
+        copy(local_se.url("f.root"), web.url("d/g.root"))
+    assert err.value.code == "read_only"

@@ -6,6 +6,7 @@ destination.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import zlib
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import dmu.storage as storage
 import dmu.transfer as transfer
 from dmu.storage import CHUNK, StorageEndpoint, TempFile
 from dmu.transfer import CopyJob, copy, copy_many
@@ -315,15 +317,31 @@ def test_server_stopping_mid_download_is_retried_then_fails_leaving_nothing(
     assert files_under(local_se) == []
 
 
-def test_a_full_local_destination_fails_at_once_leaving_nothing(local_se, tiny_fs, sleeps):
-    # Real ENOSPC from a 1 MiB tmpfs (this test skips where mounting is not permitted).
-    if tiny_fs is None:
-        pytest.skip("mounting a tmpfs is not permitted here")
+def test_a_full_local_destination_fails_at_once_leaving_nothing(
+    local_se, tiny_fs, tmp_path, sleeps, monkeypatch
+):
+    # A real ENOSPC from a 1 MiB tmpfs; where mounting is not permitted, a destination
+    # file that raises OSError(ENOSPC) once 1 MiB is written stands in for it.
     put_local(local_se, "f", os.urandom(3 * 1024 * 1024))
+    if tiny_fs is None:
+        tiny_fs = tmp_path / "full"
+        tiny_fs.mkdir()
+        real_write = storage._LocalTempFile.write
+
+        def write(self, data: bytes) -> None:
+            if self.bytes + len(data) > 1024 * 1024:
+                self._fh.close()
+                raise storage.storage_error(
+                    OSError(errno.ENOSPC, "No space left on device"), self.where, "write"
+                )
+            real_write(self, data)
+
+        monkeypatch.setattr(storage._LocalTempFile, "write", write)
     full = StorageEndpoint(f"file://{tiny_fs}")
     with pytest.raises(StorageError) as err:
-        copy((local_se, "f"), (full, "f"))
+        copy((local_se, "f"), (full, "f"), chunk_size=256 * 1024)
     assert err.value.code == "no_space" and not err.value.transient
+    assert "no space left" in err.value.message
     assert sleeps == []
     assert list(tiny_fs.iterdir()) == []
 
