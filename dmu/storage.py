@@ -19,6 +19,7 @@ Plain Python, no Django: the ``dmu`` command line runs this on worker nodes.
 
 from __future__ import annotations
 
+import abc
 import errno
 import hashlib
 import os
@@ -174,8 +175,10 @@ def storage_error(exc: BaseException, where: str, action: str) -> DSSError:
             kind="storage_unreachable",
         )
     if exc.__class__.__module__.startswith("aiohttp"):
-        # aiohttp's connection errors subclass OSError; its HTTP status errors do not.
-        transient = isinstance(exc, OSError) or "5" == str(getattr(exc, "status", ""))[:1]
+        # aiohttp's connection errors subclass OSError; its HTTP status errors do not, and
+        # only a server-side (5xx) status may go away on a retry.
+        status = getattr(exc, "status", None)
+        transient = isinstance(exc, OSError) or (isinstance(status, int) and status >= 500)
         return fail("HTTP request failed", transient=transient, kind="storage_error")
     return fail("storage error", transient=False, kind="storage_error")
 
@@ -602,7 +605,7 @@ class StorageEndpoint:
             raise storage_error(exc, self._where(rel), "mkdir") from exc
 
 
-class TempFile:
+class TempFile(abc.ABC):
     """A file being written under a temporary name; ``close`` it, then ``publish`` or ``discard``.
 
     Used as a context manager, it is discarded if the block raises.
@@ -614,17 +617,17 @@ class TempFile:
         self.bytes = 0
         self.where = endpoint._where(temp)
 
+    @abc.abstractmethod
     def write(self, data: bytes) -> None:
         """Append ``data``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def close(self) -> None:
         """Flush and close; raises if any write failed."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def discard(self) -> None:
         """Close and remove the temporary, ignoring errors: it is cleanup after a failure."""
-        raise NotImplementedError
 
     def __enter__(self) -> TempFile:
         return self

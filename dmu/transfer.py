@@ -176,9 +176,12 @@ def _attempt(
         if held is not None:
             return total, held, True
 
-    # XRootD knows the source's checksum: ask for it while the bytes stream, so that a
-    # download is verified end to end even when the caller knows no checksum.
-    source_sum = _Background(src.server_checksum, src_rel) if src.has_server_checksum else None
+    # XRootD knows the source's checksum: when the caller knows none, ask for it while the
+    # bytes stream, so that a download is still verified end to end. (With an expected
+    # checksum it is asked only after a mismatch: computing it may cost the server a read.)
+    source_sum = None
+    if src.has_server_checksum and expected_adler32 is None:
+        source_sum = _Background(src.server_checksum, src_rel)
     adler = Adler32()
     temp: TempFile = dst.open_write_temp(dst_rel)
     with temp:
@@ -197,6 +200,8 @@ def _attempt(
             )
         at_source = source_sum.result() if source_sum is not None else None
         if expected_adler32 is not None and got != expected_adler32:
+            if src.has_server_checksum:
+                at_source = _Background(src.server_checksum, src_rel).result()
             if at_source is not None and at_source == got:
                 # The server holds exactly what we read: the file at rest is not the cataloged one.
                 raise ChecksumMismatch(
