@@ -218,6 +218,12 @@ class SkimDetail(generics.RetrieveAPIView):
     def get_queryset(self):
         return _skims()
 
+    def get_object(self):
+        skim = self.get_queryset().filter(pk=self.kwargs["pk"]).first()
+        if skim is None:
+            raise NotFound(f"no skim #{self.kwargs['pk']}", where="skim")
+        return skim
+
 
 class SkimCancel(APIView):
     @extend_schema(request=None, responses={200: SkimSummarySerializer})
@@ -291,12 +297,12 @@ class ProvenanceList(generics.ListAPIView):
 
 
 class ProvenanceDetail(APIView):
-    """One record; `?format=prov-json` gives it as W3C PROV-JSON."""
+    """One record; `?export=prov-json` gives it as W3C PROV-JSON."""
 
     permission_classes = [permissions.IsAuthenticated, CanReadProvenance]
 
     @extend_schema(
-        parameters=[OpenApiParameter("format", str, enum=["json", "prov-json"])],
+        parameters=[OpenApiParameter("export", str, enum=["json", "prov-json"])],
         responses={200: ProvenanceSerializer},
     )
     def get(self, request, pk: int):
@@ -308,7 +314,7 @@ class ProvenanceDetail(APIView):
             return Response(
                 {"error": "not_found", "detail": f"no provenance record #{pk}"}, status=404
             )
-        if request.query_params.get("format") == "prov-json":
+        if request.query_params.get("export") == "prov-json":
             return Response(actions.prov_json(record))
         return Response(ProvenanceSerializer(record).data)
 

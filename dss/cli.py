@@ -184,7 +184,7 @@ def _record_of(client: ApiClient, skim_id: int) -> int:
 def provenance(client: ApiClient, args: argparse.Namespace, out: Output) -> int:
     record = _record_of(client, args.id)
     fmt = "prov-json" if args.format == "prov-json" else "json"
-    body = client.request("GET", f"/api/provenance/{record}/", params={"format": fmt})
+    body = client.request("GET", f"/api/provenance/{record}/", params={"export": fmt})
     json.dump(body, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
     return 0

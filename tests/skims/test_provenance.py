@@ -4,8 +4,8 @@ import pytest
 from django.test import Client
 
 from dss import actions
-from tests.skims.test_skim_correctness import outputs, run_skim, submit
 from tests.skims.conftest import same_events
+from tests.skims.test_skim_correctness import outputs, run_skim, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,6 +11,7 @@ from dmu import actions
 from dmu.storage import deterministic_path
 from dss.management.base import ActionCommand
 from dss.roles import ADMIN, OPERATOR, PHYSICIST
+from tagdb import actions as tag_actions
 
 DEMO_DIR = Path(settings.BASE_DIR) / "data" / "demo"
 DEMO_DATASETS = {
@@ -52,6 +53,7 @@ class Command(ActionCommand):
                 name, se, [rel], description=description
             )
             self.stdout.write(f"dataset {dataset.name}: {added} new file(s)")
+        tag_actions.check_build_builtin(list(DEMO_DATASETS), self.stdout.write)
         if no_users:
             return
         User = get_user_model()
