@@ -80,12 +80,31 @@ class TagBuild(Job):
     """Building (or rebuilding) a collection: one Celery task per file, then a publish step."""
 
     collection = models.ForeignKey(TagCollection, on_delete=models.CASCADE, related_name="builds")
+    # The dataset's files when the build started (File pks); progress counts them.
+    file_ids = models.JSONField(default=list, blank=True)
+    n_events = models.BigIntegerField(default=0, help_text="events tagged so far")
+    # Set by the one task that wins the right to load and publish the collection.
+    publish_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(Job.Meta):
         pass
 
     def __str__(self) -> str:
         return f"build of {self.collection}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("tagdb:build", args=[self.pk])
+
+    @property
+    def phase(self) -> str:
+        """What the build is doing, in the users' words."""
+        if self.is_final:
+            return self.get_state_display()
+        if self.publish_started_at:
+            return "loading into the TAG DB"
+        if self.state == "running":
+            return "tagging files"
+        return "waiting for a worker"
 
 
 class SavedQuery(models.Model):
