@@ -1,0 +1,313 @@
+"""Benchmark the TAG database against a plain uproot scan.
+
+Synthesises a TAG collection of N events (default 10^6) by resampling whole events of the
+HZZ demo sample (so attributes keep their correlations), numbers them with runs, lumi
+blocks and events, spreads them over files, builds the collection on every reachable
+backend, and times:
+
+* the build (events loaded per second, split into loading and publishing);
+* a count under a selective cut (< 1% of events) and under a loose cut (~ 50%);
+* a 50-bin histogram under the loose cut (automatic range, binned in the database);
+
+beside a plain uproot script that answers the selective cut by reading the needed
+branches from synthetic ROOT files of the same events (written once under bench/work/).
+
+    .venv/bin/python bench/tagdb.py                       # 10^6 events
+    .venv/bin/python bench/tagdb.py --events 10000000     # 10^7 events
+    .venv/bin/python bench/tagdb.py --backends duckdb,postgresql
+
+PostgreSQL and MySQL/MariaDB URLs come from DSS_BENCH_POSTGRES_URL and DSS_BENCH_MYSQL_URL
+(default: the local test servers); unreachable backends are skipped. Results are printed
+and written as JSON (bench/results/tagdb.json by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import numpy as np
+import sqlalchemy as sa
+import uproot
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tagdb.schema import Schema, builtin_schemas, compute_tags  # noqa: E402
+from tagdb.selection import evaluate, parse  # noqa: E402
+from tagdb.store import TagStore  # noqa: E402
+
+HZZ = ROOT / "data" / "demo" / "uproot-HZZ.root"
+WORK = ROOT / "bench" / "work"
+RESULTS = ROOT / "bench" / "results"
+
+SELECTIVE = "met > 175"
+LOOSE = "n_muon >= 2"
+HISTOGRAM_ATTRIBUTE = "lead_muon_pt"
+EVENTS_PER_RUN = 50_000
+EVENTS_PER_LUMI = 1_000
+GUID_NAMESPACE = uuid.UUID("6f1d3c52-8d0b-4c1e-9a57-2b7f0c9e4d11")
+
+# The branches written to the synthetic ROOT files: what the selective cut needs, and
+# the muon collection so that the files look like event data rather than two columns.
+FLAT_BRANCHES = ["MET_px", "MET_py", "NMuon", "triggerIsoMu24", "EventWeight"]
+MUON_FIELDS = ["Px", "Py", "Pz", "E", "Charge"]
+
+
+def backend_urls() -> dict[str, str]:
+    """The database URL of each backend (file databases live under bench/work/)."""
+    return {
+        "duckdb": f"duckdb:///{WORK / 'tagdb-bench.duckdb'}",
+        "sqlite": f"sqlite:///{WORK / 'tagdb-bench.sqlite'}",
+        "postgresql": os.environ.get(
+            "DSS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+        "mysql": os.environ.get("DSS_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
+    }
+
+
+class Synthetic:
+    """N events resampled from the HZZ sample, in files of (nearly) equal size."""
+
+    def __init__(self, n_events: int, n_files: int, seed: int):
+        self.n_events = n_events
+        hzz = builtin_schemas()["hzz"]
+        self.source_tags = compute_tags(hzz, HZZ)
+        # The HZZ schema as if its events had run, lumi and event numbers.
+        self.schema: Schema = dataclasses.replace(hzz, run="run", lumi="lumi", event="event")
+        n_source = len(self.source_tags["n_muon"])
+        rng = np.random.default_rng(seed)
+        bounds = np.linspace(0, n_events, n_files + 1).astype(np.int64)
+        self.files = [
+            (
+                str(uuid.uuid5(GUID_NAMESPACE, f"bench-{n_events}-{seed}-{i}")),
+                int(bounds[i]),
+                rng.integers(0, n_source, int(bounds[i + 1] - bounds[i])),
+            )
+            for i in range(n_files)
+        ]
+
+    def tags(self) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
+        """(file GUID, TAG arrays) per file, with run/lumi/event numbers."""
+        for guid, first, picks in self.files:
+            tags = {name: values[picks] for name, values in self.source_tags.items()}
+            number = np.arange(first, first + len(picks), dtype=np.int64)
+            tags["run"] = 100_000 + number // EVENTS_PER_RUN
+            tags["lumi"] = 1 + (number % EVENTS_PER_RUN) // EVENTS_PER_LUMI
+            tags["event"] = number + 1
+            yield guid, tags
+
+    def expected(self, text: str) -> int:
+        """The count numpy gives for a selection over all synthetic events."""
+        counts = evaluate(parse(text), self.source_tags).astype(np.int64)
+        return int(sum(counts[picks].sum() for _, _, picks in self.files))
+
+    def root_files(self) -> list[Path]:
+        """The synthetic events as ROOT files; written once and reused."""
+        folder = WORK / f"root-{self.n_events}-{len(self.files)}"
+        marker = folder / "complete"
+        paths = [folder / f"events-{i:04d}.root" for i in range(len(self.files))]
+        if marker.exists():
+            return paths
+        folder.mkdir(parents=True, exist_ok=True)
+        with uproot.open(HZZ) as source:
+            raw = source["events"].arrays(
+                FLAT_BRANCHES + [f"Muon_{f}" for f in MUON_FIELDS], library="ak"
+            )
+        started = time.perf_counter()
+        for path, (_, _, picks) in zip(paths, self.files, strict=True):
+            events = raw[picks]
+            with uproot.recreate(path) as out:
+                out["events"] = {
+                    **{name: ak.to_numpy(events[name]) for name in FLAT_BRANCHES},
+                    "Muon": ak.zip({f: events[f"Muon_{f}"] for f in MUON_FIELDS}),
+                }
+        marker.write_text("ok\n")
+        print(f"  wrote {len(paths)} ROOT files in {time.perf_counter() - started:.1f} s")
+        return paths
+
+
+def uproot_scan(paths: list[Path]) -> tuple[float, int]:
+    """What a physicist would otherwise run: read MET_px/MET_py from every file, apply
+    the selective cut, count. Returns (seconds, count)."""
+    started = time.perf_counter()
+    total = 0
+    for path in paths:
+        with uproot.open(path) as f:
+            arrays = f["events"].arrays(["MET_px", "MET_py"], library="np")
+        met = np.hypot(arrays["MET_px"].astype(np.float64), arrays["MET_py"])
+        total += int((met > 175).sum())
+    return time.perf_counter() - started, total
+
+
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Median wall time of ``repeat`` calls after one warm-up call, and the result."""
+    result = fn()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def reachable(url: str) -> str | None:
+    """None if a connection works, else the reason."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect():
+            return None
+    except Exception as exc:  # any driver error means: skip this backend
+        return str(exc).splitlines()[0]
+    finally:
+        engine.dispose()
+
+
+def bench_backend(name: str, url: str, data: Synthetic, repeat: int) -> dict[str, Any]:
+    """Build the synthetic collection on one backend, time the queries, check the counts
+    against numpy, and drop the collection again."""
+    for suffix in ("", ".wal"):
+        if url.startswith(("duckdb:///", "sqlite:///")):
+            Path(url.split(":///", 1)[1] + suffix).unlink(missing_ok=True)
+    store = TagStore(url)
+    key = f"bench{uuid.uuid4().hex[:10]}"
+    try:
+        generate_s = load_s = 0.0
+        started = time.perf_counter()
+        with store.begin_build(key, data.schema) as builder:
+            tags_iter = data.tags()
+            while True:
+                t0 = time.perf_counter()
+                item = next(tags_iter, None)
+                t1 = time.perf_counter()
+                generate_s += t1 - t0
+                if item is None:
+                    break
+                builder.load(*item)
+                load_s += time.perf_counter() - t1
+            t2 = time.perf_counter()
+            builder.publish()
+            publish_s = time.perf_counter() - t2
+        build_s = time.perf_counter() - started - generate_s
+        selective, loose = parse(SELECTIVE), parse(LOOSE)
+        count_selective_s, n_selective = timed(lambda: store.count(key, selective), repeat)
+        count_loose_s, n_loose = timed(lambda: store.count(key, loose), repeat)
+        histogram_s, hist = timed(
+            lambda: store.histogram(key, HISTOGRAM_ATTRIBUTE, loose, bins=50), repeat
+        )
+        fixed_s, _ = timed(
+            lambda: store.histogram(key, HISTOGRAM_ATTRIBUTE, loose, bins=50, lo=0, hi=250),
+            repeat,
+        )
+        assert n_selective == data.expected(SELECTIVE), (name, n_selective)
+        assert n_loose == data.expected(LOOSE), (name, n_loose)
+        assert hist.total == n_loose, (name, hist.total, n_loose)
+        return {
+            "build_events_per_s": data.n_events / build_s,
+            "build_s": build_s,
+            "load_s": load_s,
+            "publish_s": publish_s,
+            "count_selective_s": count_selective_s,
+            "count_loose_s": count_loose_s,
+            "histogram_s": histogram_s,
+            "histogram_fixed_range_s": fixed_s,
+            "n_selective": n_selective,
+            "n_loose": n_loose,
+        }
+    finally:
+        store.drop(key)
+        store.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print a table and write the JSON results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=100)
+    parser.add_argument("--backends", default="duckdb,sqlite,postgresql,mysql")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=20240)
+    parser.add_argument("--output", type=Path, default=RESULTS / "tagdb.json")
+    args = parser.parse_args(argv)
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    print(f"TAG database benchmark: {args.events:,} events in {args.files} files")
+    data = Synthetic(args.events, args.files, args.seed)
+    n_selective, n_loose = data.expected(SELECTIVE), data.expected(LOOSE)
+    print(
+        f"  selective: {SELECTIVE} ({n_selective / args.events:.2%})   "
+        f"loose: {LOOSE} ({n_loose / args.events:.1%})   "
+        f"histogram: {HISTOGRAM_ATTRIBUTE}, 50 bins, under the loose cut"
+    )
+    paths = data.root_files()
+    uproot_scan(paths[:1])  # warm the file system cache and uproot's imports
+    scan_s, scan_count = uproot_scan(paths)
+    assert scan_count == n_selective, (scan_count, n_selective)
+
+    results: dict[str, Any] = {}
+    urls = backend_urls()
+    for name in args.backends.split(","):
+        url = urls[name]
+        problem = reachable(url)
+        if problem:
+            print(f"  {name}: skipped ({problem})")
+            continue
+        print(f"  {name}: building …", flush=True)
+        results[name] = bench_backend(name, url, data, args.repeat)
+
+    print()
+    header = (
+        f"{'backend':<11}{'build ev/s':>12}{'load s':>9}{'publish s':>11}"
+        f"{'count <1% ms':>14}{'count ~50% ms':>15}{'hist ms':>9}{'hist fixed ms':>15}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, r in results.items():
+        print(
+            f"{name:<11}{r['build_events_per_s']:>12,.0f}{r['load_s']:>9.1f}"
+            f"{r['publish_s']:>11.1f}{r['count_selective_s'] * 1e3:>14.1f}"
+            f"{r['count_loose_s'] * 1e3:>15.1f}{r['histogram_s'] * 1e3:>9.1f}"
+            f"{r['histogram_fixed_range_s'] * 1e3:>15.1f}"
+        )
+    print(
+        f"{'uproot':<11}{'':>12}{'':>9}{'':>11}{scan_s * 1e3:>14.1f}"
+        "   (MET_px, MET_py read from every ROOT file)"
+    )
+
+    report = {
+        "events": args.events,
+        "files": args.files,
+        "selective": SELECTIVE,
+        "loose": LOOSE,
+        "histogram": f"{HISTOGRAM_ATTRIBUTE}, 50 bins, under '{LOOSE}', automatic range",
+        "uproot_scan_s": scan_s,
+        "backends": results,
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+        },
+        "notes": (
+            "Times are medians of --repeat runs after one warm-up. build_events_per_s counts "
+            "loading and publishing (indexes, ANALYZE, swap), not synthesising the TAGs."
+        ),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
