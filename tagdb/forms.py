@@ -1,0 +1,168 @@
+"""Forms of the TAG pages: start a build, query a collection, save a query, pick events,
+apply a good-run list."""
+
+from __future__ import annotations
+
+from django import forms
+
+from dmu.models import Dataset
+
+from . import actions
+from .actions import MAX_TOP
+from .selection import BOOL, FLOAT, MAX_LENGTH
+
+FITTING = ""
+
+
+class BuildForm(forms.Form):
+    dataset = forms.ModelChoiceField(
+        label="Dataset", queryset=Dataset.objects.order_by("name"), to_field_name="name"
+    )
+    schema = forms.ChoiceField(
+        label="TAG schema",
+        required=False,
+        help_text="Which attributes to compute. The fitting schema is the builtin one whose "
+        "branches the dataset's files have, else every numeric branch of the tree.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        choices = [(FITTING, "The fitting schema (chosen from the files' branches)")]
+        for row in actions.latest_schemas():
+            kind = "automatic" if row.automatic else f"tree {row.tree}"
+            choices.append((str(row.pk), f"{row} ({kind})"))
+        self.fields["schema"].choices = choices
+
+    def clean_schema(self):
+        value = self.cleaned_data["schema"]
+        if value == FITTING:
+            return None
+        return actions.TagSchema.objects.get(pk=int(value))
+
+
+def default_histogram_attribute(collection) -> str:
+    """The attribute the page plots first: an indexed float, else any float, else the first."""
+    schema = actions.collection_schema(collection)
+    for attribute in schema.attributes:
+        if attribute.type == FLOAT and attribute.index:
+            return attribute.name
+    for attribute in schema.attributes:
+        if attribute.type == FLOAT:
+            return attribute.name
+    return schema.attributes[0].name
+
+
+class QueryForm(forms.Form):
+    """The collection page's query: read from the URL, so every view can be bookmarked."""
+
+    selection = forms.CharField(
+        label="Selection",
+        required=False,
+        strip=False,
+        max_length=MAX_LENGTH * 4,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "autocomplete": "off"}),
+    )
+    attribute = forms.ChoiceField(label="Attribute", required=False)
+    bins = forms.IntegerField(label="Bins", required=False, min_value=1, max_value=500)
+    lo = forms.FloatField(label="From", required=False)
+    hi = forms.FloatField(label="To", required=False)
+    top_attribute = forms.ChoiceField(label="Largest", required=False)
+    top_n = forms.IntegerField(label="How many", required=False, min_value=1, max_value=MAX_TOP)
+
+    def __init__(self, collection, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        types = actions.attribute_types(collection)
+        self.fields["attribute"].choices = [(name, name) for name in types]
+        self.fields["top_attribute"].choices = [
+            (name, name) for name, type_ in types.items() if type_ != BOOL
+        ]
+        self.defaults = {
+            "selection": "",
+            "attribute": default_histogram_attribute(collection),
+            "bins": None,
+            "lo": None,
+            "hi": None,
+            "top_attribute": default_histogram_attribute(collection),
+            "top_n": 20,
+        }
+        # The controls sit in the page's cards but submit with the selection box's form.
+        for name, field in self.fields.items():
+            if name != "selection":
+                field.widget.attrs["form"] = "query"
+        self.fields["bins"].widget.attrs["placeholder"] = "auto"
+        self.fields["lo"].widget.attrs["placeholder"] = "auto"
+        self.fields["hi"].widget.attrs["placeholder"] = "auto"
+        self.fields["lo"].widget.attrs["step"] = "any"
+        self.fields["hi"].widget.attrs["step"] = "any"
+
+    def query(self) -> dict:
+        """The cleaned query with defaults for what the URL left out or got wrong."""
+        values = dict(self.defaults)
+        if self.is_bound:
+            self.is_valid()
+            for name, value in self.cleaned_data.items():
+                if value not in (None, ""):
+                    values[name] = value
+        return values
+
+
+class SaveQueryForm(forms.Form):
+    name = forms.CharField(label="Name", max_length=100)
+    selection = forms.CharField(
+        label="Selection", max_length=MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 2})
+    )
+
+
+class PickForm(forms.Form):
+    events = forms.CharField(
+        label="Run and event numbers",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "148031 10507008\n148029 15818458"}),
+        help_text="One pair per line (run event), or JSON [[run, event], …]",
+    )
+    file = forms.FileField(label="…or a file with the pairs", required=False)
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "pick_%s")  # ids unique on the collection page
+        super().__init__(*args, **kwargs)
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("file")
+        if upload is not None:
+            if upload.size > 5_000_000:
+                raise forms.ValidationError("The file is larger than 5 MB.")
+            data["text"] = upload.read()
+        elif (data.get("events") or "").strip():
+            data["text"] = data["events"]
+        else:
+            raise forms.ValidationError("Type some run and event numbers or choose a file.")
+        return data
+
+
+class GoodRunForm(forms.Form):
+    good_runs = forms.CharField(
+        label="Good-run list (JSON)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": '{"148031": [[1, 250]]}'}),
+        help_text='Runs and their certified luminosity blocks: {"run": [[first, last], …]}',
+    )
+    file = forms.FileField(label="…or a good-run list file", required=False)
+    selection = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", "grl_%s")  # ids unique on the collection page
+        super().__init__(*args, **kwargs)
+
+    def clean(self):
+        data = super().clean()
+        upload = data.get("file")
+        if upload is not None:
+            if upload.size > 5_000_000:
+                raise forms.ValidationError("The file is larger than 5 MB.")
+            data["text"] = upload.read()
+        elif (data.get("good_runs") or "").strip():
+            data["text"] = data["good_runs"]
+        else:
+            raise forms.ValidationError("Paste a good-run list or choose a file.")
+        return data

@@ -1,0 +1,121 @@
+"""``dss tag``: the command line against a live portal, with an API token."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from tests.tagdb.portal import drop_tags, tagged  # noqa: F401
+
+
+@pytest.fixture
+def portal(live_server, physicist):
+    """An API client of the live portal, logged in as the physicist by token."""
+    from rest_framework.authtoken.models import Token
+
+    from dss.apiclient import ApiClient
+
+    return ApiClient(live_server.url, Token.objects.create(user=physicist).key, timeout=60)
+
+
+def run(portal, *argv: str) -> tuple[int, str, str]:
+    from tagdb.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), client=portal, stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_tag_list_shows_the_collections(portal, tagged):  # noqa: F811
+    code, out, _ = run(portal, "tag", "list")
+    assert code == 0
+    assert "demo.hzz" in out and "hzz v1" in out and "2,421" in out and "ready" in out
+    code, out, _ = run(portal, "tag", "list", "--json")
+    assert {row["dataset"] for row in json.loads(out)} == {"demo.hzz", "demo.zmumu"}
+
+
+def test_tag_count_by_dataset_name_or_number(portal, tagged):  # noqa: F811
+    code, out, _ = run(portal, "tag", "count", "demo.hzz", "n_muon >= 2")
+    assert code == 0
+    assert out.startswith("1,413 of 2,421 events (58.4%) pass n_muon >= 2 in demo.hzz")
+    assert "in 1 of 1 file(s)" in out
+    code, out, _ = run(portal, "tag", "count", str(tagged.zmumu.pk), "mass > 80", "--json")
+    assert json.loads(out)["count"] == 1835
+    code, out, _ = run(portal, "tag", "count", "demo.hzz/hzz")
+    assert code == 0 and out.startswith("2,421 of 2,421 events")
+
+
+def test_a_bad_selection_exits_2_with_a_caret_under_the_column(portal, tagged):  # noqa: F811
+    code, out, err = run(portal, "tag", "count", "demo.hzz", "n_muon >= 2 && met_x > 3")
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert lines[0] == "dss: column 16: unknown attribute 'met_x' at column 16; did you mean 'met'?"
+    assert lines[1] == "  n_muon >= 2 && met_x > 3"
+    assert lines[2] == "  " + " " * 15 + "^"
+    code, _, err = run(portal, "tag", "count", "demo.nothing", "met > 1")
+    assert code == 3 and "no TAG collection of 'demo.nothing'" in err
+
+
+def test_tag_hist_draws_a_text_histogram(portal, tagged):  # noqa: F811
+    code, out, _ = run(portal, "tag", "hist", "demo.hzz", "met", "n_muon >= 2", "--bins", "10")
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == "met [GeV] for n_muon >= 2"
+    assert len(lines) == 1 + 10 + 1 and lines[-1] == "1,413 events"
+    assert sum(int(line.split()[2].replace(",", "")) for line in lines[1:-1]) == 1413
+    assert "█" * 50 in out  # the fullest bin spans the whole width
+    code, out, _ = run(
+        portal, "tag", "hist", "demo.hzz", "met", "--range", "0", "50", "--bins", "5"
+    )
+    assert "[0, 10)" in out and "[40, 50]" in out and "above" in out
+
+
+def test_tag_events_writes_csv_and_json(portal, tagged, tmp_path):  # noqa: F811
+    target = tmp_path / "events.csv"
+    code, out, _ = run(portal, "tag", "events", "demo.zmumu", "mass > 120", "-o", str(target))
+    assert code == 0 and out.strip() == f"4 events written to {target}"
+    rows = list(csv.reader(target.open()))
+    assert rows[0] == ["file_guid", "entry", "run", "event"] and len(rows) == 5
+    code, out, _ = run(portal, "tag", "events", "demo.hzz", "n_muon >= 2", "--format", "json")
+    doc = json.loads(out)
+    assert doc["selection"] == "n_muon >= 2" and len(doc["events"]) == 1413
+
+
+def test_tag_pick_reports_found_missing_and_duplicated(portal, tagged, tmp_path):  # noqa: F811
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("# run event\n148031 10507008\n1 2\n")
+    code, out, _ = run(portal, "tag", "pick", "demo.zmumu", str(pairs))
+    assert code == 0
+    assert "4 event(s) found for 2 pair(s)" in out
+    assert "not found: 1:2" in out and "more than one event: 148031:10507008" in out
+    assert out.count("uproot-Zmumu.root") == 4
+    pairs.write_text("148031 ten\n")
+    code, _, err = run(portal, "tag", "pick", "demo.zmumu", str(pairs))
+    assert code == 2 and "line 1" in err
+
+
+def test_tag_build_waits_for_a_worker(portal, celery_worker, demo_datasets):
+    from tagdb.models import TagCollection
+
+    code, out, err = run(portal, "tag", "build", "demo.zmumu", "--wait", "--poll", "0.3")
+    try:
+        assert code == 0, err
+        lines = out.splitlines()
+        assert lines[0].endswith("of demo.zmumu (zmumu v1) queued")
+        assert "succeeded, 1 of 1 file(s), 2,304 events" in lines[-1]
+        code, out, _ = run(portal, "tag", "count", "demo.zmumu", "mass > 80")
+        assert out.startswith("1,835 of 2,304 events")
+    finally:
+        drop_tags(*TagCollection.objects.all())
+
+
+def test_an_outsider_cannot_build(live_server, outsider, demo_datasets):
+    from rest_framework.authtoken.models import Token
+
+    from dss.apiclient import ApiClient
+
+    client = ApiClient(live_server.url, Token.objects.create(user=outsider).key, timeout=60)
+    code, _, err = run(client, "tag", "build", "demo.hzz")
+    assert code != 0 and "building TAGs needs the physicist or admin role" in err

@@ -1,0 +1,300 @@
+"""The TAG pages: the collection page with its live count, plots, exports, saved queries,
+event picking and good-run lists; the build pages; the dataset page's TAG section."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from html.parser import HTMLParser
+from urllib.parse import parse_qs, urlencode, urlparse
+
+import pytest
+from django.test import Client
+
+from tests.tagdb.portal import client_for, tagged  # noqa: F401
+
+
+class PageAudit(HTMLParser):
+    """Collects what the accessibility checks need: title, h1s, controls and labels."""
+
+    def __init__(self):
+        super().__init__()
+        self.title = ""
+        self.h1 = 0
+        self.in_title = False
+        self.controls: list[dict] = []
+        self.label_for: set[str] = set()
+        self.ids: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.append(a["id"])
+        if tag == "title":
+            self.in_title = True
+        elif tag == "h1":
+            self.h1 += 1
+        elif tag == "label" and a.get("for"):
+            self.label_for.add(a["for"])
+        elif tag in ("input", "select", "textarea"):
+            if a.get("type") not in ("hidden", "submit", "button"):
+                self.controls.append(a)
+
+    def handle_endtag(self, tag):
+        if tag == "title":
+            self.in_title = False
+
+    def handle_data(self, data):
+        if self.in_title:
+            self.title += data
+
+
+def audit(html: str) -> PageAudit:
+    page = PageAudit()
+    page.feed(html)
+    assert page.title.strip(), "the page has no title"
+    assert page.h1 == 1, f"the page has {page.h1} h1 elements"
+    unlabelled = [
+        c for c in page.controls if c.get("id") not in page.label_for and not c.get("aria-label")
+    ]
+    assert not unlabelled, f"controls without a label: {unlabelled}"
+    duplicated = {i for i in page.ids if page.ids.count(i) > 1}
+    assert not duplicated, f"duplicate ids: {duplicated}"
+    return page
+
+
+def text_of(response) -> str:
+    if response.streaming:
+        return b"".join(response.streaming_content).decode()
+    return response.content.decode()
+
+
+def test_the_collection_page_shows_the_count_a_histogram_and_the_attributes(tagged, physicist):  # noqa: F811
+    c = client_for(physicist)
+    r = c.get(tagged.hzz.get_absolute_url(), {"selection": "n_muon >= 2", "attribute": "met"})
+    assert r.status_code == 200
+    html = r.content.decode()
+    page = audit(html)
+    assert "TAGs of demo.hzz" in page.title
+    assert "<strong>1,413</strong> of 2,421 events pass" in html
+    assert "in 1 of 1 file" in html
+    assert '<svg class="histogram"' in html and "met [GeV]" in html
+    assert html.count('class="bar"') >= 10
+    assert "Missing transverse energy" in html and "0.3489 … 341.9" in html
+    assert "Top events" in html and "341.9" in html
+    skim = re.search(r'href="(/skims/new/\?[^"]+)"', html).group(1).replace("&amp;", "&")
+    query = parse_qs(urlparse(skim).query)
+    assert query == {"collection": [str(tagged.hzz.pk)], "selection": ["n_muon >= 2"]}
+
+
+def test_the_selection_box_asks_for_a_live_count_as_you_type(tagged, physicist):  # noqa: F811
+    html = client_for(physicist).get(tagged.hzz.get_absolute_url()).content.decode()
+    box = re.search(r"<textarea[^>]*id=\"id_selection\"[^>]*>", html, re.S).group(0)
+    assert f'hx-get="/tags/{tagged.hzz.pk}/count/"' in box
+    assert 'hx-trigger="input changed delay:300ms"' in box
+    assert 'hx-target="#live-count"' in box
+
+
+def test_the_live_count_fragment_shows_the_count(tagged, physicist):  # noqa: F811
+    r = client_for(physicist).get(
+        f"/tags/{tagged.hzz.pk}/count/", {"selection": "n_muon>=2"}, HTTP_HX_REQUEST="true"
+    )
+    html = r.content.decode()
+    assert r.status_code == 200 and "<html" not in html
+    assert "<strong>1,413</strong> of 2,421 events pass (58.4%)" in html
+    assert "Skim these events" in html and "events.csv?selection=n_muon+%3E%3D+2" in html
+
+
+def test_the_live_count_fragment_points_at_the_bad_token(tagged, physicist):  # noqa: F811
+    r = client_for(physicist).get(
+        f"/tags/{tagged.hzz.pk}/count/", {"selection": "n_muon >= 2 && met_x > 3"}
+    )
+    html = r.content.decode()
+    assert r.status_code == 200
+    assert "unknown attribute &#x27;met_x&#x27; at column 16; did you mean &#x27;met&#x27;?" in html
+    caret = re.search(r'<pre class="caret"[^>]*>(.*?)</pre>', html, re.S).group(1)
+    line, marker = caret.split("\n")
+    assert line == "n_muon &gt;= 2 &amp;&amp; met_x &gt; 3"
+    assert marker == " " * 15 + "^"
+    assert "Skim these events" not in html
+
+
+@pytest.mark.parametrize(
+    "selection, message",
+    [
+        ("(n_muon >= 2", "column"),
+        ("n_muon >=", "column"),
+        ("met > 40; DROP TABLE tag_c1", "unexpected character &#x27;;&#x27; at column 9"),
+        ("x" * 5000, "too long"),
+        ("(" * 200 + "met > 1" + ")" * 200, "nested too deeply"),
+        ("met", "must be a condition"),
+    ],
+)
+def test_bad_selections_are_explained_on_the_page(tagged, physicist, selection, message):  # noqa: F811
+    c = client_for(physicist)
+    r = c.get(f"/tags/{tagged.hzz.pk}/count/", {"selection": selection})
+    assert r.status_code == 200 and message in r.content.decode()
+    r = c.get(tagged.hzz.get_absolute_url(), {"selection": selection})
+    assert r.status_code == 200 and message in r.content.decode()
+    audit(r.content.decode())
+
+
+def test_the_event_list_downloads_as_csv_and_json(tagged, physicist):  # noqa: F811
+    c = client_for(physicist)
+    r = c.get(f"/tags/{tagged.zmumu.pk}/events.csv", {"selection": "mass > 120"})
+    assert r.status_code == 200 and r["Content-Type"].startswith("text/csv")
+    assert "attachment" in r["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(text_of(r))))
+    assert rows[0] == ["file_guid", "entry", "run", "event"]
+    assert len(rows) == 1 + 4 and rows[1][2] == "148031" and rows[1][3] == "425778251"
+    r = c.get(f"/tags/{tagged.hzz.pk}/events.json", {"selection": "n_muon >= 2"})
+    doc = json.loads(text_of(r))
+    assert doc["selection"] == "n_muon >= 2" and len(doc["events"]) == 1413
+    assert set(doc["events"][0]) == {"file_guid", "entry", "run", "event"}
+    r = c.get(f"/tags/{tagged.hzz.pk}/events.csv", {"selection": "met_x > 3"})
+    assert r.status_code == 400 and "met_x" in r.content.decode()
+
+
+def test_the_histogram_downloads_as_svg(tagged, physicist):  # noqa: F811
+    r = client_for(physicist).get(
+        f"/tags/{tagged.zmumu.pk}/histogram.svg",
+        {"attribute": "mass", "selection": "opposite_charge", "bins": "30"},
+    )
+    assert r.status_code == 200 and r["Content-Type"] == "image/svg+xml"
+    svg = r.content.decode()
+    assert svg.startswith("<svg") and "mass [GeV]" in svg and "events / " in svg
+    assert svg.count('class="bar"') <= 30
+
+
+def test_a_physicist_saves_loads_and_deletes_a_query(tagged, physicist):  # noqa: F811
+    from tagdb.models import SavedQuery
+
+    c = client_for(physicist)
+    url = f"/tags/{tagged.hzz.pk}/queries/"
+    r = c.post(url, {"name": "dimuon", "selection": "n_muon >= 2"}, HTTP_HX_REQUEST="true")
+    assert r.status_code == 200 and "Saved “dimuon”" in r.content.decode()
+    saved = SavedQuery.objects.get(owner=physicist)
+    assert saved.selection == "n_muon >= 2"
+    page = c.get(tagged.hzz.get_absolute_url()).content.decode()
+    assert "?" + urlencode({"selection": "n_muon >= 2"}) in page.replace("&amp;", "&")
+    r = c.post(url, {"name": "dimuon", "selection": "n_muon >= 3"}, HTTP_HX_REQUEST="true")
+    assert SavedQuery.objects.get(owner=physicist).selection == "n_muon >= 3"  # replaced
+    r = c.post(url, {"name": "bad", "selection": "met_x > 1"}, HTTP_HX_REQUEST="true")
+    assert "met_x" in r.content.decode() and not SavedQuery.objects.filter(name="bad").exists()
+    r = c.post(f"/tags/queries/{saved.pk}/delete/")
+    assert r.status_code == 302 and not SavedQuery.objects.exists()
+
+
+def test_only_the_owner_deletes_a_saved_query_and_an_operator_cannot_save(
+    tagged,  # noqa: F811
+    physicist,
+    operator,
+):
+    from tagdb import actions
+
+    saved = actions.check_save_query(physicist, tagged.hzz, "mine", "met > 40")
+    c = client_for(operator)
+    assert c.post(f"/tags/queries/{saved.pk}/delete/").status_code == 404
+    r = c.post(f"/tags/{tagged.hzz.pk}/queries/", {"name": "x", "selection": "met > 1"})
+    assert r.status_code == 403
+    assert "Save the selection as" not in c.get(tagged.hzz.get_absolute_url()).content.decode()
+
+
+def test_picking_events_on_the_page_lists_found_missing_and_duplicated(tagged, physicist):  # noqa: F811
+    c = client_for(physicist)
+    r = c.post(
+        f"/tags/{tagged.zmumu.pk}/pick/",
+        {"events": "148031 10507008\n1 2\n"},
+        HTTP_HX_REQUEST="true",
+    )
+    html = r.content.decode()
+    assert r.status_code == 200 and "<html" not in html
+    assert "Found 4 events for 2 pairs; 1 not found; 1 matched more than one event" in html
+    assert "1:2" in html and "148031:10507008" in html and "uproot-Zmumu.root" in html
+    r = c.post(f"/tags/{tagged.zmumu.pk}/pick/", {"events": "148031 x"})
+    assert r.status_code == 200 and "line 1" in r.content.decode()
+    audit(r.content.decode())
+
+
+def test_a_good_run_list_is_applied_to_the_selection(tagged, physicist):  # noqa: F811
+    c = client_for(physicist)
+    r = c.post(
+        f"/tags/{tagged.zmumu.pk}/good-runs/",
+        {"good_runs": '{"148029": [[1, 500]]}', "selection": "mass > 80"},
+    )
+    assert r.status_code == 302
+    assert parse_qs(urlparse(r.url).query)["selection"] == ["mass > 80 && run in [148029]"]
+    r = c.post(f"/tags/{tagged.zmumu.pk}/good-runs/", {"good_runs": '{"run": 1}'})
+    assert r.status_code == 200 and "run &#x27;run&#x27;" in r.content.decode()
+
+
+def test_the_dataset_page_shows_its_tag_collections(tagged, physicist, operator):  # noqa: F811
+    html = client_for(physicist).get("/datasets/demo.hzz/").content.decode()
+    assert "TAG collections" in html and "hzz v1" in html and "2,421" in html
+    assert f'href="/tags/{tagged.hzz.pk}/"' in html and "Open TAGs" in html
+    assert "Rebuild TAGs" in html
+    html = client_for(operator).get("/datasets/demo.hzz/").content.decode()
+    assert "Open TAGs" in html and "Rebuild TAGs" not in html
+
+
+def test_a_dataset_without_tags_offers_to_build_them(demo_datasets, physicist):
+    html = client_for(physicist).get("/datasets/demo.hzz/").content.decode()
+    assert "No TAGs yet" in html and "/tags/build/?dataset=demo.hzz" in html
+
+
+def test_the_index_lists_collections_and_untagged_datasets(tagged, physicist):  # noqa: F811
+    r = client_for(physicist).get("/tags/")
+    html = r.content.decode()
+    audit(html)
+    assert "demo.hzz" in html and "zmumu v1" in html and "2,304" in html
+
+
+def test_a_physicist_starts_a_build_from_the_form(
+    demo_datasets, physicist, django_capture_on_commit_callbacks
+):
+    from tagdb.models import TagBuild
+
+    c = client_for(physicist)
+    r = c.get("/tags/build/", {"dataset": "demo.zmumu"})
+    audit(r.content.decode())
+    assert 'value="demo.zmumu" selected' in r.content.decode()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        r = c.post("/tags/build/", {"dataset": "demo.zmumu", "schema": ""})
+    build = TagBuild.objects.get()
+    assert r.status_code == 302 and r.url == f"/tags/builds/{build.pk}/"
+    assert build.collection.schema.name == "zmumu" and build.progress_total == 1
+    assert len(callbacks) == 1
+    html = c.get(r.url).content.decode()
+    audit(html)
+    assert "Waiting for a worker" in html and 'hx-trigger="every 1s"' in html
+    assert "Cancel the build" in html
+    r = c.post(f"/tags/builds/{build.pk}/cancel/")
+    build.refresh_from_db()
+    assert build.state == "cancelled"
+    html = c.get(f"/tags/builds/{build.pk}/", HTTP_HX_REQUEST="true").content.decode()
+    assert "every 1s" not in html and "cancelled by phys" in html
+
+
+def test_a_second_build_on_the_form_is_refused_with_a_reason(demo_datasets, physicist):
+    from tagdb import actions
+
+    actions.do_start_build(demo_datasets[0], actions.get_schema("hzz"), physicist)
+    r = client_for(physicist).post("/tags/build/", {"dataset": "demo.hzz", "schema": ""})
+    assert r.status_code == 200 and "already being built" in r.content.decode()
+
+
+def test_an_outsider_cannot_build_and_an_anonymous_visitor_is_sent_to_log_in(tagged, outsider):  # noqa: F811
+    c = client_for(outsider)
+    assert c.get("/tags/build/").status_code == 403
+    assert c.post("/tags/build/", {"dataset": "demo.hzz"}).status_code == 403
+    assert c.get(tagged.hzz.get_absolute_url()).status_code == 200  # browsing needs no role
+    anonymous = Client()
+    for url in ["/tags/", tagged.hzz.get_absolute_url(), f"/tags/{tagged.hzz.pk}/count/"]:
+        r = anonymous.get(url)
+        assert r.status_code == 302 and r.url.startswith("/login/?next=")
+
+
+def test_an_unknown_collection_is_a_404(db, physicist):
+    assert client_for(physicist).get("/tags/999/").status_code == 404
