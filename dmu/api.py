@@ -8,7 +8,7 @@ from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dss.errors import InvalidInput
+from dss.errors import InvalidInput, NotFound
 
 from . import actions
 from .models import Dataset, File, RegistrationJob, Replica, StorageElement
@@ -114,6 +114,12 @@ class DatasetDetail(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return actions.datasets_with_totals().prefetch_related("files__replicas__storage_element")
+
+    def get_object(self):
+        dataset = self.get_queryset().filter(name=self.kwargs["name"]).first()
+        if dataset is None:
+            raise NotFound(f"no dataset named {self.kwargs['name']!r}", where="dataset")
+        return dataset
 
 
 class StorageElementList(generics.ListAPIView):
