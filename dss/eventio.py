@@ -112,8 +112,85 @@ def read_entries(
     return pieces[0] if len(pieces) == 1 else ak.concatenate(pieces)
 
 
-def write_events(arrays: ak.Array, path: str, fmt: str, tree_name: str = "events") -> WrittenFile:
-    """Write ``arrays`` to ``path`` as ROOT (TTree or RNTuple) or Parquet and describe it.
+class TTreeWriter:
+    """Writes awkward arrays to a ROOT TTree in batches; each batch becomes one basket
+    per branch (one cluster), so later readers can read the file cluster by cluster.
+
+    Jagged branches that share a prefix and their counts (``Muon_Px``, ``Muon_Py``) are
+    written as one group with one counter branch (``nMuon``), as ROOT files usually are."""
+
+    def __init__(self, file: Any, name: str):
+        self.file = file
+        self.name = name
+        self.tree: Any = None
+        self.groups: dict[str, list[str]] = {}
+        self.counters: dict[str, str] = {}
+
+    def _plan_groups(self, arrays: ak.Array) -> None:
+        """Group jagged fields by prefix when their counts agree; reuse a flat field that
+        already holds those counts (``NMuon``) as the group's counter branch."""
+        fields = list(arrays.fields)
+        by_prefix: dict[str, list[str]] = {}
+        for f in fields:
+            if arrays[f].ndim > 1 and "_" in f:
+                by_prefix.setdefault(f.split("_", 1)[0], []).append(f)
+        for prefix, members in by_prefix.items():
+            if prefix in fields:
+                continue
+            counts = ak.num(arrays[members[0]], axis=1)
+            if not all(ak.all(ak.num(arrays[m], axis=1) == counts) for m in members[1:]):
+                continue
+            counter = next(
+                (
+                    c
+                    for c in ("n" + prefix, "N" + prefix, "n_" + prefix)
+                    if c in fields and arrays[c].ndim == 1 and ak.all(arrays[c] == counts)
+                ),
+                None,
+            )
+            if counter is None:
+                if "n" + prefix in fields:
+                    continue
+                counter = "n" + prefix
+            self.groups[prefix] = members
+            self.counters[prefix] = counter
+
+    def _branches(self, arrays: ak.Array) -> dict[str, Any]:
+        grouped = {m for members in self.groups.values() for m in members}
+        counters = set(self.counters.values())
+        out: dict[str, Any] = {}
+        for f in arrays.fields:
+            if f in counters:
+                continue  # written by uproot from the group's counts
+            if f in grouped:
+                prefix = f.split("_", 1)[0]
+                if prefix not in out:
+                    out[prefix] = ak.zip(
+                        {m.split("_", 1)[1]: arrays[m] for m in self.groups[prefix]}, depth_limit=2
+                    )
+            else:
+                out[f] = arrays[f]
+        return out
+
+    def write(self, arrays: ak.Array) -> None:
+        if self.tree is None:
+            self._plan_groups(arrays)
+            branches = self._branches(arrays)
+            self.tree = self.file.mktree(
+                self.name,
+                {k: v.type.content for k, v in branches.items()},
+                counter_name=lambda counted: self.counters.get(counted, "n" + counted),
+            )
+        else:
+            branches = self._branches(arrays)
+        if len(arrays):
+            self.tree.extend(branches)
+
+
+def write_events(
+    arrays: ak.Array, path: str, fmt: str, tree_name: str = "events", batch: int = 100_000
+) -> WrittenFile:
+    """Write ``arrays`` to ``path`` as a ROOT TTree, a ROOT RNTuple or Parquet; describe it.
 
     The GUID of a ROOT output is the UUID that its header holds; a Parquet file has none, so
     it gets a fresh one, stored in the file's key-value metadata.
@@ -122,6 +199,8 @@ def write_events(arrays: ak.Array, path: str, fmt: str, tree_name: str = "events
         raise InvalidInput(
             f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}", where="format"
         )
+    # A selection leaves indexed views; writers want plain contiguous buffers.
+    arrays = ak.to_packed(arrays)
     if fmt == "parquet":
         guid = str(uuid.uuid4())
         table = ak.to_arrow_table(arrays, extensionarray=False)
@@ -134,7 +213,9 @@ def write_events(arrays: ak.Array, path: str, fmt: str, tree_name: str = "events
             if fmt == "rntuple":
                 f.mkrntuple(tree_name, arrays)
             else:
-                f[tree_name] = {field: arrays[field] for field in arrays.fields}
+                writer = TTreeWriter(f, tree_name)
+                for start in range(0, max(len(arrays), 1), batch):
+                    writer.write(arrays[start : start + batch])
         with uproot.open(path) as f:
             guid = str(f.file.uuid)
     return WrittenFile(path=path, guid=guid, events=len(arrays), bytes=os.path.getsize(path))

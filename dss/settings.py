@@ -199,6 +199,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_out": str(CELERY_BROKER_DIR / "queue"),
         "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
+        # how often an idle worker looks for new messages (seconds)
+        "polling_interval": 0.1,
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -242,6 +244,12 @@ DSS_SKIM_OUTPUT_SE = env("DSS_SKIM_OUTPUT_SE", "LOCAL")
 DSS_PORTAL_URL = env("DSS_PORTAL_URL", "http://127.0.0.1:8000")
 # The largest file the registration reads in one call (bytes); guards a worker's time.
 DSS_MAX_REGISTER_FILES = envint("DSS_MAX_REGISTER_FILES", "10000")
+# Transfers between storage elements: at most this many file copies run at once into one
+# destination storage element (more wait, queued, and try again every DMU_SLOT_WAIT_SECONDS);
+# each copy is retried this many times on transient errors and in-flight checksum mismatches.
+DMU_MAX_TRANSFERS_PER_SE = envint("DMU_MAX_TRANSFERS_PER_SE", "4")
+DMU_SLOT_WAIT_SECONDS = envint("DMU_SLOT_WAIT_SECONDS", "5")
+DMU_TRANSFER_RETRIES = envint("DMU_TRANSFER_RETRIES", "3")
 
 LOGGING = {
     "version": 1,

@@ -11,34 +11,12 @@ from tests.conftest import HZZ, put_file
 
 
 def build_tags(dataset, schema_name: str):
-    """Build the dataset's TAG collection with a shipped schema, straight into the store."""
-    import yaml
-    from django.utils import timezone
+    """Build the dataset's TAG collection with a shipped schema, as the TAG service does."""
+    from tagdb import actions as tag_actions
 
-    from tagdb.actions import get_store
-    from tagdb.models import CollectionState, TagCollection, TagSchema
-    from tagdb.schema import builtin_schemas, compute_tags
-
-    schema = builtin_schemas()[schema_name]
-    row, _ = TagSchema.objects.get_or_create(
-        name=schema.name,
-        version=schema.version,
-        defaults={"tree": schema.tree, "definition": yaml.safe_dump(schema.to_dict())},
-    )
-    collection, _ = TagCollection.objects.get_or_create(dataset=dataset, schema=row)
-    builder = get_store().begin_build(collection.key, schema)
-    for f in dataset.files.all():
-        replica = f.replicas.select_related("storage_element").first()
-        path = replica.storage_element.endpoint().local_path(replica.path)
-        builder.load(str(f.guid), compute_tags(schema, path))
-    info = builder.publish()
-    collection.state = CollectionState.READY
-    collection.n_events, collection.n_files, collection.built_at = (
-        info.n_events,
-        info.n_files,
-        timezone.now(),
-    )
-    collection.save()
+    collection = tag_actions.get_or_create_collection(dataset, tag_actions.get_schema(schema_name))
+    tag_actions.check_build_now(collection)
+    collection.refresh_from_db()
     return collection
 
 
