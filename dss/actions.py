@@ -490,18 +490,17 @@ def do_run_part(part: SkimPart) -> SkimPart:
             branches = eventio.resolve_branches(list(tree.keys(recursive=False)), skim.branches)
             arrays = eventio.read_entries(tree, branches, entries, where)
         written = eventio.write_events(arrays, str(tmp), skim.output_format)
-        with open(tmp, "rb") as fh:
-            adler32, nbytes, _ = file_checksum(fh)
         if _cancelled(skim.pk):
             return part
         rel = deterministic_path(scope_of(skim.output_name), lfn)
-        copy(
+        # the copy computes the adler32 as it reads and checks the stored file against it
+        stored = copy(
             str(tmp.resolve()),
             (skim.output_se.endpoint(), rel),
-            expected_adler32=adler32,
-            expected_bytes=nbytes,
+            expected_bytes=written.bytes,
             overwrite=True,
         )
+        adler32, nbytes = stored.adler32, stored.bytes
     except OSError as e:
         raise StorageError(
             f"writing the output of {file.lfn} failed: {e.strerror or e}", where=lfn
