@@ -935,3 +935,13 @@ def provenance_queryset(
     if until:
         qs = qs.filter(created_at__date__lte=until)
     return qs
+
+
+def do_ensure_branch_preset(name: str, description: str, patterns: list[str]) -> BranchPreset:
+    """Create or update a site branch preset (e.g. "muons and MET")."""
+    if not patterns:
+        raise InvalidInput("a preset names at least one branch or pattern", where="patterns")
+    preset, _ = BranchPreset.objects.update_or_create(
+        name=name, defaults={"description": description, "patterns": list(patterns)}
+    )
+    return preset

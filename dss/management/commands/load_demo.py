@@ -9,8 +9,10 @@ from django.contrib.auth.models import Group
 
 from dmu import actions
 from dmu.storage import deterministic_path
+from dss import actions as skim_actions
 from dss.management.base import ActionCommand
 from dss.roles import ADMIN, OPERATOR, PHYSICIST
+from pilotchecker import actions as pilot_actions
 from tagdb import actions as tag_actions
 
 DEMO_DIR = Path(settings.BASE_DIR) / "data" / "demo"
@@ -23,6 +25,13 @@ DEMO_DATASETS = {
         "uproot-Zmumu.root",
         "Z→μμ events with run and event numbers and both muons' kinematics",
     ),
+}
+DEMO_PRESETS = {
+    "muons and MET": (
+        "The muon collection, its count and the missing transverse energy",
+        ["NMuon", "Muon_*", "MET_*"],
+    ),
+    "dimuon (Z)": ("Run, event and both muons of the Z sample", ["Run", "Event", "*1", "*2", "M"]),
 }
 DEMO_USERS = [
     ("physicist", "physicist-demo", [PHYSICIST]),
@@ -54,6 +63,11 @@ class Command(ActionCommand):
             )
             self.stdout.write(f"dataset {dataset.name}: {added} new file(s)")
         tag_actions.check_build_builtin(list(DEMO_DATASETS), self.stdout.write)
+        for preset, (description, patterns) in DEMO_PRESETS.items():
+            skim_actions.do_ensure_branch_preset(preset, description, patterns)
+            self.stdout.write(f"branch preset {preset!r}: {', '.join(patterns)}")
+        site = pilot_actions.do_ensure_demo_site()
+        self.stdout.write(f"site {site.name}: {site.batch_system} batch system, {site.status}")
         if no_users:
             return
         User = get_user_model()
