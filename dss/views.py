@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.authtoken.models import Token
 
-from dmu.models import Dataset, File, StorageElement
+from dmu.models import Dataset, File
 
 from . import actions
 from .errors import DSSError
@@ -28,8 +28,9 @@ def home(request):
         "n_files": File.objects.count(),
         "n_events": stats["events"] or 0,
         "n_bytes": stats["bytes"] or 0,
-        "n_ses": StorageElement.objects.count(),
+        "n_running": SkimJob.objects.filter(state__in=[JobState.QUEUED, JobState.RUNNING]).count(),
         "recent": Dataset.objects.order_by("-created_at")[:5],
+        "skims": SkimJob.objects.select_related("owner").order_by("-created_at")[:5],
     }
     return render(request, "home.html", ctx)
 
