@@ -2,20 +2,40 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from time import monotonic
 from urllib.parse import urlparse
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
+from django.utils import timezone
 
-from dss.errors import Conflict, InvalidInput, NotFound
+from dss.errors import Conflict, DSSError, InvalidInput, NotFound
+from dss.jobs import JobState
 
+from . import transfer as engine
 from .checksum import file_checksum
-from .models import Dataset, File, RegistrationJob, Replica, ReplicaState, StorageElement
+from .models import (
+    Dataset,
+    File,
+    RegistrationJob,
+    Replica,
+    ReplicaState,
+    StorageElement,
+    Transfer,
+    TransferFile,
+    TransferFileState,
+)
 from .names import check_dataset_name, check_se_name
 from .rootfiles import inspect_root_file
-from .storage import safe_relpath
+from .storage import StorageEndpoint, deterministic_path, safe_relpath
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -206,3 +226,451 @@ def do_enqueue_registration(
     job.log("queued", f"{len(rels)} file(s) on {se.name}")
     transaction.on_commit(lambda: register_dataset.delay(job.pk))
     return job
+
+
+# --------------------------------------------------------------------------- storage space
+
+
+@dataclass(frozen=True)
+class FreeSpace:
+    """Free bytes on a storage element, or None with the reason it is unknown."""
+
+    bytes: int | None
+    note: str = ""
+
+
+def get_free_space(se: StorageElement) -> FreeSpace:
+    """Ask the storage element for its free space (local disks and XRootD tell; HTTPS does not)."""
+    try:
+        free = se.endpoint().free_space()
+    except DSSError as e:
+        return FreeSpace(None, e.message)
+    if free is None:
+        return FreeSpace(None, f"{urlparse(se.url).scheme}:// does not report free space")
+    return FreeSpace(free)
+
+
+# --------------------------------------------------------------------------- transfers
+
+ACTIVE = (TransferFileState.QUEUED, TransferFileState.RUNNING)
+
+
+def get_transfer(pk: int) -> Transfer:
+    try:
+        return Transfer.objects.select_related("dataset", "destination", "source", "owner").get(
+            pk=pk
+        )
+    except Transfer.DoesNotExist:
+        raise NotFound(f"no transfer #{pk}", where="transfer") from None
+
+
+def transfers_with_totals():
+    """Transfers annotated with live totals over their files (one query): bytes copied so far,
+    the current rate of the running copies, attempts, files done and failed, the first error,
+    and the storage element the first file was copied from."""
+    running = Q(files__state=TransferFileState.RUNNING)
+    first_error = TransferFile.objects.filter(
+        transfer=OuterRef("pk"), state=TransferFileState.FAILED
+    ).order_by("finished_at", "pk")
+    return Transfer.objects.select_related("dataset", "destination", "source", "owner").annotate(
+        n_files=Count("files"),
+        n_done=Count("files", filter=Q(files__state=TransferFileState.SUCCEEDED)),
+        n_failed=Count("files", filter=Q(files__state=TransferFileState.FAILED)),
+        n_running=Count("files", filter=running),
+        bytes_done=Sum("files__bytes_done"),
+        bytes_copied=Sum(
+            "files__bytes_done",
+            filter=Q(files__state=TransferFileState.SUCCEEDED, files__already_there=False),
+        ),
+        rate_now=Sum("files__rate_mb_s", filter=running),
+        total_attempts=Sum("files__attempts"),
+        first_error=Subquery(first_error.values("error")[:1]),
+        first_source=Subquery(
+            TransferFile.objects.filter(transfer=OuterRef("pk"), source__isnull=False)
+            .order_by("pk")
+            .values("source__name")[:1]
+        ),
+    )
+
+
+def check_request_transfer(
+    dataset: Dataset,
+    destination: StorageElement,
+    *,
+    lfns: Iterable[str] | None = None,
+    source: StorageElement | None = None,
+    user=None,
+) -> Transfer:
+    """Record a transfer of ``dataset`` (or of the files named ``lfns``) to ``destination`` and
+    queue one Celery task per file, after the commit.
+
+    Each file lands at its deterministic path on the destination. Refused at once: a
+    read-only destination, unknown file names, a file with no available replica (on
+    ``source`` when given), and a file that another transfer is already moving there.
+    """
+    dst = destination.endpoint()
+    if dst.read_only:
+        raise InvalidInput(
+            f"{destination.name} ({dst.scheme}://) is read-only: files cannot be copied to it",
+            where="destination",
+        )
+    if source is not None and source.pk == destination.pk:
+        raise InvalidInput(
+            f"the source and the destination are both {destination.name}", where="source"
+        )
+    files = list(dataset.files.order_by("lfn"))
+    if lfns is not None:
+        wanted = list(dict.fromkeys(lfns))
+        by_name = {f.lfn: f for f in files}
+        unknown = [n for n in wanted if n not in by_name]
+        if unknown:
+            raise NotFound(
+                f"{dataset.name} has no file named {', '.join(unknown[:5])}"
+                + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""),
+                where="files",
+            )
+        files = [by_name[n] for n in wanted]
+    if not files:
+        raise InvalidInput(f"{dataset.name} has no files to transfer", where="files")
+
+    replicas = Replica.objects.filter(file__in=files, state=ReplicaState.AVAILABLE)
+    on_destination = set(
+        replicas.filter(storage_element=destination).values_list("file_id", flat=True)
+    )
+    sources = replicas.exclude(storage_element=destination)
+    if source is not None:
+        sources = sources.filter(storage_element=source)
+    readable = set(sources.values_list("file_id", flat=True))
+    stranded = [f.lfn for f in files if f.pk not in readable and f.pk not in on_destination]
+    if stranded:
+        where = f" on {source.name}" if source is not None else ""
+        raise NotFound(
+            f"no available replica{where} of {', '.join(stranded[:5])}"
+            + (f" (and {len(stranded) - 5} more)" if len(stranded) > 5 else ""),
+            where="source" if source is not None else "files",
+        )
+    busy = (
+        TransferFile.objects.filter(
+            file__in=files, transfer__destination=destination, state__in=ACTIVE
+        )
+        .select_related("file")
+        .first()
+    )
+    if busy is not None:
+        raise Conflict(
+            f"{busy.file.lfn} is already being copied to {destination.name} by transfer "
+            f"#{busy.transfer_id}",
+            where="files",
+        )
+
+    from .tasks import transfer_file
+
+    total = sum(f.bytes for f in files)
+    with transaction.atomic():
+        transfer = Transfer.objects.create(
+            dataset=dataset,
+            destination=destination,
+            source=source,
+            owner=user,
+            progress_total=total,
+        )
+        items = TransferFile.objects.bulk_create(
+            TransferFile(transfer=transfer, file=f, path=deterministic_path(dataset.scope, f.lfn))
+            for f in files
+        )
+        transfer.log(
+            "queued",
+            f"{len(files)} file(s), {total} bytes of {dataset.name} to {destination.name}"
+            + (f" from {source.name}" if source is not None else ""),
+        )
+        ids = [i.pk for i in items]
+        transaction.on_commit(lambda: [transfer_file.delay(pk) for pk in ids])
+    return transfer
+
+
+class SlotsFull(Exception):
+    """Every transfer slot of the destination storage element is taken: try again later."""
+
+
+def claim_transfer_file(item_id: int, task_id: str) -> TransferFile | None:
+    """Take one file of a transfer for this worker; None when it is not ours to copy (done,
+    cancelled, or taken by another task). Raises SlotsFull when the destination already
+    receives ``DMU_MAX_TRANSFERS_PER_SE`` files.
+
+    The destination's row is locked while the running copies are counted, so two workers
+    cannot both take the last slot. A file left ``running`` by this same task message may
+    be taken again: that is the broker redelivering the task of a worker that died.
+    """
+    item = TransferFile.objects.select_related("transfer").filter(pk=item_id).first()
+    if item is None or item.transfer.is_final:
+        return None
+    mine = Q(state=TransferFileState.QUEUED) | Q(
+        state=TransferFileState.RUNNING, task_id=task_id or "-"
+    )
+    with transaction.atomic():
+        StorageElement.objects.select_for_update().filter(pk=item.transfer.destination_id).first()
+        if not TransferFile.objects.filter(mine, pk=item_id).exists():
+            return None
+        running = (
+            TransferFile.objects.filter(
+                transfer__destination_id=item.transfer.destination_id,
+                state=TransferFileState.RUNNING,
+            )
+            .exclude(pk=item_id)
+            .count()
+        )
+        if running >= settings.DMU_MAX_TRANSFERS_PER_SE:
+            raise SlotsFull(f"{running} copies already run into this storage element")
+        won = TransferFile.objects.filter(
+            mine, pk=item_id, transfer__state__in=[JobState.QUEUED, JobState.RUNNING]
+        ).update(
+            state=TransferFileState.RUNNING,
+            task_id=task_id or "",
+            worker=socket.gethostname(),
+            started_at=timezone.now(),
+            bytes_done=0,
+            rate_mb_s=0.0,
+            attempts=0,
+            error="",
+            error_code="",
+        )
+    if not won:
+        return None
+    item = TransferFile.objects.select_related(
+        "transfer", "transfer__dataset", "transfer__destination", "transfer__source", "file"
+    ).get(pk=item_id)
+    item.transfer.claim()
+    return item
+
+
+class TransferCancelled(Exception):
+    """Raised from the progress callback to stop a copy whose transfer was cancelled; the
+    engine then removes its temporary file."""
+
+
+class _Progress:
+    """The engine's progress callback for one file: writes bytes, rate and attempt to the
+    row at most once a second, and stops the copy once the row is no longer running."""
+
+    def __init__(self, item: TransferFile, interval: float = 1.0):
+        self.item = item
+        self.interval = interval
+        self.attempt = 1
+        self.last_done = 0
+        self.mark = (monotonic(), 0)
+        self.written_at = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = monotonic()
+        if done <= self.last_done:
+            # Within one attempt the count only grows: the engine started over.
+            self.attempt += 1
+            self.mark = (now, 0)
+        self.last_done = done
+        if now - self.written_at < self.interval and done < total:
+            return
+        since, at = self.mark
+        rate = (done - at) / 1e6 / (now - since) if now > since else 0.0
+        self.mark, self.written_at = (now, done), now
+        still_running = TransferFile.objects.filter(
+            pk=self.item.pk, state=TransferFileState.RUNNING
+        ).update(bytes_done=done, rate_mb_s=round(rate, 2), attempts=self.attempt)
+        if not still_running:
+            raise TransferCancelled(f"transfer #{self.item.transfer_id} was cancelled")
+
+
+_GAVE_UP = re.compile(r"gave up after (\d+) attempts")
+
+
+def _attempts_of(err: DSSError) -> int:
+    """How many attempts the engine made before raising ``err`` (it says so when > 1)."""
+    if hasattr(err, "attempts"):
+        return err.attempts
+    m = _GAVE_UP.search(err.message)
+    return int(m.group(1)) if m else 1
+
+
+def _sources(item: TransferFile) -> list[Replica]:
+    """Available replicas to copy from, on the transfer's source SE if it names one."""
+    qs = (
+        item.file.replicas.select_related("storage_element")
+        .filter(state=ReplicaState.AVAILABLE)
+        .exclude(storage_element=item.transfer.destination_id)
+    )
+    if item.transfer.source_id:
+        qs = qs.filter(storage_element=item.transfer.source_id)
+    # Local disks first: the cheapest to read from.
+    return sorted(qs, key=lambda r: (not r.storage_element.url.startswith("file:"), r.pk))
+
+
+def _on_destination(err: DSSError, dst: StorageEndpoint) -> bool:
+    """Whether ``err`` concerns the destination, so that another source would not help."""
+    return isinstance(err, Conflict | InvalidInput) or (err.where or "").startswith(
+        dst.base_url + "/"
+    )
+
+
+def do_copy_transfer_file(item: TransferFile) -> TransferFile:
+    """Copy one claimed file to the transfer's destination, verified against the catalog's
+    adler32 and size, and register the replica there only when the copy is whole.
+
+    A file whose replica is already registered on the destination, or whose destination
+    path already holds the same bytes, counts as done. A source that is missing or damaged
+    is skipped for the next available replica; a failure at the destination ends at once.
+    Raises the DSSError of the last failure; then nothing is registered.
+    """
+    transfer, file, destination = item.transfer, item.file, item.transfer.destination
+    registered = Replica.objects.filter(
+        file=file, storage_element=destination, state=ReplicaState.AVAILABLE
+    ).first()
+    if registered is not None:
+        return _succeed(item, registered.path, None, note="already registered there")
+    sources = _sources(item)
+    if not sources:
+        on = f" on {transfer.source.name}" if transfer.source_id else ""
+        raise NotFound(
+            f"no available replica{on} of {file.lfn} to copy from",
+            where=f"{transfer.dataset.name}/{file.lfn}",
+        )
+    dst = destination.endpoint()
+    failures: list[DSSError] = []
+    for replica in sources:
+        TransferFile.objects.filter(pk=item.pk).update(source=replica.storage_element)
+        item.source = replica.storage_element
+        try:
+            result = engine.copy(
+                (replica.storage_element.endpoint(), replica.path),
+                (dst, item.path),
+                expected_adler32=file.adler32,
+                expected_bytes=file.bytes,
+                retries=settings.DMU_TRANSFER_RETRIES,
+                progress=_Progress(item),
+            )
+        except DSSError as e:
+            if _on_destination(e, dst):
+                raise
+            failures.append(e)
+            transfer.log("source-failed", f"{file.lfn} from {replica.storage_element.name}: {e}")
+            continue
+        return _succeed(item, item.path, result)
+    if len(failures) == 1:
+        raise failures[0]
+    tried = "; ".join(
+        f"{r.storage_element.name}: {e.message}" for r, e in zip(sources, failures, strict=True)
+    )
+    err = type(failures[-1])(f"every source failed ({tried})", where=file.lfn)
+    err.attempts = sum(_attempts_of(e) for e in failures)
+    raise err
+
+
+def _succeed(
+    item: TransferFile, path: str, result: engine.TransferResult | None, note: str = ""
+) -> TransferFile:
+    """Record a file as done and register its replica, unless the transfer was cancelled
+    meanwhile: then a copy made here is removed again and nothing is registered."""
+    file, destination = item.file, item.transfer.destination
+    already = result is None or result.already_there
+    with transaction.atomic():
+        won = TransferFile.objects.filter(
+            pk=item.pk, state=TransferFileState.RUNNING, task_id=item.task_id
+        ).update(
+            state=TransferFileState.SUCCEEDED,
+            path=path,
+            bytes_done=file.bytes,
+            rate_mb_s=round(result.rate_mb_s, 2) if result else 0.0,
+            attempts=result.attempts if result else 0,
+            already_there=already,
+            finished_at=timezone.now(),
+        )
+        if won:
+            Replica.objects.update_or_create(
+                file=file,
+                storage_element=destination,
+                defaults={"path": path, "state": ReplicaState.AVAILABLE},
+            )
+            Transfer.objects.filter(pk=item.transfer_id).update(
+                progress_done=F("progress_done") + file.bytes
+            )
+    if not won:
+        if not already:
+            try:
+                destination.endpoint().delete(path, missing_ok=True)
+            except DSSError as e:
+                log.warning("could not remove %s from %s: %s", path, destination.name, e)
+        item.refresh_from_db()
+        return item
+    if result is None or result.already_there:
+        what = note or "the same file was already there"
+    else:
+        what = (
+            f"{result.bytes} bytes from {item.source.name} at {result.rate_mb_s:.1f} MB/s, "
+            f"{result.attempts} attempt{'s' if result.attempts != 1 else ''}"
+        )
+    item.transfer.log("file", f"{file.lfn}: {what}", file=file.lfn)
+    item.refresh_from_db()
+    return item
+
+
+def do_fail_transfer_file(item: TransferFile, err: Exception) -> None:
+    """Record why a file could not be copied (nothing was registered for it)."""
+    if isinstance(err, DSSError):
+        message, code, attempts = str(err), err.code, _attempts_of(err)
+    else:
+        message, code, attempts = f"internal error: {type(err).__name__}: {err}", "error", 1
+    failed = TransferFile.objects.filter(
+        pk=item.pk, state=TransferFileState.RUNNING, task_id=item.task_id
+    ).update(
+        state=TransferFileState.FAILED,
+        error=message[:4000],
+        error_code=code[:32],
+        attempts=attempts,
+        rate_mb_s=0.0,
+        finished_at=timezone.now(),
+    )
+    if failed:
+        item.transfer.log("file-failed", f"{item.file.lfn}: {message}", file=item.file.lfn)
+
+
+def finish_transfer_if_done(transfer_id: int) -> Transfer | None:
+    """End the transfer once none of its files is queued or running; the outcome is
+    succeeded (all files), partial (some) or failed (none). None while files remain."""
+    transfer = Transfer.objects.select_related("destination").get(pk=transfer_id)
+    if transfer.is_final or transfer.files.filter(state__in=ACTIVE).exists():
+        return None
+    counts = dict(
+        transfer.files.order_by()
+        .values_list("state")
+        .annotate(n=Count("pk"))
+        .values_list("state", "n")
+    )
+    n = sum(counts.values())
+    done = counts.get(TransferFileState.SUCCEEDED, 0)
+    there = transfer.files.filter(state=TransferFileState.SUCCEEDED, already_there=True).count()
+    where = transfer.destination.name
+    summary = f"{done} of {n} file(s) on {where}: {done - there} copied, {there} already there"
+    if done == n:
+        transfer.finish(JobState.SUCCEEDED, summary)
+        return transfer
+    failed = list(
+        transfer.files.filter(state=TransferFileState.FAILED)
+        .select_related("file")
+        .order_by("file__lfn")[:5]
+    )
+    reasons = "; ".join(f"{f.file.lfn}: {f.error}" for f in failed)
+    state = JobState.PARTIAL if done else JobState.FAILED
+    transfer.finish(state, f"{summary}; {n - done} failed: {reasons}")
+    return transfer
+
+
+def do_cancel_transfer(transfer: Transfer, user=None) -> Transfer:
+    """Stop a transfer: queued files never start and running copies stop within a second,
+    removing their temporaries; files already copied stay registered."""
+    if transfer.is_final:
+        raise Conflict(f"transfer #{transfer.pk} has already {transfer.state}", where="transfer")
+    if not transfer.finish(JobState.CANCELLED, f"cancelled by {user or 'the system'}"):
+        transfer.refresh_from_db()
+        raise Conflict(f"transfer #{transfer.pk} has already {transfer.state}", where="transfer")
+    transfer.files.filter(state__in=ACTIVE).update(
+        state=TransferFileState.CANCELLED, rate_mb_s=0.0, finished_at=timezone.now()
+    )
+    return transfer

@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from .models import Dataset, File, RegistrationJob, Replica, StorageElement
+from .models import (
+    Dataset,
+    File,
+    RegistrationJob,
+    Replica,
+    StorageElement,
+    Transfer,
+    TransferFile,
+)
 
 
 @admin.register(StorageElement)
@@ -48,3 +56,30 @@ class ReplicaAdmin(admin.ModelAdmin):
 class RegistrationJobAdmin(admin.ModelAdmin):
     list_display = ["id", "dataset_name", "storage_element", "state", "created_at"]
     list_filter = ["state"]
+
+
+class TransferFileInline(admin.TabularInline):
+    model = TransferFile
+    extra = 0
+    fields = ["file", "state", "source", "path", "bytes_done", "rate_mb_s", "attempts", "error"]
+    readonly_fields = fields
+    show_change_link = True
+
+
+@admin.register(Transfer)
+class TransferAdmin(admin.ModelAdmin):
+    list_display = ["id", "dataset", "source", "destination", "state", "owner", "created_at"]
+    list_filter = ["state", "destination"]
+    list_select_related = ["dataset", "source", "destination", "owner"]
+    search_fields = ["dataset__name"]
+    raw_id_fields = ["dataset", "owner"]
+    inlines = [TransferFileInline]
+
+
+@admin.register(TransferFile)
+class TransferFileAdmin(admin.ModelAdmin):
+    list_display = ["file", "transfer", "state", "source", "bytes_done", "rate_mb_s", "attempts"]
+    list_filter = ["state"]
+    list_select_related = ["file", "transfer", "source"]
+    search_fields = ["file__lfn", "path"]
+    raw_id_fields = ["transfer", "file"]

@@ -1,9 +1,10 @@
-"""REST endpoints of the catalog: datasets, files, replicas, storage elements, registration."""
+"""REST endpoints of the catalog: datasets, files, replicas, storage elements, registration,
+transfers."""
 
 from __future__ import annotations
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -11,7 +12,7 @@ from rest_framework.views import APIView
 from dss.errors import InvalidInput, NotFound
 
 from . import actions
-from .models import Dataset, File, RegistrationJob, Replica, StorageElement
+from .models import Dataset, File, RegistrationJob, Replica, StorageElement, TransferFile
 
 
 class StorageElementSerializer(serializers.ModelSerializer):
@@ -171,3 +172,161 @@ class RegisterDataset(APIView):
 class RegistrationJobDetail(generics.RetrieveAPIView):
     serializer_class = RegistrationJobSerializer
     queryset = RegistrationJob.objects.select_related("storage_element")
+
+
+# --------------------------------------------------------------------------- transfers
+
+
+class TransferRequestSerializer(serializers.Serializer):
+    dataset = serializers.CharField(max_length=256)
+    destination = serializers.CharField(max_length=64, help_text="storage element name")
+    files = serializers.ListField(
+        child=serializers.CharField(max_length=256),
+        required=False,
+        max_length=100000,
+        help_text="logical names of the files to copy; absent: every file of the dataset",
+    )
+    source = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        help_text="copy only from replicas on this storage element",
+    )
+
+
+class TransferFileSerializer(serializers.ModelSerializer):
+    lfn = serializers.CharField(source="file.lfn")
+    bytes = serializers.IntegerField(source="file.bytes")
+    adler32 = serializers.CharField(source="file.adler32")
+    source = serializers.CharField(source="source.name", default=None)
+
+    class Meta:
+        model = TransferFile
+        fields = [
+            "lfn",
+            "state",
+            "source",
+            "path",
+            "bytes",
+            "bytes_done",
+            "rate_mb_s",
+            "attempts",
+            "already_there",
+            "adler32",
+            "error",
+            "error_code",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class TransferSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    state = serializers.CharField()
+    dataset = serializers.CharField(source="dataset.name")
+    destination = serializers.CharField(source="destination.name")
+    source = serializers.CharField(source="source.name", default=None)
+    owner = serializers.CharField(source="owner.username", default=None)
+    n_files = serializers.IntegerField()
+    files_done = serializers.IntegerField(source="n_done")
+    files_failed = serializers.IntegerField(source="n_failed")
+    bytes = serializers.IntegerField(source="progress_total")
+    bytes_done = serializers.SerializerMethodField()
+    rate_mb_s = serializers.SerializerMethodField()
+    attempts = serializers.SerializerMethodField()
+    message = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField()
+
+    def get_bytes_done(self, t) -> int:
+        return int(t.bytes_done or 0)
+
+    def get_rate_mb_s(self, t) -> float:
+        """The current rate of the running copies (0 once the transfer ended)."""
+        return round(float(t.rate_now or 0), 2)
+
+    def get_attempts(self, t) -> int:
+        return int(t.total_attempts or 0)
+
+
+class TransferSerializer(TransferSummarySerializer):
+    files = serializers.SerializerMethodField()
+
+    @extend_schema_field(TransferFileSerializer(many=True))
+    def get_files(self, t) -> list:
+        items = t.files.select_related("file", "source").order_by("file__lfn")
+        return TransferFileSerializer(items, many=True).data
+
+
+class CanTransfer(permissions.BasePermission):
+    message = "transfers need the admin role"
+
+    def has_permission(self, request, view):
+        return request.method in permissions.SAFE_METHODS or request.user.has_perm(
+            "dmu.add_transfer"
+        )
+
+
+def _transfer(pk: int):
+    t = actions.transfers_with_totals().filter(pk=pk).first()
+    if t is None:
+        raise NotFound(f"no transfer #{pk}", where="transfer")
+    return t
+
+
+class TransferList(generics.ListAPIView):
+    """Transfers, newest first (`?state=`, `?dataset=`); POST requests a new one."""
+
+    serializer_class = TransferSummarySerializer
+    permission_classes = [permissions.IsAuthenticated, CanTransfer]
+
+    def get_queryset(self):
+        qs = actions.transfers_with_totals().order_by("-created_at")
+        state = self.request.query_params.get("state")
+        if state:
+            qs = qs.filter(state=state)
+        dataset = self.request.query_params.get("dataset")
+        if dataset:
+            qs = qs.filter(dataset__name=dataset)
+        return qs
+
+    @extend_schema(request=TransferRequestSerializer, responses={201: TransferSerializer})
+    def post(self, request):
+        s = TransferRequestSerializer(data=request.data)
+        if not s.is_valid():
+            field, problems = next(iter(s.errors.items()))
+            text = " ".join(
+                str(p) for p in (problems if isinstance(problems, list) else [problems])
+            )
+            raise InvalidInput(f"{field}: {text}", where=field)
+        d = s.validated_data
+        dataset = actions.get_dataset(d["dataset"])
+        destination = actions.get_storage_element(d["destination"])
+        source = actions.get_storage_element(d["source"]) if d.get("source") else None
+        with transaction.atomic():
+            transfer = actions.check_request_transfer(
+                dataset, destination, lfns=d.get("files"), source=source, user=request.user
+            )
+        return Response(
+            TransferSerializer(_transfer(transfer.pk)).data, status=status.HTTP_201_CREATED
+        )
+
+
+class TransferDetail(APIView):
+    """One transfer with each file's state, bytes, rate, attempts and error."""
+
+    @extend_schema(responses={200: TransferSerializer})
+    def get(self, request, pk: int):
+        return Response(TransferSerializer(_transfer(pk)).data)
+
+
+class TransferCancel(APIView):
+    """Cancel a transfer: queued files never start, running copies stop and leave nothing."""
+
+    permission_classes = [permissions.IsAuthenticated, CanTransfer]
+
+    @extend_schema(request=None, responses={200: TransferSummarySerializer})
+    def post(self, request, pk: int):
+        actions.do_cancel_transfer(actions.get_transfer(pk), request.user)
+        return Response(TransferSummarySerializer(_transfer(pk)).data)

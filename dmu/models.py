@@ -142,3 +142,92 @@ class RegistrationJob(Job):
 
     def __str__(self) -> str:
         return f"registration of {self.dataset_name}"
+
+
+class Transfer(Job):
+    """Copying files of a dataset to another storage element: one TransferFile per file.
+
+    Progress counts bytes: ``progress_total`` is the size of every file, ``progress_done``
+    grows as files end verified (or are found already there)."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="transfers")
+    destination = models.ForeignKey(
+        StorageElement, on_delete=models.PROTECT, related_name="incoming_transfers"
+    )
+    source = models.ForeignKey(
+        StorageElement,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="outgoing_transfers",
+        help_text="copy only from replicas here; empty: from any available replica",
+    )
+
+    class Meta(Job.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return f"transfer #{self.pk}: {self.dataset.name} → {self.destination.name}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("dmu:transfer", args=[self.pk])
+
+    @property
+    def mean_rate_mb_s(self) -> float | None:
+        """MB/s of the bytes actually copied over the run time; needs the ``bytes_copied``
+        annotation of ``actions.transfers_with_totals()``."""
+        copied = getattr(self, "bytes_copied", None)
+        duration = self.duration
+        if not copied or duration is None or duration.total_seconds() <= 0:
+            return None
+        return copied / 1e6 / duration.total_seconds()
+
+
+class TransferFileState(models.TextChoices):
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+class TransferFile(models.Model):
+    """The copy of one file in a Transfer: where from and to, how far, how fast, how it ended."""
+
+    transfer = models.ForeignKey(Transfer, on_delete=models.CASCADE, related_name="files")
+    file = models.ForeignKey(File, on_delete=models.PROTECT, related_name="transfers")
+    source = models.ForeignKey(
+        StorageElement, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    path = models.CharField(max_length=1000, help_text="on the destination, relative to its root")
+    state = models.CharField(
+        max_length=16, choices=TransferFileState.choices, default=TransferFileState.QUEUED
+    )
+    bytes_done = models.BigIntegerField(default=0)
+    rate_mb_s = models.FloatField(default=0.0)
+    attempts = models.PositiveIntegerField(default=0)
+    already_there = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    error_code = models.CharField(max_length=32, blank=True)
+    task_id = models.CharField(max_length=64, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["transfer", "file__lfn"]
+        indexes = [models.Index(fields=["state", "transfer"])]
+
+    def __str__(self) -> str:
+        return f"{self.file.lfn} in transfer #{self.transfer_id}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in (TransferFileState.QUEUED, TransferFileState.RUNNING)
+
+    @property
+    def percent(self) -> int:
+        total = self.file.bytes
+        if total <= 0:
+            return 100 if self.state == TransferFileState.SUCCEEDED else 0
+        return min(100, int(100 * self.bytes_done / total))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.conf import settings
 
 from dss.errors import DSSError
 from dss.jobs import JobState
@@ -41,3 +42,28 @@ def register_dataset(job_id: int) -> None:
         raise
     RegistrationJob.objects.filter(pk=job.pk).update(files_added=added)
     job.finish(JobState.SUCCEEDED, f"{added} new file(s) registered in {job.dataset_name}")
+
+
+@shared_task(bind=True, acks_late=True)
+def transfer_file(self, item_id: int) -> None:
+    """Copy one file of a Transfer; the last of its files to end finishes the transfer.
+
+    When the destination already receives ``DMU_MAX_TRANSFERS_PER_SE`` files, the task goes
+    back to the queue for ``DMU_SLOT_WAIT_SECONDS``. Safe to run twice: a second delivery
+    finds the file claimed (or done) and returns.
+    """
+    try:
+        item = actions.claim_transfer_file(item_id, self.request.id or "")
+    except actions.SlotsFull:
+        raise self.retry(countdown=settings.DMU_SLOT_WAIT_SECONDS, max_retries=None) from None
+    if item is None:
+        return
+    try:
+        actions.do_copy_transfer_file(item)
+    except actions.TransferCancelled:
+        log.info("transfer file %s stopped: its transfer was cancelled", item_id)
+    except Exception as e:
+        if not isinstance(e, DSSError):
+            log.exception("transfer file %s failed", item_id)
+        actions.do_fail_transfer_file(item, e)
+    actions.finish_transfer_if_done(item.transfer_id)

@@ -11,6 +11,11 @@ urlpatterns = [
     path("registrations/<int:pk>/", views.registration, name="registration"),
     path("storage/", views.storage_element_list, name="storage_elements"),
     path("storage/<str:name>/", views.storage_element_detail, name="storage_element"),
+    path("storage/<str:name>/space/", views.storage_element_space, name="storage_element_space"),
+    path("transfers/", views.transfer_list, name="transfers"),
+    path("transfers/new/", views.transfer_new, name="transfer_new"),
+    path("transfers/<int:pk>/", views.transfer_detail, name="transfer"),
+    path("transfers/<int:pk>/cancel/", views.transfer_cancel, name="transfer_cancel"),
 ]
 
 api_urlpatterns = [
@@ -19,4 +24,7 @@ api_urlpatterns = [
     path("datasets/<str:name>/", api.DatasetDetail.as_view(), name="api-dataset"),
     path("registrations/<int:pk>/", api.RegistrationJobDetail.as_view(), name="api-registration"),
     path("storage-elements/", api.StorageElementList.as_view(), name="api-storage-elements"),
+    path("transfers/", api.TransferList.as_view(), name="api-transfers"),
+    path("transfers/<int:pk>/", api.TransferDetail.as_view(), name="api-transfer"),
+    path("transfers/<int:pk>/cancel/", api.TransferCancel.as_view(), name="api-transfer-cancel"),
 ]

@@ -1,4 +1,4 @@
-"""Catalog pages: datasets, storage elements, registration."""
+"""Catalog pages: datasets, storage elements, registration, transfers."""
 
 from __future__ import annotations
 
@@ -6,15 +6,25 @@ from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from dss.errors import DSSError
 from dss.forms import add_domain_error
+from dss.jobs import FINAL_STATES, JobState
 
 from . import actions
-from .forms import RegisterForm
-from .models import Dataset, File, RegistrationJob, Replica, StorageElement
+from .forms import RegisterForm, TransferForm
+from .models import (
+    Dataset,
+    File,
+    RegistrationJob,
+    Replica,
+    StorageElement,
+    Transfer,
+    TransferFile,
+)
 
 SORTS = {
     "name": "name",
@@ -62,17 +72,38 @@ def storage_element_list(request):
 
 def storage_element_detail(request, name: str):
     se = get_object_or_404(StorageElement, name=name)
+    in_dataset = (
+        File.objects.filter(dataset=OuterRef("pk"))
+        .order_by()
+        .values("dataset")
+        .annotate(c=Count("pk"))
+        .values("c")
+    )
     datasets = (
         Dataset.objects.filter(files__replicas__storage_element=se)
-        .annotate(n=Count("files"), size=Sum("files__bytes"))
+        .annotate(n=Count("files"), size=Sum("files__bytes"), n_files=Subquery(in_dataset))
         .order_by("name")
     )
-    replicas = Replica.objects.filter(storage_element=se).count()
+    held = Replica.objects.filter(storage_element=se).aggregate(
+        n=Count("pk"), size=Sum("file__bytes")
+    )
+    from_here = TransferFile.objects.filter(source=se).values("transfer")
+    transfers = (
+        actions.transfers_with_totals()
+        .filter(Q(destination=se) | Q(source=se) | Q(pk__in=from_here))
+        .order_by("-created_at")[:10]
+    )
     return render(
         request,
         "dmu/storage_element_detail.html",
-        {"se": se, "datasets": datasets, "replicas": replicas},
+        {"se": se, "datasets": datasets, "held": held, "transfers": transfers},
     )
+
+
+def storage_element_space(request, name: str):
+    """The free space of a storage element, asked of it on demand (htmx fragment)."""
+    se = get_object_or_404(StorageElement, name=name)
+    return render(request, "dmu/_free_space.html", {"space": actions.get_free_space(se)})
 
 
 @permission_required("dmu.add_dataset", raise_exception=True)
@@ -103,3 +134,65 @@ def registration(request, pk: int):
     )
     template = "dmu/_registration_status.html" if request.htmx else "dmu/registration.html"
     return render(request, template, {"job": job, "events": job.events.all()})
+
+
+# --------------------------------------------------------------------------- transfers
+
+
+def transfer_list(request):
+    qs = actions.transfers_with_totals().order_by("-created_at")
+    state = request.GET.get("state", "")
+    if state in JobState.values:
+        qs = qs.filter(state=state)
+    page = Paginator(qs, 25).get_page(request.GET.get("page"))
+    live = any(t.state not in FINAL_STATES for t in page)
+    ctx = {"page": page, "state": state, "states": JobState.choices, "live": live}
+    template = "dmu/_transfer_table.html" if request.htmx else "dmu/transfer_list.html"
+    return render(request, template, ctx)
+
+
+def transfer_detail(request, pk: int):
+    transfer = get_object_or_404(actions.transfers_with_totals(), pk=pk)
+    ctx = {
+        "transfer": transfer,
+        "files": transfer.files.select_related("file", "source").order_by("file__lfn"),
+        "events": transfer.events.all(),
+    }
+    template = "dmu/_transfer_status.html" if request.htmx else "dmu/transfer_detail.html"
+    return render(request, template, ctx)
+
+
+@permission_required("dmu.add_transfer", raise_exception=True)
+def transfer_new(request):
+    initial = {k: request.GET.get(k, "") for k in ("dataset", "destination", "source")}
+    initial["files"] = request.GET.getlist("files")
+    form = TransferForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        d = form.cleaned_data
+        try:
+            transfer = actions.check_request_transfer(
+                d["dataset"],
+                d["destination"],
+                lfns=d["files"] or None,
+                source=d["source"],
+                user=request.user,
+            )
+        except DSSError as e:
+            add_domain_error(form, e, e.where)
+        else:
+            messages.info(request, f"Transfer #{transfer.pk} queued.")
+            return redirect(transfer)
+    return render(request, "dmu/transfer_new.html", {"form": form})
+
+
+@require_POST
+@permission_required("dmu.add_transfer", raise_exception=True)
+def transfer_cancel(request, pk: int):
+    transfer = get_object_or_404(Transfer, pk=pk)
+    try:
+        actions.do_cancel_transfer(transfer, request.user)
+    except DSSError as e:
+        messages.error(request, str(e))
+    else:
+        messages.info(request, f"Transfer #{transfer.pk} cancelled; copied files stay registered.")
+    return redirect(transfer)
