@@ -242,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     WORK.mkdir(parents=True, exist_ok=True)
-    print(f"TAG database benchmark: {args.events:,} events in {args.files} files")
+    load_at_start = list(os.getloadavg())
+    print(
+        f"TAG database benchmark: {args.events:,} events in {args.files} files "
+        f"(load average {load_at_start[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
     data = Synthetic(args.events, args.files, args.seed)
     n_selective, n_loose = data.expected(SELECTIVE), data.expected(LOOSE)
     print(
@@ -297,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
+            # Other work on the machine slows every timing; this says how busy it was.
+            "load_average_at_start": load_at_start,
+            "load_average_at_end": list(os.getloadavg()),
         },
         "notes": (
             "Times are medians of --repeat runs after one warm-up. build_events_per_s counts "

@@ -98,6 +98,7 @@ class Node:
     depth: int = field(default=1, compare=False, kw_only=True, repr=False)
 
     def children(self) -> tuple[Node, ...]:
+        """The node's operands, left to right."""
         return ()
 
 
@@ -1044,6 +1045,7 @@ class ArrayEvaluator:
         raise TypeError(f"not a selection node: {node!r}")
 
     def divide(self, left: Any, right: Any) -> Any:
+        """Floating-point ``left / right``; dividing by zero gives NaN."""
         left = np.asarray(left, dtype=np.float64)
         right = np.asarray(right, dtype=np.float64)
         # x/0 is a missing value (NaN), matching NULLIF(x, 0) in SQL.
