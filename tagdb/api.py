@@ -164,6 +164,97 @@ class SaveQueryRequest(serializers.Serializer):
     selection = serializers.CharField(max_length=4000)
 
 
+# -- response shapes (for the OpenAPI description)
+
+
+class CountResponse(serializers.Serializer):
+    collection = serializers.IntegerField()
+    selection = serializers.CharField(help_text="the selection's normal form ('' = every event)")
+    count = serializers.IntegerField()
+    total = serializers.IntegerField()
+    files_touched = serializers.IntegerField()
+    files_total = serializers.IntegerField()
+
+
+class HistogramResponse(serializers.Serializer):
+    attribute = serializers.CharField()
+    unit = serializers.CharField()
+    selection = serializers.CharField()
+    edges = serializers.ListField(child=serializers.FloatField())
+    counts = serializers.ListField(child=serializers.IntegerField())
+    underflow = serializers.IntegerField()
+    overflow = serializers.IntegerField()
+    missing = serializers.IntegerField(help_text="passing events without a value (NULL)")
+    total = serializers.IntegerField()
+
+
+class TagEventSerializer(serializers.Serializer):
+    file_guid = serializers.CharField()
+    entry = serializers.IntegerField()
+    run = serializers.IntegerField(allow_null=True)
+    event = serializers.IntegerField(allow_null=True)
+
+
+class EventsResponse(serializers.Serializer):
+    collection = serializers.IntegerField()
+    dataset = serializers.CharField()
+    selection = serializers.CharField()
+    offset = serializers.IntegerField()
+    next_offset = serializers.IntegerField(allow_null=True)
+    events = TagEventSerializer(many=True)
+
+
+class TagTopEventSerializer(TagEventSerializer):
+    rank = serializers.IntegerField()
+    value = serializers.FloatField()
+
+
+class TopResponse(serializers.Serializer):
+    attribute = serializers.CharField()
+    selection = serializers.CharField()
+    events = TagTopEventSerializer(many=True)
+
+
+class TouchedFileSerializer(serializers.Serializer):
+    guid = serializers.CharField()
+    lfn = serializers.CharField()
+    events = serializers.IntegerField()
+
+
+class FilesTouchedResponse(serializers.Serializer):
+    selection = serializers.CharField()
+    files_touched = serializers.IntegerField()
+    files_total = serializers.IntegerField()
+    files = TouchedFileSerializer(many=True)
+
+
+class PickedSerializer(serializers.Serializer):
+    run = serializers.IntegerField()
+    event = serializers.IntegerField()
+    dataset = serializers.CharField()
+    lfn = serializers.CharField()
+    file_guid = serializers.CharField()
+    entry = serializers.IntegerField()
+
+
+class PickResponse(serializers.Serializer):
+    asked = serializers.IntegerField()
+    found = PickedSerializer(many=True)
+    missing = serializers.ListField(child=serializers.ListField(child=serializers.IntegerField()))
+    duplicates = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField())
+    )
+
+
+class GoodRunsResponse(serializers.Serializer):
+    selection = serializers.CharField()
+    count = serializers.IntegerField()
+    total = serializers.IntegerField()
+    lumi_blocks = serializers.BooleanField(
+        help_text="false: the collection has no luminosity blocks, listed runs are kept whole"
+    )
+
+
 def _valid(serializer_class, data) -> dict:
     s = serializer_class(data=data)
     if not s.is_valid():
@@ -291,7 +382,7 @@ class CancelBuild(TagAPIView):
 class Count(TagAPIView):
     """How many events pass the selection, and how many files hold them."""
 
-    @extend_schema(request=QuerySerializer)
+    @extend_schema(request=QuerySerializer, responses=CountResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
         d = _valid(QuerySerializer, request.data)
@@ -311,7 +402,7 @@ class Count(TagAPIView):
 class HistogramView(TagAPIView):
     """The distribution of an attribute under the selection, binned in the database."""
 
-    @extend_schema(request=HistogramRequest)
+    @extend_schema(request=HistogramRequest, responses=HistogramResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
         d = _valid(HistogramRequest, request.data)
@@ -355,7 +446,10 @@ def _event_dict(ev) -> dict:
 class Events(TagAPIView):
     """The passing events (file GUID, entry, run, event) as JSON pages or a CSV file."""
 
-    @extend_schema(request=EventsRequest)
+    @extend_schema(
+        request=EventsRequest,
+        responses={(200, "application/json"): EventsResponse, (200, "text/csv"): str},
+    )
     def post(self, request, pk):
         collection = self.collection(pk)
         d = _valid(EventsRequest, request.data)
@@ -398,7 +492,7 @@ class Events(TagAPIView):
 class Top(TagAPIView):
     """The N passing events with the largest value of an attribute."""
 
-    @extend_schema(request=TopRequest)
+    @extend_schema(request=TopRequest, responses=TopResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
         d = _valid(TopRequest, request.data)
@@ -419,7 +513,7 @@ class Top(TagAPIView):
 class FilesTouched(TagAPIView):
     """How many of the dataset's files hold passing events, and which."""
 
-    @extend_schema(request=QuerySerializer)
+    @extend_schema(request=QuerySerializer, responses=FilesTouchedResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
         d = _valid(QuerySerializer, request.data)
@@ -429,7 +523,7 @@ class FilesTouched(TagAPIView):
 class Pick(TagAPIView):
     """Find events by (run, event): where each lives, which are missing or duplicated."""
 
-    @extend_schema(request=PickRequest)
+    @extend_schema(request=PickRequest, responses=PickResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
         d = _valid(PickRequest, request.data)
@@ -453,7 +547,7 @@ class Pick(TagAPIView):
 class GoodRuns(TagAPIView):
     """Turn a good-run list into a selection (and AND it with ``selection``); counts it."""
 
-    @extend_schema(request=GoodRunsRequest)
+    @extend_schema(request=GoodRunsRequest, responses=GoodRunsResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
         d = _valid(GoodRunsRequest, request.data)

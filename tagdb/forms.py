@@ -66,6 +66,8 @@ class QueryForm(forms.Form):
     bins = forms.IntegerField(label="Bins", required=False, min_value=1, max_value=500)
     lo = forms.FloatField(label="From", required=False)
     hi = forms.FloatField(label="To", required=False)
+    # The attribute that bins/lo/hi were chosen for: another attribute starts from automatic.
+    range_for = forms.CharField(required=False, widget=forms.HiddenInput)
     top_attribute = forms.ChoiceField(label="Largest", required=False)
     top_n = forms.IntegerField(label="How many", required=False, min_value=1, max_value=MAX_TOP)
 
@@ -84,6 +86,7 @@ class QueryForm(forms.Form):
             "hi": None,
             "top_attribute": default_histogram_attribute(collection),
             "top_n": 20,
+            "range_for": "",
         }
         # The controls sit in the page's cards but submit with the selection box's form.
         for name, field in self.fields.items():
@@ -103,6 +106,12 @@ class QueryForm(forms.Form):
             for name, value in self.cleaned_data.items():
                 if value not in (None, ""):
                     values[name] = value
+            if values["range_for"] and values["range_for"] != values["attribute"]:
+                values.update(bins=None, lo=None, hi=None)
+        values["range_for"] = values["attribute"]
+        for bound in ("lo", "hi"):
+            if isinstance(values[bound], float) and values[bound].is_integer():
+                values[bound] = int(values[bound])
         return values
 
 

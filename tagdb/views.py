@@ -28,6 +28,7 @@ from . import actions
 from .forms import BuildForm, GoodRunForm, PickForm, QueryForm, SaveQueryForm
 from .models import CollectionState
 from .plots import histogram_svg
+from .schema import MISSING
 from .selection import INT, SelectionError
 
 
@@ -109,7 +110,7 @@ def build_new(request):
 
 def build_detail(request, pk: int):
     build = _build(pk)
-    ctx = {"build": build, "events": build.events.order_by("at")}
+    ctx = {"build": build, "embedded": request.GET.get("embedded") == "1"}
     if request.htmx:
         return render(request, "tagdb/_build_status.html", ctx)
     return render(request, "tagdb/build_detail.html", ctx)
@@ -142,6 +143,11 @@ def _results(collection, q: dict) -> dict:
         integer_bins = info.type != "float" and len(hist.counts) == hist.edges[-1] - hist.edges[0]
         ctx["hist"] = hist
         ctx["hist_info"] = info
+        if hist.underflow and info.type != "bool":
+            # -999 marks "no such object in this event" (schema convention); say so.
+            ctx["hist_sentinel"] = actions.count(
+                collection, actions.combine_selections(text, f"{info.name} == {MISSING}")
+            ).count
         ctx["hist_svg"] = mark_safe(  # noqa: S308 - built from numbers and escaped text
             histogram_svg(
                 hist,

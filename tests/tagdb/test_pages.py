@@ -298,3 +298,21 @@ def test_an_outsider_cannot_build_and_an_anonymous_visitor_is_sent_to_log_in(tag
 
 def test_an_unknown_collection_is_a_404(db, physicist):
     assert client_for(physicist).get("/tags/999/").status_code == 404
+
+
+def test_another_attribute_starts_from_automatic_binning(tagged, physicist):  # noqa: F811
+    c = client_for(physicist)
+    query = {"attribute": "n_jet", "bins": "40", "lo": "0", "hi": "200", "range_for": "met"}
+    html = c.get(tagged.hzz.get_absolute_url(), query).content.decode()
+    assert "Distribution of n_jet" in html
+    assert re.search(r'<input type="number" name="bins"[^>]*>', html).group(0).count("value=") == 0
+    assert "6 bins from -0.5 to 5.5" in html  # one bin per jet count
+    query["range_for"] = "n_jet"
+    html = c.get(tagged.hzz.get_absolute_url(), query).content.decode()
+    assert "40 bins from 0 to 200" in html
+
+
+def test_the_histogram_says_which_events_have_no_such_object(tagged, physicist):  # noqa: F811
+    html = client_for(physicist).get(tagged.hzz.get_absolute_url()).content.decode()
+    assert "Distribution of lead_muon_pt" in html
+    assert "59 at -999 (no such object in the event)" in html
