@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from dss.errors import DSSError
 from dss.forms import add_domain_error
@@ -26,6 +27,10 @@ from .models import (
     TransferFile,
 )
 
+# Pages that answer an htmx request with a fragment of themselves: without this header a
+# browser's back button may show the cached fragment instead of the page.
+htmx_fragment = vary_on_headers("HX-Request")
+
 SORTS = {
     "name": "name",
     "files": "n_files",
@@ -35,6 +40,7 @@ SORTS = {
 }
 
 
+@htmx_fragment
 def dataset_list(request):
     q = request.GET.get("q", "")
     sort = request.GET.get("sort", "name")
@@ -128,6 +134,7 @@ def register(request):
     return render(request, "dmu/register.html", {"form": form})
 
 
+@htmx_fragment
 def registration(request, pk: int):
     job = get_object_or_404(
         RegistrationJob.objects.select_related("storage_element", "owner"), pk=pk
@@ -139,6 +146,7 @@ def registration(request, pk: int):
 # --------------------------------------------------------------------------- transfers
 
 
+@htmx_fragment
 def transfer_list(request):
     qs = actions.transfers_with_totals().order_by("-created_at")
     state = request.GET.get("state", "")
@@ -151,6 +159,7 @@ def transfer_list(request):
     return render(request, template, ctx)
 
 
+@htmx_fragment
 def transfer_detail(request, pk: int):
     transfer = get_object_or_404(actions.transfers_with_totals(), pk=pk)
     ctx = {

@@ -119,6 +119,14 @@ def test_the_list_polls_while_a_transfer_is_waiting_or_running(hzz, disk2, sitea
     assert 'hx-get="/transfers/?state=queued"' in fragment
 
 
+def test_pages_that_answer_htmx_with_a_fragment_vary_on_it(hzz, disk2, siteadmin):
+    # Otherwise the back button may bring up a cached fragment instead of the page.
+    transfer = actions.check_request_transfer(hzz, disk2)
+    c = logged_in(siteadmin)
+    for url in ("/transfers/", f"/transfers/{transfer.pk}/", "/datasets/"):
+        assert "HX-Request" in c.get(url)["Vary"], url
+
+
 def test_the_transfer_page_shows_each_file_and_polls_until_it_ends(hzz, disk2, siteadmin):
     transfer = actions.check_request_transfer(hzz, disk2)
     c = logged_in(siteadmin)
