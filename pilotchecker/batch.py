@@ -451,6 +451,8 @@ write(state, exit_code=rc if rc >= 0 else 128 - rc, reason=reason, finished_at=t
 """
 
 LOCAL_JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+# How long a just-submitted local job may take to show itself as ours in /proc.
+LOCAL_START_GRACE_S = 60.0
 
 
 @register_adapter
@@ -551,6 +553,14 @@ class LocalAdapter(BatchAdapter):
                 return BatchStatus(QUEUED, QUEUED, reason="starting")
         if _pid_runs_job(pid, job_id):
             return BatchStatus(state, state)
+        # A supervisor that was started a moment ago may still be inside exec, its command
+        # line not yet readable: while it has not written its own pid, it is starting.
+        if (
+            data.get("supervisor_pid") is None
+            and _pid_alive(pid)
+            and time.time() - float(data.get("submitted_at") or 0) < LOCAL_START_GRACE_S
+        ):
+            return BatchStatus(QUEUED, QUEUED, reason="starting")
         # The supervisor may have written its last word just now.
         data = self._read_state(state_path) or {}
         if data.get("state") in FINAL_STATES:
