@@ -49,6 +49,7 @@ MAX_PILOTS_PER_SUBMIT = 50
 GOOD_IN_A_ROW = 3
 STRIP_LENGTH = 20
 TAIL_BYTES = 32 * 1024
+SCHEDULE_SLACK = timedelta(seconds=10)
 OUTCOME_STATES = (PilotState.REPORTED, PilotState.FAILED, PilotState.LOST)
 # Outcomes that take an online site out of production, and how the history words them.
 BAD_OUTCOMES = {
@@ -92,7 +93,8 @@ def get_pilot(pk: int) -> Pilot:
 
 
 def _who(user) -> str:
-    return user.get_username() if user is not None else "schedule"
+    """Who acted: a user name, or "command line" for an admin command run without one."""
+    return user.get_username() if user is not None else "command line"
 
 
 def _record_status(
@@ -160,7 +162,7 @@ def do_add_site(
             new_status=status,
             reason="site added",
             changed_by=user,
-            by=user.get_username() if user else "command line",
+            by=_who(user),
         )
     return site
 
@@ -244,7 +246,7 @@ def do_submit_pilots(site: Site, n: int = 1, *, user=None, periodic: bool = Fals
             p = Pilot.objects.create(
                 site=site, owner=user, periodic=periodic, requirements=site.pilot_config()
             )
-            p.log("submitted", f"by {_who(user)}" + (" (periodic)" if periodic else ""))
+            p.log("submitted", f"by {p.sent_by}")
             pilots.append(p)
         for p in pilots:
             transaction.on_commit(lambda pk=p.pk: submit_pilot.delay(pk))
@@ -312,6 +314,8 @@ def do_send_pilot(p: Pilot, *, last_attempt: bool = True) -> bool:
         do_fail_pilot(p, f"the pilot could not be submitted: {e}")
         return False
     Pilot.objects.filter(pk=p.pk).update(batch_job_id=job_id)
+    # The batch system has the job now: queued there until the poller sees it run.
+    Pilot.objects.filter(pk=p.pk, state=PilotState.SUBMITTED).update(state=PilotState.QUEUED)
     p.batch_job_id = job_id
     p.log("batch_submitted", f"{site.batch_system} job {job_id}", job_id=job_id)
     if Pilot.objects.filter(pk=p.pk, state=PilotState.CANCELLED).exists():
@@ -619,7 +623,9 @@ def do_schedule_pilots(now: datetime | None = None) -> list[Pilot]:
     )
     for site in due:
         last = site.last_scheduled_at
-        if last is not None and last + timedelta(minutes=site.pilot_interval_minutes) > now:
+        interval = timedelta(minutes=site.pilot_interval_minutes)
+        # Beat runs this about once a minute, never exactly: a little early still counts.
+        if last is not None and last + interval - SCHEDULE_SLACK > now:
             continue
         # Only one scheduler run may take this slot.
         if Site.objects.filter(pk=site.pk, last_scheduled_at=last).update(last_scheduled_at=now):

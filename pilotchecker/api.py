@@ -27,7 +27,7 @@ from .models import Pilot, PilotState, Site, SiteStatus, SiteStatusChange
 
 class PilotSerializer(serializers.ModelSerializer):
     site = serializers.CharField(source="site.name", read_only=True)
-    owner = serializers.SerializerMethodField()
+    sent_by = serializers.CharField(read_only=True)
     batch = serializers.SerializerMethodField()
     url = serializers.CharField(source="get_absolute_url", read_only=True)
 
@@ -39,7 +39,7 @@ class PilotSerializer(serializers.ModelSerializer):
             "state",
             "verdict",
             "periodic",
-            "owner",
+            "sent_by",
             "message",
             "batch_job_id",
             "batch",
@@ -49,9 +49,6 @@ class PilotSerializer(serializers.ModelSerializer):
             "finished_at",
             "url",
         ]
-
-    def get_owner(self, p: Pilot) -> str:
-        return p.owner.get_username() if p.owner else "schedule"
 
     def get_batch(self, p: Pilot) -> dict:
         """The batch system's own view of the job, as last asked."""
@@ -237,8 +234,10 @@ class PilotReport(APIView):
             response = error_response(e)
             response.status_code = status.HTTP_403_FORBIDDEN
             return response
+        # Short: the pilot prints this answer in its error log.
         return Response(
-            {"status": "received", **PilotSerializer(pilot).data}, status=status.HTTP_201_CREATED
+            {"status": "received", "pilot": pilot.pk, "verdict": pilot.verdict},
+            status=status.HTTP_201_CREATED,
         )
 
 

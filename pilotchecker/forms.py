@@ -4,9 +4,12 @@ from typing import Any
 
 from django import forms
 
+from dss.errors import InvalidInput
+from dss.forms import add_domain_error
+
 from . import batch
 from .actions import MAX_PILOTS_PER_SUBMIT
-from .models import Site, SiteStatus
+from .models import Site, SiteStatus, check_requirements, check_submit_params
 
 TEXTAREA = {"rows": 3}
 
@@ -176,6 +179,28 @@ class SiteForm(forms.Form):
                 raise forms.ValidationError(f"{line!r} is not NAME=value")
             env[name.strip()] = value
         return env
+
+    def clean(self) -> dict[str, Any]:
+        """Check every submit parameter and requirement on its own, so that each bad field
+        shows its error at once (the action checks the whole configuration again)."""
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        values = self.site_settings()
+        problems = []
+        for key, value in values["submit_params"].items():
+            try:
+                check_submit_params(values["batch_system"], {key: value})
+            except InvalidInput as e:
+                problems.append(e)
+        for key, value in values["requirements"].items():
+            try:
+                check_requirements({key: value})
+            except InvalidInput as e:
+                problems.append(e)
+        for e in problems:
+            add_domain_error(self, e, e.where)
+        return cleaned
 
     def site_settings(self) -> dict[str, Any]:
         """The form as the keyword arguments of do_add_site / check_update_site.

@@ -320,6 +320,13 @@ class Pilot(models.Model):
         return ""
 
     @property
+    def sent_by(self) -> str:
+        """A user name, "schedule" for a periodic pilot, or "command line"."""
+        if self.owner_id:
+            return self.owner.get_username()
+        return "schedule" if self.periodic else "command line"
+
+    @property
     def checks(self) -> list[dict]:
         return list((self.report or {}).get("checks") or [])
 

@@ -131,6 +131,7 @@ def test_an_admin_sends_pilots_and_reads_them_back(
     assert listed["count"] == 1 and listed["results"][0]["verdict"] == "passed"
     detail = c.get(f"/api/pilots/{ids[0]}/").json()
     assert detail["report"]["checks"][0]["name"] == "python_version"
+    assert detail["sent_by"] == "admin1" and detail["periodic"] is False
     assert detail["batch"]["state"] == "" and detail["batch_job_id"] in fake_batch.jobs
     assert [e["kind"] for e in detail["events"]][:2] == ["submitted", "batch_submitted"]
     assert "token" not in str(detail).lower().replace("token_", "")

@@ -58,7 +58,7 @@ def test_the_task_writes_the_pilot_and_its_configuration_then_submits(fake_batch
     assert config["min_cores"] == 1 and config["token"] == token_of(p)
     assert pilot.normalize_config(config)[1] == []  # the pilot accepts every key
     assert stat.S_IMODE((workdir / "pilot.json").stat().st_mode) == 0o600
-    assert p.state == "submitted" and p.submitted_at is not None
+    assert p.state == "queued" and p.submitted_at is not None
     assert "batch_submitted" in [e.kind for e in p.events.all()]
 
 
@@ -166,7 +166,7 @@ def test_a_batch_system_that_cannot_answer_loses_nothing(fake_batch, site, monke
     monkeypatch.setattr(fake_batch, "status", down)
     assert actions.do_poll_pilots() == 0
     p.refresh_from_db()
-    assert p.state == "submitted"
+    assert p.state == "queued"
 
 
 def test_a_pilot_without_a_report_in_time_is_lost_and_its_job_cancelled(fake_batch, site):
@@ -249,6 +249,7 @@ def test_the_management_command_submits_pilots(site, capsys, django_capture_on_c
 
     out = capsys.readouterr().out
     assert out.count("submitted to UKI-TEST") == 2 and len(callbacks) == 2
+    assert {p.sent_by for p in Pilot.objects.all()} == {"command line"}
 
 
 def test_the_management_command_names_an_unknown_site(db):
@@ -257,3 +258,15 @@ def test_the_management_command_names_an_unknown_site(db):
     with pytest.raises(CommandError) as err:
         call_command("submit_pilots", "NOPE")
     assert "no site named 'NOPE'" in str(err.value) and err.value.returncode == 3
+
+
+def test_the_management_command_waits_and_exits_1_unless_every_pilot_passed(
+    site, capsys, django_capture_on_commit_callbacks
+):
+    from django.core.management import CommandError, call_command
+
+    with django_capture_on_commit_callbacks(execute=False), pytest.raises(CommandError) as err:
+        call_command("submit_pilots", "UKI-TEST", "--wait", "0.5")
+
+    assert "still submitted after 0.5 s" in capsys.readouterr().out
+    assert err.value.returncode == 1 and "1 of 1 pilot(s) did not pass" in str(err.value)

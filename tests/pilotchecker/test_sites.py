@@ -166,23 +166,25 @@ def test_the_site_form_adds_a_site(siteadmin):
     }
 
 
-def test_the_site_form_shows_the_error_on_the_field(siteadmin):
+def test_the_site_form_shows_each_error_on_its_field(siteadmin):
     r = logged_in(siteadmin).post(
         "/sites/new/",
         {
             "name": "UKI-FORM",
             "batch_system": "local",
             "partition": "debug",
+            "commands": "echo 'unclosed",
             "pilot_timeout_minutes": "20",
         },
     )
 
     html = r.content.decode()
     assert r.status_code == 200 and not Site.objects.exists()
-    assert "not a parameter of the local batch system" in html
-    start = html.index('id="id_partition"')
-    assert html.index("not a parameter of the local batch system") > start
-    assert 'class="field has-error"' in html
+    partition = html.index("not a parameter of the local batch system")
+    assert html.index('id="id_partition"') < partition < html.index('id="id_account"')
+    commands = html.index("cannot split")
+    assert html.index('id="id_commands"') < commands < html.index('id="id_pilot_interval_minutes"')
+    assert html.count('class="field has-error"') == 2
 
 
 def test_the_edit_form_keeps_settings_it_does_not_show(site, siteadmin):

@@ -1,5 +1,6 @@
 import time
 
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from dss.management.base import ActionCommand
@@ -18,7 +19,8 @@ class Command(ActionCommand):
             type=float,
             metavar="SECONDS",
             default=0,
-            help="wait up to this long for the pilots to end and print each outcome",
+            help="wait up to this long for the pilots to end, print each outcome, and exit 1 "
+            "unless every pilot passed",
         )
 
     def run(self, site, n, wait, **options):
@@ -35,6 +37,15 @@ class Command(ActionCommand):
             if all(p.is_final for p in Pilot.objects.filter(pk__in=ids)):
                 break
             time.sleep(1)
+        bad = 0
         for p in Pilot.objects.filter(pk__in=ids).order_by("pk"):
-            outcome = p.outcome or f"still {p.state}"
-            self.stdout.write(f"pilot #{p.pk}: {outcome} — {p.message}")
+            if not p.is_final:
+                self.stdout.write(f"pilot #{p.pk}: still {p.state} after {wait:g} s")
+            elif p.state == "reported":
+                self.stdout.write(f"pilot #{p.pk}: {p.message}")
+            else:
+                self.stdout.write(f"pilot #{p.pk}: {p.get_state_display()}: {p.message}")
+            bad += p.outcome != "passed"
+        if bad:
+            # Scripts and cron jobs read the exit code: 1 unless every pilot passed.
+            raise CommandError(f"{bad} of {len(ids)} pilot(s) did not pass", returncode=1)
