@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from django.views.decorators.vary import vary_on_headers
 
 from dss.errors import DSSError
 from dss.forms import add_domain_error
@@ -15,6 +16,10 @@ from dss.forms import add_domain_error
 from . import actions
 from .forms import SiteForm, StatusForm, SubmitForm
 from .models import PILOT_ACTIVE_STATES, Pilot, Site
+
+# Pages that answer htmx's polling with a fragment of themselves: without this header the
+# back button may bring up the cached fragment instead of the page.
+htmx_fragment = vary_on_headers("HX-Request")
 
 
 def site_list(request):
@@ -58,6 +63,7 @@ def site_edit(request, name: str):
     return render(request, "pilotchecker/site_form.html", {"form": form, "site": site})
 
 
+@htmx_fragment
 def site_detail(request, name: str):
     site = get_object_or_404(Site, name=name)
     pilots = site.pilots.select_related("owner").defer("report", "stdout_tail", "stderr_tail")
@@ -118,6 +124,7 @@ def submit(request):
     return render(request, "pilotchecker/submit.html", {"form": form})
 
 
+@htmx_fragment
 def pilot_detail(request, pk: int):
     pilot = get_object_or_404(Pilot.objects.select_related("site", "owner"), pk=pk)
     template = "pilotchecker/_pilot_live.html" if request.htmx else "pilotchecker/pilot_detail.html"

@@ -164,8 +164,9 @@ def test_the_site_page_shows_history_status_changes_and_pilots(history, siteadmi
     assert f'href="/pilots/{ok.pk}/"' in html and f'href="/pilots/{again.pk}/"' in html
     assert '<svg class="daily"' in html
     assert 'hx-trigger="every 2s"' in html  # a pilot is still running
-    partial = logged_in(siteadmin).get("/sites/UKI-TEST/", HTTP_HX_REQUEST="true").content.decode()
-    assert "<html" not in partial and 'id="site-pilots"' in partial
+    r = logged_in(siteadmin).get("/sites/UKI-TEST/", HTTP_HX_REQUEST="true")
+    assert "<html" not in r.content.decode() and 'id="site-pilots"' in r.content.decode()
+    assert "HX-Request" in r["Vary"]
 
 
 def test_an_admin_sets_the_status_from_the_site_page(site, siteadmin):
@@ -196,8 +197,9 @@ def test_the_pilot_page_shows_checks_facts_and_the_batch_view(history, physicist
 
     live = c.get(f"/pilots/{again.pk}/").content.decode()
     assert 'hx-trigger="every 2s"' in live and "RUNNING" in live
-    partial = c.get(f"/pilots/{again.pk}/", HTTP_HX_REQUEST="true").content.decode()
-    assert "<html" not in partial and 'id="pilot-live"' in partial
+    r = c.get(f"/pilots/{again.pk}/", HTTP_HX_REQUEST="true")
+    assert "<html" not in r.content.decode() and 'id="pilot-live"' in r.content.decode()
+    assert "HX-Request" in r["Vary"]  # the back button must not show the fragment
 
 
 def test_an_admin_cancels_a_pilot_from_its_page(history, siteadmin, fake_batch):
