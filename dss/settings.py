@@ -187,6 +187,17 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Several models have a "state"; name each choice set after what it is.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStateEnum": "dss.jobs.JobState",
+        # skim parts and transferred files share one set of states
+        "FileWorkStateEnum": "dss.models.PartState",
+        "ReplicaStateEnum": "dmu.models.ReplicaState",
+        "CollectionStateEnum": "tagdb.models.CollectionState",
+        "SiteStatusEnum": "pilotchecker.models.SiteStatus",
+        "PilotStateEnum": "pilotchecker.models.PilotState",
+        "VerdictEnum": "pilotchecker.models.Verdict",
+    },
 }
 
 # Celery: Redis in production; with no broker configured, a broker kept in a local directory
