@@ -10,6 +10,7 @@ from django.db.models import Sum
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from django.views.decorators.vary import vary_on_headers
 from rest_framework.authtoken.models import Token
 
 from dmu.models import Dataset, File
@@ -120,6 +121,7 @@ def skim_list(request):
     )
 
 
+@vary_on_headers("HX-Request")
 def skim_detail(request, pk: int):
     skim = actions.get_skim_for_user(pk, request.user)
     ctx = {
