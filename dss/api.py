@@ -14,11 +14,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from dmu import actions as dmu_actions
 
 from . import actions
-from .errors import Conflict, DSSError, InvalidInput, NotFound, StorageError
+from .errors import Conflict, DSSError, Forbidden, InvalidInput, NotFound, StorageError
 from .models import BranchPreset, FailurePolicy, OutputFormat, ProvenanceRecord, SkimJob, SkimPart
 
 STATUS_OF = [
     (NotFound, status.HTTP_404_NOT_FOUND),
+    (Forbidden, status.HTTP_403_FORBIDDEN),
     (Conflict, status.HTTP_409_CONFLICT),
     (StorageError, status.HTTP_502_BAD_GATEWAY),
     (DSSError, status.HTTP_400_BAD_REQUEST),

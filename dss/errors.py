@@ -49,6 +49,13 @@ class NotFound(DSSError):
     exit_code = 3
 
 
+class Forbidden(DSSError):
+    """The caller may not do this: a wrong, expired or reused credential, or a missing role."""
+
+    code = "forbidden"
+    exit_code = 9
+
+
 class Conflict(DSSError):
     """The request contradicts what is already recorded (same name, other checksum)."""
 

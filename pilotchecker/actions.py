@@ -27,7 +27,7 @@ from django.db.models.functions import RowNumber
 from django.urls import reverse
 from django.utils import timezone
 
-from dss.errors import Conflict, DSSError, InvalidInput, NotFound
+from dss.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 from . import batch, pilot
 from .models import (
@@ -67,7 +67,7 @@ SITE_FIELDS = (
 )
 
 
-class ReportRefused(DSSError):
+class ReportRefused(Forbidden):
     """A pilot report whose token is wrong, expired or already used (HTTP 403)."""
 
     code = "report_refused"

@@ -16,7 +16,6 @@ from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dss.api import error_response
 from dss.errors import InvalidInput
 
 from . import actions, batch
@@ -226,14 +225,7 @@ class PilotReport(APIView):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         # At most one byte past the limit is read: enough to know the body is too large.
         body = request._request.read(settings.PILOT_REPORT_MAX_BYTES + 1)
-        try:
-            pilot = actions.check_receive_report(
-                pk, token.strip() if scheme == "Pilot" else "", body
-            )
-        except actions.ReportRefused as e:
-            response = error_response(e)
-            response.status_code = status.HTTP_403_FORBIDDEN
-            return response
+        pilot = actions.check_receive_report(pk, token.strip() if scheme == "Pilot" else "", body)
         # Short: the pilot prints this answer in its error log.
         return Response(
             {"status": "received", "pilot": pilot.pk, "verdict": pilot.verdict},
