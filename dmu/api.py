@@ -11,8 +11,16 @@ from rest_framework.views import APIView
 
 from dss.errors import InvalidInput, NotFound
 
-from . import actions
-from .models import Dataset, File, RegistrationJob, Replica, StorageElement, TransferFile
+from . import actions, catalogs
+from .models import (
+    Dataset,
+    File,
+    RegistrationJob,
+    Replica,
+    RucioRegistration,
+    StorageElement,
+    TransferFile,
+)
 
 
 class StorageElementSerializer(serializers.ModelSerializer):
@@ -159,6 +167,7 @@ class RegisterDataset(APIView):
             tree=d.get("tree") or None,
             description=d.get("description", ""),
         )
+        catalogs.queue_rucio_registration(dataset)
         dataset = (
             actions.datasets_with_totals()
             .prefetch_related("files__replicas__storage_element")
@@ -330,3 +339,122 @@ class TransferCancel(APIView):
     def post(self, request, pk: int):
         actions.do_cancel_transfer(actions.get_transfer(pk), request.user)
         return Response(TransferSummarySerializer(_transfer(pk)).data)
+
+
+# --------------------------------------------------------------------------- Rucio
+
+
+class RucioDatasetSerializer(serializers.Serializer):
+    scope = serializers.CharField()
+    name = serializers.CharField()
+    did = serializers.CharField()
+    bytes = serializers.IntegerField(allow_null=True)
+    length = serializers.IntegerField(allow_null=True)
+    in_portal = serializers.BooleanField()
+
+
+class RucioFileSerializer(serializers.Serializer):
+    scope = serializers.CharField()
+    name = serializers.CharField()
+    bytes = serializers.IntegerField()
+    adler32 = serializers.CharField()
+    guid = serializers.CharField()
+    replicas = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+
+
+class RucioImportSerializer(serializers.Serializer):
+    scope = serializers.CharField(max_length=25)
+    name = serializers.CharField(max_length=250)
+
+
+class RucioRegistrationSerializer(serializers.ModelSerializer):
+    dataset = serializers.CharField(source="dataset.name")
+    did = serializers.CharField()
+
+    class Meta:
+        model = RucioRegistration
+        fields = [
+            "dataset",
+            "did",
+            "state",
+            "rse",
+            "attempts",
+            "files_registered",
+            "last_error",
+            "next_attempt_at",
+            "registered_at",
+            "updated_at",
+        ]
+
+
+class RucioDatasetList(APIView):
+    """Datasets in the experiment's Rucio: `?scope=` (required) and `?name=` (a pattern, `*`
+    is any text)."""
+
+    @extend_schema(responses=RucioDatasetSerializer(many=True))
+    def get(self, request):
+        found = catalogs.RucioCatalog().search(
+            request.query_params.get("scope", ""), request.query_params.get("name", "*")
+        )
+        return Response(RucioDatasetSerializer(found, many=True).data)
+
+
+class RucioDatasetFiles(APIView):
+    """A Rucio dataset's files, each with its replicas' URLs by RSE."""
+
+    @extend_schema(responses=RucioFileSerializer(many=True))
+    def get(self, request, scope: str, name: str):
+        files = catalogs.RucioCatalog().files(scope, name)
+        return Response(RucioFileSerializer(files, many=True).data)
+
+
+class RucioImport(APIView):
+    """Import a Rucio dataset into the portal's catalog, verifying every file's checksum."""
+
+    permission_classes = [permissions.IsAuthenticated, CanRegister]
+
+    @extend_schema(request=RucioImportSerializer, responses={201: DatasetSerializer})
+    def post(self, request):
+        s = RucioImportSerializer(data=request.data)
+        if not s.is_valid():
+            field, problems = next(iter(s.errors.items()))
+            raise InvalidInput(f"{field}: {' '.join(str(p) for p in problems)}", where=field)
+        dataset, added = catalogs.check_import_from_rucio(
+            s.validated_data["scope"], s.validated_data["name"], user=request.user
+        )
+        dataset = (
+            actions.datasets_with_totals()
+            .prefetch_related("files__replicas__storage_element")
+            .get(pk=dataset.pk)
+        )
+        body = DatasetSerializer(dataset).data
+        body["files_added"] = added
+        return Response(body, status=status.HTTP_201_CREATED if added else status.HTTP_200_OK)
+
+
+class DatasetRucioStatus(APIView):
+    """GET: whether a dataset is registered in Rucio. POST: queue its registration again."""
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [permissions.IsAuthenticated(), CanRegister()]
+        return [permissions.IsAuthenticated()]
+
+    def _answer(self, dataset):
+        reg = catalogs.get_rucio_registration(dataset)
+        if reg is None:
+            raise NotFound(f"{dataset.name} was never queued for Rucio", where="dataset")
+        return Response(RucioRegistrationSerializer(reg).data)
+
+    @extend_schema(responses=RucioRegistrationSerializer)
+    def get(self, request, name: str):
+        return self._answer(actions.get_dataset(name))
+
+    @extend_schema(request=None, responses=RucioRegistrationSerializer)
+    def post(self, request, name: str):
+        dataset = actions.get_dataset(name)
+        if not catalogs.rucio_configured():
+            raise catalogs.RucioError("no Rucio server is configured", where="settings")
+        with transaction.atomic():
+            catalogs.queue_rucio_registration(dataset)
+        return self._answer(dataset)

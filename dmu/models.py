@@ -231,3 +231,36 @@ class TransferFile(models.Model):
         if total <= 0:
             return 100 if self.state == TransferFileState.SUCCEEDED else 0
         return min(100, int(100 * self.bytes_done / total))
+
+
+class RucioState(models.TextChoices):
+    PENDING = "pending", "pending"
+    REGISTERED = "registered", "registered"
+    FAILED = "failed", "failed"
+
+
+class RucioRegistration(models.Model):
+    """Whether a dataset is registered in the experiment's Rucio, and the retries to get there.
+
+    One row per dataset, made when the dataset is queued for registration. ``pending`` waits
+    for (another) attempt; ``failed`` is final until someone asks again."""
+
+    dataset = models.OneToOneField(
+        Dataset, on_delete=models.CASCADE, related_name="rucio_registration"
+    )
+    state = models.CharField(max_length=16, choices=RucioState.choices, default=RucioState.PENDING)
+    scope = models.CharField(max_length=30, blank=True)
+    rse = models.CharField(max_length=255, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    files_registered = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    registered_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.dataset.name} in Rucio: {self.state}"
+
+    @property
+    def did(self) -> str:
+        return f"{self.scope}:{self.dataset.name}" if self.scope else ""

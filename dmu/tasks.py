@@ -67,3 +67,15 @@ def transfer_file(self, item_id: int) -> None:
             log.exception("transfer file %s failed", item_id)
         actions.do_fail_transfer_file(item, e)
     actions.finish_transfer_if_done(item.transfer_id)
+
+
+@shared_task(bind=True, acks_late=True)
+def register_in_rucio(self, dataset_id: int) -> None:
+    """One attempt to register a dataset in Rucio; when Rucio did not answer, the task comes
+    back after a doubling wait until DSS_RUCIO_RETRIES attempts are used up. Safe to run twice:
+    only a pending registration is attempted, under a row lock."""
+    from .catalogs import do_register_in_rucio
+
+    delay = do_register_in_rucio(dataset_id)
+    if delay is not None:
+        raise self.retry(countdown=delay, max_retries=settings.DSS_RUCIO_RETRIES)

@@ -16,6 +16,10 @@ urlpatterns = [
     path("transfers/new/", views.transfer_new, name="transfer_new"),
     path("transfers/<int:pk>/", views.transfer_detail, name="transfer"),
     path("transfers/<int:pk>/cancel/", views.transfer_cancel, name="transfer_cancel"),
+    path("rucio/", views.rucio_search, name="rucio_search"),
+    path("rucio/<str:scope>/<str:name>/", views.rucio_dataset, name="rucio_dataset"),
+    path("rucio/<str:scope>/<str:name>/import/", views.rucio_import, name="rucio_import"),
+    path("datasets/<str:name>/rucio/", views.dataset_rucio_register, name="dataset_rucio_register"),
 ]
 
 api_urlpatterns = [
@@ -27,4 +31,12 @@ api_urlpatterns = [
     path("transfers/", api.TransferList.as_view(), name="api-transfers"),
     path("transfers/<int:pk>/", api.TransferDetail.as_view(), name="api-transfer"),
     path("transfers/<int:pk>/cancel/", api.TransferCancel.as_view(), name="api-transfer-cancel"),
+    path("rucio/datasets/", api.RucioDatasetList.as_view(), name="api-rucio-datasets"),
+    path(
+        "rucio/datasets/<str:scope>/<str:name>/",
+        api.RucioDatasetFiles.as_view(),
+        name="api-rucio-dataset",
+    ),
+    path("rucio/import/", api.RucioImport.as_view(), name="api-rucio-import"),
+    path("datasets/<str:name>/rucio/", api.DatasetRucioStatus.as_view(), name="api-dataset-rucio"),
 ]

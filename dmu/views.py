@@ -15,7 +15,7 @@ from dss.errors import DSSError
 from dss.forms import add_domain_error
 from dss.jobs import FINAL_STATES, JobState
 
-from . import actions
+from . import actions, catalogs
 from .forms import RegisterForm, TransferForm
 from .models import (
     Dataset,
@@ -205,3 +205,77 @@ def transfer_cancel(request, pk: int):
     else:
         messages.info(request, f"Transfer #{transfer.pk} cancelled; copied files stay registered.")
     return redirect(transfer)
+
+
+# --------------------------------------------------------------------------- Rucio
+
+
+def rucio_search(request):
+    """Find datasets in the experiment's Rucio by scope and name pattern."""
+    scope = request.GET.get("scope", "").strip()
+    pattern = request.GET.get("name", "").strip() or "*"
+    found, error = [], None
+    if catalogs.rucio_configured() and scope:
+        try:
+            found = catalogs.RucioCatalog().search(scope, pattern)
+        except DSSError as e:
+            error = e
+    ctx = {
+        "configured": catalogs.rucio_configured(),
+        "scope": scope,
+        "pattern": pattern,
+        "found": found,
+        "error": error,
+    }
+    return render(request, "dmu/rucio_search.html", ctx)
+
+
+def rucio_dataset(request, scope: str, name: str):
+    """A Rucio dataset's files and replicas, and the button that imports it."""
+    files, error = [], None
+    try:
+        files = catalogs.RucioCatalog().files(scope, name)
+    except DSSError as e:
+        error = e
+    in_portal = Dataset.objects.filter(name=catalogs.portal_name_for_or_none(scope, name)).first()
+    ctx = {
+        "scope": scope,
+        "name": name,
+        "files": files,
+        "error": error,
+        "in_portal": in_portal,
+        "rses": catalogs.storage_elements_by_rse(),
+    }
+    return render(request, "dmu/rucio_dataset.html", ctx, status=_status_of(error))
+
+
+def _status_of(error: DSSError | None) -> int:
+    if error is None:
+        return 200
+    return 502 if isinstance(error, catalogs.RucioUnavailable) else 400
+
+
+@require_POST
+@permission_required("dmu.add_dataset", raise_exception=True)
+def rucio_import(request, scope: str, name: str):
+    try:
+        dataset, added = catalogs.check_import_from_rucio(scope, name, user=request.user)
+    except DSSError as e:
+        messages.error(request, f"Import of {scope}:{name} failed: {e}")
+        return redirect("dmu:rucio_dataset", scope, name)
+    messages.info(request, f"{added} file(s) of {scope}:{name} imported into {dataset.name}.")
+    return redirect(dataset)
+
+
+@require_POST
+@permission_required("dmu.add_dataset", raise_exception=True)
+def dataset_rucio_register(request, name: str):
+    """Queue (again) a dataset's registration in Rucio."""
+    dataset = get_object_or_404(Dataset, name=name)
+    with transaction.atomic():
+        reg = catalogs.queue_rucio_registration(dataset)
+    if reg is None:
+        messages.error(request, "No Rucio server is configured (DSS_RUCIO_URL).")
+    else:
+        messages.info(request, f"Registration of {dataset.name} in Rucio queued.")
+    return redirect(dataset)

@@ -27,6 +27,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from dmu import actions as dmu_actions
+from dmu import catalogs as dmu_catalogs
 from dmu.checksum import file_checksum
 from dmu.models import Dataset, File, Replica, ReplicaState, StorageElement
 from dmu.names import check_dataset_name, scope_of
@@ -595,6 +596,7 @@ def do_finish_skim(skim: SkimJob) -> SkimJob:
             Replica.objects.create(file=f, storage_element=skim.output_se, path=p.output_path)
         SkimJob.objects.filter(pk=skim.pk).update(output_dataset=dataset, finishing=False)
         skim.output_dataset = dataset
+        dmu_catalogs.queue_rucio_registration(dataset)
     written = sum(p.events_written for p in good)
     if bad:
         names = ", ".join(p.input_file.lfn for p in bad)

@@ -261,6 +261,20 @@ DSS_MAX_REGISTER_FILES = envint("DSS_MAX_REGISTER_FILES", "10000")
 DMU_MAX_TRANSFERS_PER_SE = envint("DMU_MAX_TRANSFERS_PER_SE", "4")
 DMU_SLOT_WAIT_SECONDS = envint("DMU_SLOT_WAIT_SECONDS", "5")
 DMU_TRANSFER_RETRIES = envint("DMU_TRANSFER_RETRIES", "3")
+# The experiment's Rucio server: empty URL means the portal's own catalog only. Storage
+# elements map to RSEs by name ("LOCAL=XRD_LOCAL,SE2=SE2_DISK"; an SE not listed maps to its
+# own name in capitals). A registration that cannot reach Rucio is retried this many times,
+# waiting DSS_RUCIO_RETRY_SECONDS, then twice as long each time.
+DSS_RUCIO_URL = env("DSS_RUCIO_URL", "")
+DSS_RUCIO_AUTH_URL = env("DSS_RUCIO_AUTH_URL", "") or DSS_RUCIO_URL
+DSS_RUCIO_ACCOUNT = env("DSS_RUCIO_ACCOUNT", "root")
+DSS_RUCIO_AUTH_TYPE = env("DSS_RUCIO_AUTH_TYPE", "userpass")
+DSS_RUCIO_USERNAME = env("DSS_RUCIO_USERNAME", "")
+DSS_RUCIO_PASSWORD = env("DSS_RUCIO_PASSWORD", "")
+DSS_RUCIO_RSES = dict(item.split("=", 1) for item in envlist("DSS_RUCIO_RSES", "") if "=" in item)
+DSS_RUCIO_TIMEOUT = envint("DSS_RUCIO_TIMEOUT", "30")
+DSS_RUCIO_RETRIES = envint("DSS_RUCIO_RETRIES", "5")
+DSS_RUCIO_RETRY_SECONDS = envint("DSS_RUCIO_RETRY_SECONDS", "30")
 
 LOGGING = {
     "version": 1,
