@@ -376,6 +376,15 @@ def portal_name_for(scope: str, name: str) -> str:
     return check_dataset_name(f"{scope}.{name}")
 
 
+def _tidy_pfn(se: StorageElement, pfn: str) -> str:
+    """A PFN inside ``se`` as a path relative to it: Rucio may join its protocol prefix and
+    the path with a doubled slash."""
+    base = se.url.rstrip("/")
+    if pfn.startswith(base + "/"):
+        return re.sub("/+", "/", pfn[len(base) :]).lstrip("/")
+    return pfn
+
+
 def portal_name_for_or_none(scope: str, name: str) -> str | None:
     try:
         return portal_name_for(scope, name)
@@ -406,7 +415,7 @@ def check_import_from_rucio(
             missing.append(f.name)
             continue
         for se, pfns in hits:
-            paths.setdefault(se, []).append(relative_path(se, pfns[0]))
+            paths.setdefault(se, []).append(relative_path(se, _tidy_pfn(se, pfns[0])))
     if missing:
         known = ", ".join(sorted(ses)) or "none"
         raise NotFound(

@@ -266,7 +266,7 @@ DMU_TRANSFER_RETRIES = envint("DMU_TRANSFER_RETRIES", "3")
 # own name in capitals). A registration that cannot reach Rucio is retried this many times,
 # waiting DSS_RUCIO_RETRY_SECONDS, then twice as long each time.
 DSS_RUCIO_URL = env("DSS_RUCIO_URL", "")
-DSS_RUCIO_AUTH_URL = env("DSS_RUCIO_AUTH_URL", "") or DSS_RUCIO_URL
+DSS_RUCIO_AUTH_URL = env("DSS_RUCIO_AUTH_URL", "")
 DSS_RUCIO_ACCOUNT = env("DSS_RUCIO_ACCOUNT", "root")
 DSS_RUCIO_AUTH_TYPE = env("DSS_RUCIO_AUTH_TYPE", "userpass")
 DSS_RUCIO_USERNAME = env("DSS_RUCIO_USERNAME", "")
