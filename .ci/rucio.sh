@@ -30,7 +30,9 @@ alive() { [ -r "/proc/$1/stat" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev
 answers() { curl -sf --max-time 2 "$URL/ping" >/dev/null 2>&1; }
 
 install() {
-  [ -x "$VENV/bin/gunicorn" ] && "$VENV/bin/python" -c 'import rucio.web.rest.flaskapi.v1.main' 2>/dev/null && return 0
+  # find_spec, not import: importing rucio's web app already wants a rucio.cfg
+  [ -x "$VENV/bin/gunicorn" ] && "$VENV/bin/python" -c 'import importlib.util as u, sys
+sys.exit(0 if u.find_spec("rucio") and u.find_spec("flask") else 1)' 2>/dev/null && return 0
   log "installing rucio 41 and gunicorn into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip >"$BASE/pip.log" 2>&1
