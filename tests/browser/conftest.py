@@ -69,8 +69,9 @@ def login(page, username: str, password: str) -> None:
     page.wait_for_url(lambda url: "/login/" not in url)
 
 
-def shot(page, name: str) -> None:
-    """Save the visible page as ``<DSS_SCREENSHOTS>/<name>.png`` when screenshots are asked for."""
+def shot(page, name: str, at=None) -> None:
+    """Save the visible page as ``<DSS_SCREENSHOTS>/<name>.png`` when screenshots are asked for:
+    from the top of the page, or scrolled so that the locator ``at`` is in view."""
     target = os.environ.get("DSS_SCREENSHOTS")
     if not target:
         return
@@ -78,6 +79,10 @@ def shot(page, name: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     # Let htmx swaps and fonts settle so the picture shows the finished page.
     page.wait_for_load_state("networkidle")
+    if at is None:
+        page.evaluate("window.scrollTo(0, 0)")
+    else:
+        at.evaluate("el => el.scrollIntoView({block: 'start'})")
     page.screenshot(path=str(directory / f"{name}.png"))
 
 

@@ -28,6 +28,7 @@ def test_a_physicist_selects_events_and_skims_them(page, worker, hzz_tags, physi
     expect(page.locator("#histogram svg")).to_be_visible()
     assert page.locator("#histogram svg rect").count() > 3
     shot(page, "03-tags")
+    shot(page, "03c-histogram", at=page.locator("#histogram"))
 
     page.get_by_role("link", name="Skim these events").click()
     expect(page).to_have_url(re.compile(r"/skims/new/\?"))
