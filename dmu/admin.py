@@ -5,6 +5,7 @@ from .models import (
     File,
     RegistrationJob,
     Replica,
+    RucioRegistration,
     StorageElement,
     Transfer,
     TransferFile,
@@ -83,3 +84,11 @@ class TransferFileAdmin(admin.ModelAdmin):
     list_select_related = ["file", "transfer", "source"]
     search_fields = ["file__lfn", "path"]
     raw_id_fields = ["transfer", "file"]
+
+
+@admin.register(RucioRegistration)
+class RucioRegistrationAdmin(admin.ModelAdmin):
+    list_display = ["dataset", "state", "rse", "attempts", "updated_at"]
+    list_filter = ["state"]
+    search_fields = ["dataset__name", "last_error"]
+    raw_id_fields = ["dataset"]

@@ -391,7 +391,9 @@ class RucioDatasetList(APIView):
     """Datasets in the experiment's Rucio: `?scope=` (required) and `?name=` (a pattern, `*`
     is any text)."""
 
-    @extend_schema(responses=RucioDatasetSerializer(many=True))
+    @extend_schema(
+        operation_id="rucio_datasets_search", responses=RucioDatasetSerializer(many=True)
+    )
     def get(self, request):
         found = catalogs.RucioCatalog().search(
             request.query_params.get("scope", ""), request.query_params.get("name", "*")
@@ -402,7 +404,7 @@ class RucioDatasetList(APIView):
 class RucioDatasetFiles(APIView):
     """A Rucio dataset's files, each with its replicas' URLs by RSE."""
 
-    @extend_schema(responses=RucioFileSerializer(many=True))
+    @extend_schema(operation_id="rucio_dataset_files", responses=RucioFileSerializer(many=True))
     def get(self, request, scope: str, name: str):
         files = catalogs.RucioCatalog().files(scope, name)
         return Response(RucioFileSerializer(files, many=True).data)
