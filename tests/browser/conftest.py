@@ -18,10 +18,6 @@ import pytest
 from tests.conftest import ROOT
 from tests.services import require
 
-# Playwright's sync API keeps an event loop running in the test thread; Django's guard would
-# then refuse the ORM calls the tests make for their setup and checks.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM = os.environ.get("DSS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -37,14 +33,18 @@ VIEWPORT = {"width": 1280, "height": 800}
 JOB_TIMEOUT_MS = 90_000
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """One Chromium for the run; each test gets a fresh context (cookies, storage)."""
+@pytest.fixture
+def browser(monkeypatch):
+    """A fresh Chromium for each test (about a second): Playwright's event loop lives only as
+    long as the test, and the rest of the suite runs without it."""
     require(Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK), f"Chromium at {CHROMIUM}")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         require(False, "the playwright Python package")
+    # Playwright's sync API runs an event loop in the test thread; Django's guard would then
+    # refuse the ORM calls the test makes for its setup and checks.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
