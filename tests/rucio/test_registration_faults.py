@@ -110,3 +110,20 @@ def test_nothing_is_queued_without_rucio(db, local_se, storage_root, settings):
     )
     assert catalogs.queue_rucio_registration(dataset) is None
     assert not RucioRegistration.objects.exists()
+
+
+def test_a_rucio_that_does_not_answer_in_time_counts_as_down(
+    rucio, scope, site, settings, django_capture_on_commit_callbacks
+):
+    dataset = queued(site, f"{scope}.slow", django_capture_on_commit_callbacks)
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        settings.DSS_RUCIO_URL = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        settings.DSS_RUCIO_TIMEOUT = 1
+
+        assert catalogs.do_register_in_rucio(dataset.pk) == 1
+
+    reg = RucioRegistration.objects.get(dataset=dataset)
+    assert (reg.state, reg.attempts) == (RucioState.PENDING, 1)
+    assert "Rucio does not answer at" in reg.last_error

@@ -136,3 +136,19 @@ def test_the_dataset_page_shows_a_pending_retry_and_its_error(
     assert b"pending" in r.content and b"attempt 1 failed" in r.content
     assert b"Rucio does not answer at http://127.0.0.1:9" in r.content
     assert Dataset.objects.filter(name=f"{scope}.retry").exists()
+
+
+def test_an_admin_asks_again_from_the_dataset_page(
+    rucio, scope, site, client, siteadmin, physicist, django_capture_on_commit_callbacks
+):
+    rel = site.put(HZZ, "again/uproot-HZZ.root")
+    dataset, _ = actions.check_register_dataset(f"{scope}.again", site.se, [rel])
+    client.force_login(physicist)
+    assert client.post(f"/datasets/{dataset.name}/rucio/").status_code == 403
+
+    client.force_login(siteadmin)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        r = client.post(f"/datasets/{dataset.name}/rucio/")
+    assert r.status_code == 302 and len(callbacks) == 1
+    reg = RucioRegistration.objects.get(dataset=dataset)
+    assert (reg.state, reg.attempts) == (RucioState.PENDING, 0)
