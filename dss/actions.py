@@ -600,9 +600,11 @@ def do_finish_skim(skim: SkimJob) -> SkimJob:
     written = sum(p.events_written for p in good)
     if bad:
         names = ", ".join(p.input_file.lfn for p in bad)
-        skim.finish(JobState.PARTIAL, f"{written} events in {len(good)} file(s); failed: {names}")
+        skim.finish(JobState.PARTIAL, f"{written:,} events in {len(good)} file(s); failed: {names}")
     else:
-        skim.finish(JobState.SUCCEEDED, f"{written} events in {len(good)} file(s) → {dataset.name}")
+        skim.finish(
+            JobState.SUCCEEDED, f"{written:,} events in {len(good)} file(s) → {dataset.name}"
+        )
     write_provenance(skim)
     shutil.rmtree(Path(settings.DSS_SCRATCH_DIR) / "skims" / str(skim.pk), ignore_errors=True)
     return skim

@@ -50,7 +50,7 @@ def test_an_anonymous_visitor_is_sent_to_the_login_page_from_every_page(page, li
     for path in PAGES:
         page.goto(path)
         assert page.url == f"{live_server.url}/login/?next={quote(path)}", path
-        expect(page.get_by_role("heading", level=1)).to_contain_text("Log in to")
+        expect(page.get_by_role("heading", level=1)).to_contain_text("Log in to DSS")
     shot(page, "01-login")
 
 
