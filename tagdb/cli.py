@@ -3,8 +3,9 @@
 Plain Python (no Django, no database drivers): the selection is checked by the portal,
 which answers a bad one with the column of the bad token. ``register(subparsers)`` adds
 the ``tag`` group to the ``dss`` command line; each command stores its function as
-``func(args, client=None, stdout=None) -> exit code`` (the client is made from
-``--url``/``--token``, ``DSS_URL``/``DSS_TOKEN`` or client.ini when not given). Commands
+``func(client, args, out) -> exit code``, as the other ``dss`` commands do (a client of
+None is made from ``--url``/``--token``, ``DSS_URL``/``DSS_TOKEN`` or client.ini; text
+goes to ``out`` when it is a stream, else to stdout; ``--json`` prints JSON). Commands
 raise :class:`dss.errors.DSSError`, which the ``dss`` main turns into a message and its
 exit code; :func:`main` does the same when this module runs alone.
 """
@@ -48,6 +49,16 @@ class Client:
         if hasattr(self.api, "request"):
             return self.api.request("POST", path, json=body)
         return self.api.post(path, json=body)
+
+
+def _stream(out: Any) -> TextIO:
+    """Where text goes: ``out`` if it is a stream (tests), else stdout (the ``dss`` main
+    passes its own output object)."""
+    return out if hasattr(out, "write") else sys.stdout
+
+
+def _json(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "json", False))
 
 
 def _client(args: argparse.Namespace, client: Any) -> Client:
@@ -97,11 +108,11 @@ def _query(api: Client, collection: dict, what: str, body: dict) -> Any:
 # --------------------------------------------------------------------------- commands
 
 
-def cmd_list(args: argparse.Namespace, client: Any = None, stdout: TextIO | None = None) -> int:
+def cmd_list(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     """Every TAG collection: number, dataset, schema, state, events."""
-    out = stdout or sys.stdout
-    rows = _client(args, client).get("/api/tags")
-    if args.json:
+    api, out = _client(args, client), _stream(out)
+    rows = api.get("/api/tags")
+    if _json(args):
         json.dump(rows, out, indent=2)
         out.write("\n")
         return 0
@@ -132,10 +143,9 @@ def _build_line(b: dict) -> str:
     return line + (f" — {b['message']}" if b.get("message") else "")
 
 
-def cmd_build(args: argparse.Namespace, client: Any = None, stdout: TextIO | None = None) -> int:
+def cmd_build(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     """Queue a (re)build of a dataset's TAGs; with --wait, follow it to the end."""
-    out = stdout or sys.stdout
-    api = _client(args, client)
+    api, out = _client(args, client), _stream(out)
     body: dict[str, Any] = {"dataset": args.dataset}
     if args.schema:
         body["schema"] = args.schema
@@ -148,8 +158,8 @@ def cmd_build(args: argparse.Namespace, client: Any = None, stdout: TextIO | Non
     while build["state"] not in FINAL:
         if time.monotonic() > deadline:
             raise BuildFailed(
-                f"build #{build['id']} did not finish within {args.timeout:g} s "
-                f"(still {build['state']}); follow it with dss tag build --help",
+                f"build #{build['id']} did not finish within {args.timeout:g} s (still "
+                f"{build['state']}); it goes on, see /tags/builds/{build['id']}/ on the portal",
                 where=f"build {build['id']}",
             )
         time.sleep(args.poll)
@@ -163,13 +173,12 @@ def cmd_build(args: argparse.Namespace, client: Any = None, stdout: TextIO | Non
     return 0
 
 
-def cmd_count(args: argparse.Namespace, client: Any = None, stdout: TextIO | None = None) -> int:
+def cmd_count(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     """How many events pass a selection, and in how many files."""
-    out = stdout or sys.stdout
-    api = _client(args, client)
+    api, out = _client(args, client), _stream(out)
     collection = resolve_collection(api, args.collection)
     r = _query(api, collection, "count", {"selection": args.selection})
-    if args.json:
+    if _json(args):
         json.dump(r, out, indent=2)
         out.write("\n")
         return 0
@@ -215,10 +224,9 @@ def text_histogram(h: dict, width: int = BAR_WIDTH) -> list[str]:
     return lines
 
 
-def cmd_hist(args: argparse.Namespace, client: Any = None, stdout: TextIO | None = None) -> int:
+def cmd_hist(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     """The distribution of an attribute under a selection, drawn on the terminal."""
-    out = stdout or sys.stdout
-    api = _client(args, client)
+    api, out = _client(args, client), _stream(out)
     collection = resolve_collection(api, args.collection)
     body: dict[str, Any] = {"attribute": args.attribute, "selection": args.selection}
     if args.bins is not None:
@@ -226,7 +234,7 @@ def cmd_hist(args: argparse.Namespace, client: Any = None, stdout: TextIO | None
     if args.range:
         body["lo"], body["hi"] = args.range
     h = _query(api, collection, "histogram", body)
-    if args.json:
+    if _json(args):
         json.dump(h, out, indent=2)
         out.write("\n")
         return 0
@@ -248,15 +256,15 @@ def _pages(api: Client, collection: dict, selection: str) -> Any:
         offset = page["next_offset"]
 
 
-def cmd_events(args: argparse.Namespace, client: Any = None, stdout: TextIO | None = None) -> int:
+def cmd_events(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     """The passing events (file GUID, entry, run, event) as CSV or JSON."""
-    api = _client(args, client)
+    api, out = _client(args, client), _stream(out)
     collection = resolve_collection(api, args.collection)
     target: TextIO
     if args.output and args.output != "-":
         target = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
     else:
-        target = stdout or sys.stdout
+        target = out
     n = 0
     try:
         if args.format == "csv":
@@ -289,17 +297,16 @@ def cmd_events(args: argparse.Namespace, client: Any = None, stdout: TextIO | No
             json.dump(doc, target, indent=1)
             target.write("\n")
     finally:
-        if target is not (stdout or sys.stdout):
+        if target is not out:
             target.close()
     if args.output and args.output != "-":
-        print(f"{n:,} events written to {args.output}", file=stdout or sys.stdout)
+        print(f"{n:,} events written to {args.output}", file=out)
     return 0
 
 
-def cmd_pick(args: argparse.Namespace, client: Any = None, stdout: TextIO | None = None) -> int:
+def cmd_pick(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     """Where events given by run and event number live; which are missing or duplicated."""
-    out = stdout or sys.stdout
-    api = _client(args, client)
+    api, out = _client(args, client), _stream(out)
     collection = resolve_collection(api, args.collection)
     path = Path(args.file)
     try:
@@ -309,7 +316,7 @@ def cmd_pick(args: argparse.Namespace, client: Any = None, stdout: TextIO | None
     except UnicodeDecodeError:
         raise InvalidInput("the event list is not UTF-8 text", where=args.file) from None
     r = api.post(_query_path(collection, "pick"), {"events": text})
-    if args.json:
+    if _json(args):
         json.dump(r, out, indent=2)
         out.write("\n")
         return 0
@@ -351,8 +358,13 @@ def register(
         return p
 
     collection_help = "collection number, dataset name, or dataset/schema"
+
+    def json_option(p: argparse.ArgumentParser) -> None:
+        # SUPPRESS: a --json given before the command (dss --json tag …) must survive.
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+
     p = add("list", cmd_list, "list the TAG collections")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    json_option(p)
 
     p = add("build", cmd_build, "build (or rebuild) a dataset's TAGs on the portal's workers")
     p.add_argument("dataset", metavar="DATASET")
@@ -366,7 +378,7 @@ def register(
     p = add("count", cmd_count, "count the events passing a selection")
     p.add_argument("collection", metavar="COLLECTION", help=collection_help)
     p.add_argument("selection", metavar="SELECTION", nargs="?", default="")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    json_option(p)
 
     p = add("hist", cmd_hist, "draw the distribution of an attribute under a selection")
     p.add_argument("collection", metavar="COLLECTION", help=collection_help)
@@ -374,7 +386,7 @@ def register(
     p.add_argument("selection", metavar="SELECTION", nargs="?", default="")
     p.add_argument("--bins", type=int, help="number of bins (default: automatic)")
     p.add_argument("--range", nargs=2, type=float, metavar=("LO", "HI"), help="histogram range")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    json_option(p)
 
     p = add("events", cmd_events, "export the passing events (file GUID, entry, run, event)")
     p.add_argument("collection", metavar="COLLECTION", help=collection_help)
@@ -389,7 +401,7 @@ def register(
         metavar="FILE",
         help="one 'run event' pair per line, or JSON [[run, event], …]; - for stdin",
     )
-    p.add_argument("--json", action="store_true", help="print JSON")
+    json_option(p)
     return group
 
 
@@ -415,7 +427,7 @@ def main(
     stderr = stderr or sys.stderr
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args, client, stdout)
+        return args.func(client, args, stdout)
     except DSSError as err:
         print(
             f"dss: {err.where}: {err.message}" if err.where else f"dss: {err.message}", file=stderr

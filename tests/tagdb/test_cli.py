@@ -99,7 +99,9 @@ def test_tag_pick_reports_found_missing_and_duplicated(portal, tagged, tmp_path)
 def test_tag_build_waits_for_a_worker(portal, celery_worker, demo_datasets):
     from tagdb.models import TagCollection
 
-    code, out, err = run(portal, "tag", "build", "demo.zmumu", "--wait", "--poll", "0.3")
+    code, out, err = run(
+        portal, "tag", "build", "demo.zmumu", "--wait", "--poll", "0.3", "--timeout", "180"
+    )
     try:
         assert code == 0, err
         lines = out.splitlines()
@@ -119,3 +121,14 @@ def test_an_outsider_cannot_build(live_server, outsider, demo_datasets):
     client = ApiClient(live_server.url, Token.objects.create(user=outsider).key, timeout=60)
     code, _, err = run(client, "tag", "build", "demo.hzz")
     assert code != 0 and "building TAGs needs the physicist or admin role" in err
+
+
+def test_the_dss_command_line_has_the_tag_commands():
+    from dss.cli import build_parser
+    from tagdb import cli
+
+    args = build_parser().parse_args(["--json", "tag", "count", "demo.hzz", "met > 40"])
+    assert args.func is cli.cmd_count and args.json is True
+    assert (args.collection, args.selection) == ("demo.hzz", "met > 40")
+    args = build_parser().parse_args(["tag", "hist", "3", "met", "--bins", "20", "--json"])
+    assert args.func is cli.cmd_hist and args.bins == 20 and args.json is True
