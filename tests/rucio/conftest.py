@@ -17,6 +17,12 @@ from tests.services import require
 from tests.xrootd import XRootDServer, XRootDUnavailable, _give_to_server, start_xrootd
 
 RUCIO_VARS = ("DSS_RUCIO_URL", "DSS_RUCIO_ACCOUNT", "DSS_RUCIO_USERNAME", "DSS_RUCIO_PASSWORD")
+# The test server is named by DSS_TEST_RUCIO_* (as .ci/run sets them), so that the rest of the
+# suite runs without a Rucio; a developer's own DSS_RUCIO_* variables work too.
+
+
+def _from_environment(name: str) -> str:
+    return os.environ.get(name.replace("DSS_", "DSS_TEST_", 1)) or os.environ.get(name, "")
 
 
 def _rucio_answers(url: str) -> bool:
@@ -29,7 +35,7 @@ def _rucio_answers(url: str) -> bool:
 @pytest.fixture(scope="session")
 def rucio_env() -> dict[str, str]:
     """The Rucio server's address and credentials from the environment."""
-    env = {k: os.environ.get(k, "") for k in RUCIO_VARS}
+    env = {k: _from_environment(k) for k in RUCIO_VARS}
     missing = [k for k, v in env.items() if not v]
     require(
         not missing and _rucio_answers(env["DSS_RUCIO_URL"]),
@@ -44,10 +50,12 @@ def rucio_env() -> dict[str, str]:
 
 
 @pytest.fixture
-def rucio(rucio_env, settings, db):
+def rucio(rucio_env, settings, db, monkeypatch):
     """The portal configured for the real Rucio; returns a logged-in client of its own."""
     from dmu import catalogs
 
+    for name, value in rucio_env.items():  # for worker processes started by the test
+        monkeypatch.setenv(name, value)
     settings.DSS_RUCIO_URL = rucio_env["DSS_RUCIO_URL"]
     settings.DSS_RUCIO_AUTH_URL = ""
     settings.DSS_RUCIO_ACCOUNT = rucio_env["DSS_RUCIO_ACCOUNT"]
