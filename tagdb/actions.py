@@ -748,6 +748,13 @@ def count(collection: TagCollection, selection: str | None, good_runs: Any = Non
     return CountResult(text, n, collection.n_events, touched, files)
 
 
+def count_only(collection: TagCollection, selection: str | None) -> int:
+    """How many events pass ``selection`` (one query, no files-touched count)."""
+    tree, _ = query_selection(collection, selection)
+    require_ready(collection)
+    return get_store().count(collection.key, tree)
+
+
 def _attribute_name(collection: TagCollection, name: str) -> str:
     known = attribute_types(collection)
     name = (name or "").strip()

@@ -38,8 +38,8 @@ def build_file(build_id: int, file_id: int) -> None:
         return
     if build.state == JobState.QUEUED and not build.claim():
         build.refresh_from_db()
-    if build.state != JobState.RUNNING:
-        return  # failed or cancelled: the other files need no work
+    if build.state != JobState.RUNNING or build.publish_started_at:
+        return  # ended, or a redelivered message after every file was done
     file = File.objects.prefetch_related("replicas__storage_element").filter(pk=file_id).first()
     if file is None:
         actions.do_fail_build(build, f"file number {file_id} left the dataset during the build")

@@ -145,9 +145,9 @@ def _results(collection, q: dict) -> dict:
         ctx["hist_info"] = info
         if hist.underflow and info.type != "bool":
             # -999 marks "no such object in this event" (schema convention); say so.
-            ctx["hist_sentinel"] = actions.count(
+            ctx["hist_sentinel"] = actions.count_only(
                 collection, actions.combine_selections(text, f"{info.name} == {MISSING}")
-            ).count
+            )
         ctx["hist_svg"] = mark_safe(  # noqa: S308 - built from numbers and escaped text
             histogram_svg(
                 hist,
