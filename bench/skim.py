@@ -125,6 +125,8 @@ def uproot_script(paths: list[Path], cut, out_dir: Path) -> int:
 def setup_portal(var: Path, storage: Path, rels: list[str]):
     os.environ["DSS_VAR_DIR"] = str(var)
     os.environ["DSS_STORAGE_ROOT"] = str(storage)
+    # a queue of its own, so that a broker shared with other runs hands it only its own tasks
+    os.environ["DSS_CELERY_QUEUE"] = f"dss-bench-{os.getpid()}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dss.settings")
     sys.path.insert(0, str(ROOT))
     import django
