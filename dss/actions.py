@@ -127,6 +127,15 @@ def _check_selection_for(inp: InputSpec, text: str, first_file: File | None):
     return tree, normalise(tree)
 
 
+def _require_present(file: File) -> None:
+    replica = available_replica(file)
+    if not replica.storage_element.endpoint().exists(replica.path):
+        raise NotFound(
+            f"input file {file.lfn} is missing",
+            where=f"{replica.storage_element.name}:{replica.path}",
+        )
+
+
 def _branches_of(file: File) -> list[str]:
     with _open_event_file(file) as (tree, _):
         return list(tree.keys(recursive=False))
@@ -287,7 +296,10 @@ def check_submit_skim(
         tree, norm = _check_selection_for(inp, selection, first)
         if normalised is None:
             normalised, tree_json = norm, tree_to_json(tree)
-        eventio.resolve_branches(_branches_of(first), patterns)
+        if patterns:  # every pattern must match a branch (this opens the file)
+            eventio.resolve_branches(_branches_of(first), patterns)
+        else:  # "all branches" needs only to know the input is there
+            _require_present(first)
 
     digest = request_hash(inputs, normalised, patterns, output_format, event_limit)
     if not force:
