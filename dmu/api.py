@@ -9,7 +9,8 @@ from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dss.errors import InvalidInput, NotFound
+from dss.api import validated
+from dss.errors import NotFound
 
 from . import actions, catalogs
 from .models import (
@@ -147,11 +148,7 @@ class RegisterDataset(APIView):
         responses={201: DatasetSerializer, 202: RegistrationJobSerializer},
     )
     def post(self, request):
-        s = RegisterSerializer(data=request.data)
-        if not s.is_valid():
-            field, problems = next(iter(s.errors.items()))
-            raise InvalidInput(f"{field}: {' '.join(str(p) for p in problems)}", where=field)
-        d = s.validated_data
+        d = validated(RegisterSerializer, request.data)
         se = actions.get_storage_element(d["storage_element"])
         if not d["wait"]:
             with transaction.atomic():
@@ -302,14 +299,7 @@ class TransferList(generics.ListAPIView):
 
     @extend_schema(request=TransferRequestSerializer, responses={201: TransferSerializer})
     def post(self, request):
-        s = TransferRequestSerializer(data=request.data)
-        if not s.is_valid():
-            field, problems = next(iter(s.errors.items()))
-            text = " ".join(
-                str(p) for p in (problems if isinstance(problems, list) else [problems])
-            )
-            raise InvalidInput(f"{field}: {text}", where=field)
-        d = s.validated_data
+        d = validated(TransferRequestSerializer, request.data)
         dataset = actions.get_dataset(d["dataset"])
         destination = actions.get_storage_element(d["destination"])
         source = actions.get_storage_element(d["source"]) if d.get("source") else None
@@ -417,13 +407,8 @@ class RucioImport(APIView):
 
     @extend_schema(request=RucioImportSerializer, responses={201: DatasetSerializer})
     def post(self, request):
-        s = RucioImportSerializer(data=request.data)
-        if not s.is_valid():
-            field, problems = next(iter(s.errors.items()))
-            raise InvalidInput(f"{field}: {' '.join(str(p) for p in problems)}", where=field)
-        dataset, added = catalogs.check_import_from_rucio(
-            s.validated_data["scope"], s.validated_data["name"], user=request.user
-        )
+        d = validated(RucioImportSerializer, request.data)
+        dataset, added = catalogs.check_import_from_rucio(d["scope"], d["name"], user=request.user)
         dataset = (
             actions.datasets_with_totals()
             .prefetch_related("files__replicas__storage_element")

@@ -43,10 +43,25 @@ def exception_handler(exc, context):
 # --------------------------------------------------------------------------- skims and provenance
 
 
-def _invalid(s: serializers.Serializer) -> InvalidInput:
-    field, problems = next(iter(s.errors.items()))
-    text = " ".join(str(p) for p in (problems if isinstance(problems, list) else [problems]))
-    return InvalidInput(f"{field}: {text}", where=field)
+def invalid_input(errors: dict) -> InvalidInput:
+    """The first of a serializer's or form's errors as InvalidInput naming its field: the
+    one way every REST endpoint reports bad input (a JSON 400)."""
+    field, problems = next(iter(errors.items()))
+    if isinstance(problems, dict):
+        problems = [f"{k}: {v}" for k, v in problems.items()]
+    elif not isinstance(problems, list):
+        problems = [problems]
+    text = " ".join(str(p) for p in problems)
+    where = "" if field in ("non_field_errors", "__all__") else field
+    return InvalidInput(f"{where}: {text}" if where else text, where=where)
+
+
+def validated(serializer_class: type[serializers.Serializer], data, **kwargs) -> dict:
+    """The request data checked by ``serializer_class``, or InvalidInput (a JSON 400)."""
+    s = serializer_class(data=data, **kwargs)
+    if not s.is_valid():
+        raise invalid_input(s.errors)
+    return s.validated_data
 
 
 class SkimSubmitSerializer(serializers.Serializer):
@@ -184,10 +199,7 @@ class SkimList(generics.ListAPIView):
 
     @extend_schema(request=SkimSubmitSerializer, responses={201: SkimSerializer})
     def post(self, request):
-        s = SkimSubmitSerializer(data=request.data)
-        if not s.is_valid():
-            raise _invalid(s)
-        d = s.validated_data
+        d = validated(SkimSubmitSerializer, request.data)
         preset = None
         if d.get("preset"):
             preset = BranchPreset.objects.filter(name=d["preset"]).first()
@@ -292,8 +304,7 @@ class ProvenanceList(generics.ListAPIView):
 
         f = ProvenanceFilter(self.request.query_params)
         if not f.is_valid():
-            field, problems = next(iter(f.errors.items()))
-            raise InvalidInput(f"{field}: {' '.join(problems)}", where=field)
+            raise invalid_input(f.errors)
         return actions.provenance_queryset(**{k: v for k, v in f.cleaned_data.items() if v})
 
 

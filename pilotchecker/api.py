@@ -16,6 +16,7 @@ from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dss.api import validated
 from dss.errors import InvalidInput
 
 from . import actions, batch
@@ -163,15 +164,6 @@ class SubmitSerializer(serializers.Serializer):
     n = serializers.IntegerField(default=1)
 
 
-def valid(serializer_class, data, **kwargs) -> dict:
-    """The validated data, or InvalidInput naming the first bad field (a JSON 400)."""
-    s = serializer_class(data=data, **kwargs)
-    if not s.is_valid():
-        field, problems = next(iter(s.errors.items()))
-        raise InvalidInput(f"{field}: {' '.join(str(p) for p in problems)}", where=field)
-    return s.validated_data
-
-
 # ---------------------------------------------------------------- permissions
 
 
@@ -249,7 +241,7 @@ class SiteList(generics.ListAPIView):
 
     @extend_schema(request=SiteWriteSerializer, responses={201: SiteDetailSerializer})
     def post(self, request):
-        d = dict(valid(SiteWriteSerializer, request.data))
+        d = dict(validated(SiteWriteSerializer, request.data))
         site = actions.do_add_site(d.pop("name"), d.pop("batch_system"), user=request.user, **d)
         return Response(SiteDetailSerializer(site).data, status=status.HTTP_201_CREATED)
 
@@ -267,7 +259,7 @@ class SiteDetail(APIView):
     @extend_schema(request=SiteWriteSerializer, responses=SiteDetailSerializer)
     def patch(self, request, name: str):
         site = actions.get_site(name)
-        d = dict(valid(SiteWriteSerializer, request.data, partial=True))
+        d = dict(validated(SiteWriteSerializer, request.data, partial=True))
         if d.pop("name", site.name) != site.name:
             raise InvalidInput("a site cannot be renamed", where="name")
         if "status" in d:
@@ -285,7 +277,7 @@ class SiteStatusView(APIView):
     @extend_schema(request=StatusSerializer, responses=StatusChangeSerializer)
     def post(self, request, name: str):
         site = actions.get_site(name)
-        d = valid(StatusSerializer, request.data)
+        d = validated(StatusSerializer, request.data)
         change = actions.do_set_site_status(site, d["status"], d["reason"], user=request.user)
         return Response(StatusChangeSerializer(change).data)
 
@@ -321,7 +313,7 @@ class PilotList(generics.ListAPIView):
 
     @extend_schema(request=SubmitSerializer, responses={202: PilotSerializer(many=True)})
     def post(self, request):
-        d = valid(SubmitSerializer, request.data)
+        d = validated(SubmitSerializer, request.data)
         site = actions.get_site(d["site"])
         with transaction.atomic():
             pilots = actions.do_submit_pilots(site, d["n"], user=request.user)

@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from dmu.actions import get_dataset
-from dss.errors import InvalidInput
+from dss.api import validated
 
 from . import actions
 from .models import SavedQuery, TagBuild, TagCollection, TagSchema
@@ -255,18 +255,6 @@ class GoodRunsResponse(serializers.Serializer):
     )
 
 
-def _valid(serializer_class, data) -> dict:
-    s = serializer_class(data=data)
-    if not s.is_valid():
-        field, problems = next(iter(s.errors.items()))
-        if isinstance(problems, dict):
-            problems = [f"{k}: {v}" for k, v in problems.items()]
-        text = " ".join(str(p) for p in problems)
-        where = "" if field == "non_field_errors" else field
-        raise InvalidInput(f"{where}: {text}" if where else text, where=where)
-    return s.validated_data
-
-
 # --------------------------------------------------------------------------- permissions
 
 
@@ -350,7 +338,7 @@ class StartBuild(TagAPIView):
 
     @extend_schema(request=BuildRequest, responses={202: BuildSerializer})
     def post(self, request):
-        d = _valid(BuildRequest, request.data)
+        d = validated(BuildRequest, request.data)
         dataset = get_dataset(d["dataset"])
         schema = (
             actions.get_schema(d["schema"], d.get("schema_version")) if d.get("schema") else None
@@ -385,7 +373,7 @@ class Count(TagAPIView):
     @extend_schema(request=QuerySerializer, responses=CountResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
-        d = _valid(QuerySerializer, request.data)
+        d = validated(QuerySerializer, request.data)
         r = actions.count(collection, d["selection"], d.get("good_runs"))
         return Response(
             {
@@ -405,7 +393,7 @@ class HistogramView(TagAPIView):
     @extend_schema(request=HistogramRequest, responses=HistogramResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
-        d = _valid(HistogramRequest, request.data)
+        d = validated(HistogramRequest, request.data)
         h = actions.histogram(
             collection,
             d["attribute"],
@@ -452,7 +440,7 @@ class Events(TagAPIView):
     )
     def post(self, request, pk):
         collection = self.collection(pk)
-        d = _valid(EventsRequest, request.data)
+        d = validated(EventsRequest, request.data)
         selection, good_runs = d["selection"], d.get("good_runs")
         if d["format"] == "csv":
             if "limit" in d:
@@ -495,7 +483,7 @@ class Top(TagAPIView):
     @extend_schema(request=TopRequest, responses=TopResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
-        d = _valid(TopRequest, request.data)
+        d = validated(TopRequest, request.data)
         rows = actions.top(collection, d["selection"], d["attribute"], d["n"], d.get("good_runs"))
         _, normal = actions.query_selection(collection, d["selection"], d.get("good_runs"))
         return Response(
@@ -516,7 +504,7 @@ class FilesTouched(TagAPIView):
     @extend_schema(request=QuerySerializer, responses=FilesTouchedResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
-        d = _valid(QuerySerializer, request.data)
+        d = validated(QuerySerializer, request.data)
         return Response(actions.files_touched(collection, d["selection"], d.get("good_runs")))
 
 
@@ -526,7 +514,7 @@ class Pick(TagAPIView):
     @extend_schema(request=PickRequest, responses=PickResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
-        d = _valid(PickRequest, request.data)
+        d = validated(PickRequest, request.data)
         given = d["events"]
         pairs = (
             actions.parse_event_pairs(given)
@@ -550,7 +538,7 @@ class GoodRuns(TagAPIView):
     @extend_schema(request=GoodRunsRequest, responses=GoodRunsResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
-        d = _valid(GoodRunsRequest, request.data)
+        d = validated(GoodRunsRequest, request.data)
         extra = actions.good_run_selection(collection, d["good_runs"])
         r = actions.count(collection, actions.combine_selections(d["selection"], extra))
         return Response(
@@ -577,7 +565,7 @@ class SavedQueryList(TagAPIView):
     @extend_schema(request=SaveQueryRequest, responses={201: SavedQuerySerializer})
     def post(self, request, pk):
         collection = self.collection(pk)
-        d = _valid(SaveQueryRequest, request.data)
+        d = validated(SaveQueryRequest, request.data)
         query = actions.check_save_query(request.user, collection, d["name"], d["selection"])
         return Response(SavedQuerySerializer(query).data, status=status.HTTP_201_CREATED)
 
