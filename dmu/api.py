@@ -100,6 +100,18 @@ class RegistrationJobSerializer(serializers.ModelSerializer):
         ]
 
 
+def registered_answer(dataset: Dataset, added: int) -> Response:
+    """The dataset with its files after a registration or import: 201 if files were added."""
+    dataset = (
+        actions.datasets_with_totals()
+        .prefetch_related("files__replicas__storage_element")
+        .get(pk=dataset.pk)
+    )
+    body = DatasetSerializer(dataset).data
+    body["files_added"] = added
+    return Response(body, status=status.HTTP_201_CREATED if added else status.HTTP_200_OK)
+
+
 class CanRegister(permissions.BasePermission):
     message = "registering datasets needs the admin role"
 
@@ -165,14 +177,7 @@ class RegisterDataset(APIView):
             description=d.get("description", ""),
         )
         catalogs.queue_rucio_registration(dataset)
-        dataset = (
-            actions.datasets_with_totals()
-            .prefetch_related("files__replicas__storage_element")
-            .get(pk=dataset.pk)
-        )
-        body = DatasetSerializer(dataset).data
-        body["files_added"] = added
-        return Response(body, status=status.HTTP_201_CREATED if added else status.HTTP_200_OK)
+        return registered_answer(dataset, added)
 
 
 class RegistrationJobDetail(generics.RetrieveAPIView):
@@ -409,14 +414,7 @@ class RucioImport(APIView):
     def post(self, request):
         d = validated(RucioImportSerializer, request.data)
         dataset, added = catalogs.check_import_from_rucio(d["scope"], d["name"], user=request.user)
-        dataset = (
-            actions.datasets_with_totals()
-            .prefetch_related("files__replicas__storage_element")
-            .get(pk=dataset.pk)
-        )
-        body = DatasetSerializer(dataset).data
-        body["files_added"] = added
-        return Response(body, status=status.HTTP_201_CREATED if added else status.HTTP_200_OK)
+        return registered_answer(dataset, added)
 
 
 class DatasetRucioStatus(APIView):
