@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dss.errors import InvalidInput
-from dss.jobs import Job
+from dss.jobs import FileWorkState, Job
 
 from .names import check_dataset_name, check_se_name, scope_of
 
@@ -183,12 +183,7 @@ class Transfer(Job):
         return copied / 1e6 / duration.total_seconds()
 
 
-class TransferFileState(models.TextChoices):
-    QUEUED = "queued", "queued"
-    RUNNING = "running", "running"
-    SUCCEEDED = "succeeded", "succeeded"
-    FAILED = "failed", "failed"
-    CANCELLED = "cancelled", "cancelled"
+TransferFileState = FileWorkState
 
 
 class TransferFile(models.Model):

@@ -22,6 +22,16 @@ class JobState(models.TextChoices):
     CANCELLED = "cancelled", "cancelled"
 
 
+class FileWorkState(models.TextChoices):
+    """The states of the work on one file inside a job: a skim part, a file transfer."""
+
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    SUCCEEDED = "succeeded", "succeeded"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
 FINAL_STATES = {JobState.SUCCEEDED, JobState.PARTIAL, JobState.FAILED, JobState.CANCELLED}
 
 

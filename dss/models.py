@@ -4,7 +4,7 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
-from .jobs import Job
+from .jobs import FileWorkState, Job
 
 
 class JobEvent(models.Model):
@@ -107,12 +107,7 @@ class SkimInput(models.Model):
         return self.dataset.name
 
 
-class PartState(models.TextChoices):
-    QUEUED = "queued", "queued"
-    RUNNING = "running", "running"
-    SUCCEEDED = "succeeded", "succeeded"
-    FAILED = "failed", "failed"
-    CANCELLED = "cancelled", "cancelled"
+PartState = FileWorkState
 
 
 class SkimPart(models.Model):

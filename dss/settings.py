@@ -192,7 +192,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "JobStateEnum": "dss.jobs.JobState",
         # skim parts and transferred files share one set of states
-        "FileWorkStateEnum": "dss.models.PartState",
+        "FileWorkStateEnum": "dss.jobs.FileWorkState",
         "ReplicaStateEnum": "dmu.models.ReplicaState",
         "CollectionStateEnum": "tagdb.models.CollectionState",
         "SiteStatusEnum": "pilotchecker.models.SiteStatus",
