@@ -22,7 +22,6 @@ import numpy as np
 import sqlalchemy as sa
 import yaml
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -699,15 +698,12 @@ class AttributeInfo:
 
 def attribute_list(collection: TagCollection, ranges: bool = True) -> list[AttributeInfo]:
     """The collection's run/lumi/event numbers and attributes, with each one's range over
-    the whole collection when ``ranges`` (one query, cached until the next build)."""
+    the whole collection when ``ranges`` (recorded in the TAG DB's catalog when the
+    collection was published)."""
     schema = collection_schema(collection)
     found: dict[str, tuple[Any, Any]] = {}
     if ranges and collection.state == CollectionState.READY:
-        cache_key = f"tagdb:ranges:{collection.key}:{collection.built_at:%Y%m%d%H%M%S%f}"
-        found = cache.get(cache_key)
-        if found is None:
-            found = get_store().attribute_ranges(collection.key)
-            cache.set(cache_key, found, 3600)
+        found = get_store().attribute_ranges(collection.key)
     rows = [
         AttributeInfo(column, INT, f"{column} number (branch {branch})", "", numbering=True)
         for column, branch in schema.numbering().items()

@@ -22,6 +22,7 @@ compiled by :func:`tagdb.selection.to_sql`: no text from the user reaches the SQ
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -40,7 +41,7 @@ import sqlalchemy as sa
 
 from dss.errors import InvalidInput, NotFound
 from tagdb.schema import MISSING, Schema
-from tagdb.selection import BOOL, FLOAT, INT, Node, check, to_sql
+from tagdb.selection import BOOL, FLOAT, INT, Node, check, names_in, to_sql
 
 KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,23}")
 CATALOG_TABLE = "tagdb_catalog"
@@ -51,6 +52,12 @@ _INSERT_BATCH = 5000
 _COPY_BATCH = 200_000
 _DUCKDB_BATCH = 500_000
 _PICK_BATCH = 500
+# An automatic histogram is counted in one scan on a grid of this many cells over the
+# attribute's collection range, then merged into bins of whole cells; where the passing
+# events span fewer than GRID_CELLS_PER_BIN cells per bin asked for, a second scan bins
+# them exactly.
+GRID_CELLS = 16384
+GRID_CELLS_PER_BIN = 20
 
 
 def table_name(key: str) -> str:
@@ -62,6 +69,19 @@ def table_name(key: str) -> str:
             where="key",
         )
     return f"tag_{key}"
+
+
+def sorted_copy_name(table: str, index: int) -> str:
+    """The DuckDB table holding the sorted values of the ``index``-th indexed attribute
+    of collection table ``table`` (``tag_c42`` -> ``tagx_0_c42``; a staging table's
+    copies keep its suffix). ``tagx_`` never begins a collection's own table."""
+    return f"tagx_{index}_{table[len('tag_') :]}"
+
+
+def _sorted_copies(conn: sa.Connection, table: str) -> list[str]:
+    """The sorted-copy tables that exist for collection table ``table``."""
+    pattern = re.compile(rf"tagx_\d+_{re.escape(table[len('tag_') :])}")
+    return [n for n in sa.inspect(conn).get_table_names() if pattern.fullmatch(n)]
 
 
 _SA_TYPES = {INT: sa.BigInteger, FLOAT: sa.Double, BOOL: sa.Boolean}
@@ -131,6 +151,28 @@ def select_range(
     )
 
 
+def select_ranges(table: sa.Table, types: Mapping[str, str]) -> sa.Select:
+    """SELECT min, max of every column in ``types`` (in order) over the whole table,
+    treating the -999 'missing' value as absent."""
+    parts = []
+    for name, type_ in types.items():
+        x = _histogram_value(table, name, type_)
+        x = sa.case((x == sa.literal(MISSING, sa.BigInteger()), sa.null()), else_=x)
+        parts += [sa.func.min(x), sa.func.max(x)]
+    return sa.select(*parts).select_from(table)
+
+
+def _ranges_from_row(row: Sequence[Any], types: Mapping[str, str]) -> dict[str, tuple]:
+    ranges = {}
+    for i, (name, type_) in enumerate(types.items()):
+        lo, hi = row[2 * i], row[2 * i + 1]
+        if lo is not None:
+            cast = {BOOL: bool, INT: int, FLOAT: float}[type_]
+            lo, hi = cast(lo), cast(hi)
+        ranges[name] = (lo, hi)
+    return ranges
+
+
 def select_histogram(
     table: sa.Table,
     types: Mapping[str, str],
@@ -139,27 +181,44 @@ def select_histogram(
     bins: int,
     lo: float,
     hi: float,
+    *,
+    bounded: bool = False,
+    guard_nulls: bool = True,
 ) -> sa.Select:
     """SELECT bin, count(*) GROUP BY bin, binned in the database.
 
     Bin codes: 0..bins-1 for [lo, hi] (``hi`` falls in the last bin, as in numpy),
-    -1 below ``lo``, ``bins + 1`` above ``hi``; a code of ``bins`` can only come from
-    rounding just below ``hi`` and belongs to the last bin. Rows without a value (NULL)
-    form a NULL bin, so one scan gives every count. The bin is computed in a
-    subquery because each mention of a bound parameter is a separate placeholder, and
-    PostgreSQL would not match a repeated expression in GROUP BY.
+    negative below ``lo``, above ``bins`` beyond ``hi``; a code of ``bins`` comes from
+    ``hi`` itself (or rounding just below it) and belongs to the last bin. Rows without
+    a value (NULL) form a NULL bin, so one scan gives every count.
+
+    ``bounded`` says the attribute's values span few bin widths (the caller knows its
+    range), so codes need no clamping: floor((x - lo) / width), plus one above ``hi``,
+    which is cheaper per row than clamping. ``guard_nulls`` keeps NULL away from
+    floor() where the driver supplies it as a Python function (SQLite).
+
+    The bin is computed in a subquery because each mention of a bound parameter is a
+    separate placeholder, and PostgreSQL would not match a repeated expression in
+    GROUP BY.
     """
     x = _histogram_value(table, attr, types[attr])
     lo_p = sa.literal(float(lo), sa.Double())
     hi_p = sa.literal(float(hi), sa.Double())
     scale = sa.literal(bins / (hi - lo), sa.Double())
-    code = sa.case(
-        # First, because SQLAlchemy gives SQLite a Python floor() that rejects NULL.
-        (x.is_(None), sa.null()),
-        (x < lo_p, sa.literal(-1, sa.Integer())),
-        (x > hi_p, sa.literal(bins + 1, sa.Integer())),
-        else_=sa.func.floor((x - lo_p) * scale),
-    )
+    above = sa.literal(bins + 1, sa.Integer())
+    if bounded:
+        code = sa.func.floor((x - lo_p) * scale) + sa.case(
+            (x > hi_p, sa.literal(1, sa.Integer())), else_=sa.literal(0, sa.Integer())
+        )
+        if guard_nulls:
+            code = sa.case((x.is_(None), sa.null()), else_=code)
+    else:
+        code = sa.case(
+            (x.is_(None), sa.null()),
+            (x < lo_p, sa.literal(-1, sa.Integer())),
+            (x > hi_p, above),
+            else_=sa.func.floor((x - lo_p) * scale),
+        )
     inner = (
         sa.select(code.label("bin"))
         .select_from(table)
@@ -167,6 +226,61 @@ def select_histogram(
         .subquery("binned")
     )
     return sa.select(inner.c.bin, sa.func.count()).group_by(inner.c.bin)
+
+
+def select_cells(
+    table: sa.Table,
+    types: Mapping[str, str],
+    attr: str,
+    tree: Node | None,
+    origin: float,
+    width: float,
+    guard_nulls: bool = False,
+) -> sa.Select:
+    """SELECT cell, count(*) GROUP BY cell: the passing rows counted on a fine grid of
+    cells ``width`` wide from ``origin`` (cell = floor((x - origin) / width)).
+
+    The grid spans the collection's range of ``attr``, so every value lands in one of
+    a bounded number of cells (the -999 'missing' value in one more, NULL in a NULL
+    cell) and no clamping is needed: one cheap expression per row. ``guard_nulls``
+    keeps NULL away from floor() where the driver supplies it as a Python function
+    (SQLite)."""
+    x = _histogram_value(table, attr, types[attr])
+    cell = sa.func.floor(
+        (x - sa.literal(float(origin), sa.Double())) * sa.literal(1.0 / width, sa.Double())
+    )
+    if guard_nulls:
+        cell = sa.case((x.is_(None), sa.null()), else_=cell)
+    inner = (
+        sa.select(cell.label("cell"))
+        .select_from(table)
+        .where(where_clause(table, types, tree))
+        .subquery("cells")
+    )
+    return sa.select(inner.c.cell, sa.func.count()).group_by(inner.c.cell)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The fine grid an automatic histogram is first counted on: ``n`` cells of
+    ``width`` from ``origin``, spanning the collection's range of the attribute."""
+
+    origin: float
+    width: float
+    n: int
+    integer: bool  # cells are whole numbers of integer values, centred on them
+
+
+def _grid(type_: str, lo: Any, hi: Any) -> _Grid | None:
+    """The grid for an attribute whose collection range is ``lo``..``hi``; None where a
+    grid does not help (no values, a single value)."""
+    if lo is None or hi is None or hi <= lo:
+        return None
+    if type_ == INT:
+        span = int(hi) - int(lo) + 1
+        width = max(1, -(-span // GRID_CELLS))
+        return _Grid(int(lo) - 0.5, float(width), -(-span // width), True)
+    return _Grid(float(lo), (float(hi) - float(lo)) / GRID_CELLS, GRID_CELLS, False)
 
 
 # --------------------------------------------------------------------------- results
@@ -186,6 +300,10 @@ class CollectionInfo:
     n_events: int
     n_files: int
     built_at: datetime | None = None
+    # (min, max) of every attribute and number, ignoring -999 'missing' values, as
+    # measured when the collection was published; empty for collections published
+    # before the catalog kept ranges (they are measured on first use).
+    ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict, compare=False)
 
     def attribute_types(self) -> dict[str, str]:
         """Everything a selection on this collection may name, with its type."""
@@ -242,6 +360,52 @@ class PickResult:
     found: list[PickedEvent] = field(default_factory=list)
     missing: list[tuple[int, int]] = field(default_factory=list)
     duplicates: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _merge_cells(
+    attr: str, rows: Iterable[Sequence[Any]], grid: _Grid, bins: int
+) -> Histogram | tuple[Any, Any]:
+    """The histogram from grid cell counts (``select_cells`` rows), or, where the
+    passing events span too few cells to merge into ``bins`` bins, their extent (lowest
+    and highest value for an integer grid, cell edges otherwise) for an exact scan."""
+    cells = np.zeros(grid.n, dtype=np.int64)
+    underflow = missing = 0
+    for cell, n in rows:
+        if cell is None:
+            missing += n
+        elif cell < 0:
+            underflow += n  # the -999 'missing' value, below the collection's range
+        else:
+            cells[min(int(cell), grid.n - 1)] += n  # the top value may round into cell n
+    occupied = np.flatnonzero(cells)
+    if len(occupied) == 0:
+        # Nothing but missing values passed: an empty histogram over 0..1.
+        if grid.integer:
+            edges = np.array([-0.5, 0.5, 1.5])
+        else:
+            edges = np.linspace(0.0, 1.0, bins + 1)
+        counts = np.zeros(len(edges) - 1, dtype=np.int64)
+        return Histogram(attr, edges, counts, underflow=underflow, missing=missing)
+    first, last = int(occupied[0]), int(occupied[-1])
+    span = last - first + 1
+    if grid.integer and grid.width == 1 and span <= bins:
+        # One bin per integer value, centred on it.
+        edges = grid.origin + np.arange(first, last + 2, dtype=np.float64)
+        counts = cells[first : last + 1]
+    elif span >= GRID_CELLS_PER_BIN * bins:
+        per_bin = -(-span // bins)
+        padded = np.zeros(per_bin * bins, dtype=np.int64)
+        padded[:span] = cells[first : last + 1]
+        counts = padded.reshape(bins, per_bin).sum(axis=1)
+        edges = grid.origin + (first + per_bin * np.arange(bins + 1)) * grid.width
+    elif grid.integer:
+        return (
+            int(grid.origin + first * grid.width + 0.5),
+            int(grid.origin + (last + 1) * grid.width - 0.5),
+        )
+    else:
+        return grid.origin + first * grid.width, grid.origin + (last + 1) * grid.width
+    return Histogram(attr, edges, counts, underflow=underflow, missing=missing)
 
 
 # --------------------------------------------------------------------------- DDL helpers
@@ -476,6 +640,21 @@ class TagBuilder:
                 ]
                 for index in indexes:
                     index.create(conn)
+        if store.dialect == "duckdb":
+            # DuckDB has no index for range scans; instead each indexed attribute gets a
+            # sorted copy of its column. A count or histogram whose selection names only
+            # that attribute reads the copy, where the per-block min/max DuckDB keeps
+            # skips every block that cannot match: an index-only scan.
+            with store.engine.begin() as conn:
+                for i, name in enumerate(indexed):
+                    _ddl(
+                        conn,
+                        "CREATE TABLE {} AS SELECT {} FROM {} ORDER BY {}",
+                        sorted_copy_name(self.staging_name, i),
+                        name,
+                        self.staging_name,
+                        name,
+                    )
         if store.dialect == "postgresql":
             # Fresh statistics for the planner, and a visibility map so that counts can
             # be answered by index-only scans. VACUUM cannot run in a transaction.
@@ -494,6 +673,12 @@ class TagBuilder:
             n_files=len(self.files),
             built_at=datetime.now(UTC).replace(tzinfo=None, microsecond=0),
         )
+        # Each attribute's range, measured once here: the page lists them and automatic
+        # histograms are counted on a grid over them.
+        types = info.attribute_types()
+        with store.engine.connect() as conn:
+            row = conn.execute(select_ranges(self.table, types)).one()
+        info = dataclasses.replace(info, ranges=_ranges_from_row(row, types))
         store._swap_in(self.staging_name, info)
         self.state = "published"
         return info
@@ -506,6 +691,8 @@ class TagBuilder:
         self._pending, self._pending_rows = [], 0
         with self.store.engine.begin() as conn:
             self.table.drop(conn, checkfirst=True)
+            for copy in _sorted_copies(conn, self.staging_name):
+                _ddl(conn, "DROP TABLE {}", copy)
 
 
 # --------------------------------------------------------------------------- the store
@@ -533,9 +720,10 @@ class TagStore:
             sa.Column("n_events", sa.BigInteger, nullable=False),
             sa.Column("n_files", sa.BigInteger, nullable=False),
             sa.Column("built_at", sa.DateTime, nullable=True),
+            sa.Column("ranges", sa.Text, nullable=True),
         )
         self._catalog_ready = False
-        self._tables: dict[str, tuple[CollectionInfo, sa.Table]] = {}
+        self._tables: dict[str, tuple[CollectionInfo, sa.Table, dict[str, sa.Table]]] = {}
 
     def __repr__(self) -> str:
         return f"TagStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -556,6 +744,16 @@ class TagStore:
             # Another process created it between our check and our CREATE.
             if not sa.inspect(self.engine).has_table(CATALOG_TABLE):
                 raise
+        present = {c["name"] for c in sa.inspect(self.engine).get_columns(CATALOG_TABLE)}
+        if "ranges" not in present:
+            # A catalog written before collections recorded their attribute ranges.
+            try:
+                with self.engine.begin() as conn:
+                    _ddl(conn, "ALTER TABLE {} ADD COLUMN ranges TEXT", CATALOG_TABLE)
+            except sa.exc.DBAPIError:
+                columns = sa.inspect(self.engine).get_columns(CATALOG_TABLE)
+                if "ranges" not in {c["name"] for c in columns}:
+                    raise  # not another process adding it at the same moment
         self._catalog_ready = True
 
     @staticmethod
@@ -571,6 +769,7 @@ class TagStore:
             n_events=row.n_events,
             n_files=row.n_files,
             built_at=row.built_at,
+            ranges={k: tuple(v) for k, v in json.loads(row.ranges or "{}").items()},
         )
 
     def collection(self, key: str) -> CollectionInfo:
@@ -615,6 +814,7 @@ class TagStore:
             "n_events": info.n_events,
             "n_files": info.n_files,
             "built_at": info.built_at,
+            "ranges": json.dumps(info.ranges),
         }
         if self.dialect == "mysql":
             # MySQL commits around DDL; one multi-table RENAME swaps atomically instead.
@@ -633,7 +833,17 @@ class TagStore:
         with self.engine.begin() as conn:
             if sa.inspect(conn).has_table(final):
                 _ddl(conn, "DROP TABLE {}", final)
+            for copy in _sorted_copies(conn, final):
+                _ddl(conn, "DROP TABLE {}", copy)
             _ddl(conn, "ALTER TABLE {} RENAME TO {}", staging, final)
+            if self.dialect == "duckdb":
+                for i in range(len(info.indexed)):
+                    _ddl(
+                        conn,
+                        "ALTER TABLE {} RENAME TO {}",
+                        sorted_copy_name(staging, i),
+                        sorted_copy_name(final, i),
+                    )
             conn.execute(sa.delete(self.catalog).where(self.catalog.c.key == info.key))
             conn.execute(sa.insert(self.catalog), [row])
 
@@ -650,6 +860,8 @@ class TagStore:
             exists = sa.inspect(conn).has_table(final)
             if exists:
                 _ddl(conn, "DROP TABLE {}", final)
+            for copy in _sorted_copies(conn, final):
+                _ddl(conn, "DROP TABLE {}", copy)
         return listed is not None or exists
 
     # -- queries
@@ -657,13 +869,39 @@ class TagStore:
     def _bound(self, key: str) -> tuple[CollectionInfo, sa.Table, dict[str, str]]:
         info = self.collection(key)
         # The catalog is read on every query, so a rebuild by another process is seen at
-        # once; the Table object is reused while the catalog entry stays the same, which
-        # also lets SQLAlchemy reuse its compiled statements.
+        # once; the Table objects are reused while the catalog entry stays the same,
+        # which also lets SQLAlchemy reuse its compiled statements.
         cached = self._tables.get(key)
         if cached is None or cached[0] != info:
-            cached = (info, tag_table(info.table, info.attributes, dialect=self.dialect))
+            table = tag_table(info.table, info.attributes, dialect=self.dialect)
+            copies: dict[str, sa.Table] = {}
+            if self.dialect == "duckdb":
+                types = info.attribute_types()
+                with self.engine.connect() as conn:
+                    present = set(_sorted_copies(conn, info.table))
+                for i, name in enumerate(info.indexed):
+                    copy = sorted_copy_name(info.table, i)
+                    if copy in present:
+                        column = sa.Column(name, _SA_TYPES[types[name]]())
+                        copies[name] = sa.Table(copy, sa.MetaData(), column)
+            cached = (info, table, copies)
             self._tables[key] = cached
         return info, cached[1], info.attribute_types()
+
+    def _source(
+        self, key: str, tree: Node | None, attr: str | None = None
+    ) -> tuple[CollectionInfo, sa.Table, dict[str, str]]:
+        """Like :meth:`_bound`, but where the selection (and the histogrammed ``attr``)
+        names a single attribute that has a sorted copy, that copy and its one type."""
+        info, table, types = self._bound(key)
+        copies = self._tables[key][2]
+        if copies and tree is not None:
+            names = names_in(tree) | ({attr} if attr else set())
+            if len(names) == 1:
+                (name,) = names
+                if name in copies:
+                    return info, copies[name], {name: types[name]}
+        return info, table, types
 
     def _scalar(self, stmt: sa.Executable) -> Any:
         with self.engine.connect() as conn:
@@ -671,7 +909,7 @@ class TagStore:
 
     def count(self, key: str, tree: Node | None = None) -> int:
         """How many events of ``key`` pass ``tree`` (all events for None)."""
-        _, table, types = self._bound(key)
+        _, table, types = self._source(key, tree)
         return int(self._scalar(select_count(table, types, tree)))
 
     def histogram(
@@ -685,11 +923,17 @@ class TagStore:
     ) -> Histogram:
         """Histogram of ``attr`` over the events passing ``tree``, binned in the database.
 
-        Without ``lo``/``hi`` the range is the selected events' min and max (ignoring
-        the -999 'missing' value, which then counts as underflow). Integer and boolean
-        attributes with few distinct values get one bin per integer.
+        With ``lo`` and ``hi``: ``bins`` equal bins between them, in one scan. Without
+        them the range covers the passing events, ignoring the -999 'missing' value
+        (which then counts as underflow): one scan counts them on a fine grid over the
+        collection's range of ``attr`` (:data:`GRID_CELLS` cells) and the cells are
+        merged into ``bins`` bins of whole cells, starting at the lowest passing cell
+        and ending less than one bin past the highest. Where the passing events span too
+        few cells for that, a second scan bins them exactly between their lowest and
+        highest cell. Integer and boolean attributes with few distinct values get one
+        bin per integer.
         """
-        _, table, types = self._bound(key)
+        info, table, types = self._source(key, tree, attr)
         if attr not in types:
             from tagdb.selection import suggest
 
@@ -701,7 +945,27 @@ class TagStore:
         type_ = types[attr]
         with self.engine.connect() as conn:
             if lo is None or hi is None:
-                found_lo, found_hi = conn.execute(select_range(table, types, attr, tree)).one()
+                found: tuple[Any, Any] | None = None
+                grid = None
+                if lo is None and hi is None and type_ != BOOL:
+                    grid = _grid(type_, *self._collection_range(info, key, attr))
+                if grid is not None:
+                    stmt = select_cells(
+                        table,
+                        types,
+                        attr,
+                        tree,
+                        grid.origin,
+                        grid.width,
+                        guard_nulls=self.dialect == "sqlite",
+                    )
+                    merged = _merge_cells(attr, conn.execute(stmt).all(), grid, bins)
+                    if isinstance(merged, Histogram):
+                        return merged
+                    found = merged
+                if found is None:
+                    found = conn.execute(select_range(table, types, attr, tree)).one()
+                found_lo, found_hi = found
                 if found_lo is None:
                     found_lo, found_hi = 0.0, 1.0
                 lo = found_lo if lo is None else lo
@@ -717,7 +981,24 @@ class TagStore:
                 raise InvalidInput(f"histogram range {lo}..{hi} is empty", where="range")
             if hi == lo:
                 lo, hi = lo - 0.5, hi + 0.5
-            rows = conn.execute(select_histogram(table, types, attr, tree, bins, lo, hi)).all()
+            full_lo, full_hi = self._collection_range(info, key, attr)
+            bounded = (
+                type_ != BOOL
+                and full_lo is not None
+                and (float(full_hi) - float(full_lo)) * bins / (hi - lo) <= 4 * GRID_CELLS
+            )
+            stmt = select_histogram(
+                table,
+                types,
+                attr,
+                tree,
+                bins,
+                lo,
+                hi,
+                bounded=bounded,
+                guard_nulls=self.dialect == "sqlite",
+            )
+            rows = conn.execute(stmt).all()
         counts = np.zeros(bins, dtype=np.int64)
         underflow = overflow = missing = 0
         for code, n in rows:
@@ -730,7 +1011,7 @@ class TagStore:
             elif code > bins:
                 overflow += n
             else:
-                counts[min(code, bins - 1)] += n
+                counts[min(code, bins - 1)] += n  # a code of bins is hi itself
         return Histogram(
             attribute=attr,
             edges=np.linspace(lo, hi, bins + 1),
@@ -739,6 +1020,10 @@ class TagStore:
             overflow=overflow,
             missing=missing,
         )
+
+    def _collection_range(self, info: CollectionInfo, key: str, attr: str) -> tuple[Any, Any]:
+        ranges = info.ranges or self.attribute_ranges(key)
+        return ranges.get(attr, (None, None))
 
     def events(
         self, key: str, tree: Node | None = None, limit: int = 100, offset: int = 0
@@ -852,21 +1137,19 @@ class TagStore:
 
     def attribute_ranges(self, key: str) -> dict[str, tuple[Any, Any]]:
         """(min, max) of every attribute and run/lumi/event number, ignoring -999
-        'missing' values; (None, None) where nothing is left."""
-        _, table, types = self._bound(key)
-        parts = []
-        for name, type_ in types.items():
-            x = _histogram_value(table, name, type_)
-            x = sa.case((x == sa.literal(MISSING, sa.BigInteger()), sa.null()), else_=x)
-            parts += [sa.func.min(x), sa.func.max(x)]
+        'missing' values; (None, None) where nothing is left. Measured when the
+        collection was published (for an older collection: now, once, and recorded)."""
+        info, table, types = self._bound(key)
+        if info.ranges:
+            return dict(info.ranges)
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(*parts).select_from(table)).one()
-        ranges = {}
-        for i, (name, type_) in enumerate(types.items()):
-            lo, hi = row[2 * i], row[2 * i + 1]
-            if type_ == BOOL and lo is not None:
-                lo, hi = bool(lo), bool(hi)
-            ranges[name] = (lo, hi)
+            ranges = _ranges_from_row(conn.execute(select_ranges(table, types)).one(), types)
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.update(self.catalog)
+                .where(self.catalog.c.key == key, self.catalog.c.table_name == info.table)
+                .values(ranges=json.dumps(ranges))
+            )
         return ranges
 
 

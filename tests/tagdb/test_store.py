@@ -14,9 +14,11 @@ from tagdb.schema import MISSING
 from tagdb.selection import SelectionError, check, evaluate, parse
 from tagdb.store import (
     TagStore,
+    _sorted_copies,
     select_count,
     select_histogram,
     select_range,
+    sorted_copy_name,
     table_name,
     tag_table,
 )
@@ -116,10 +118,100 @@ def test_histogram_matches_numpy(store, hzz, hzz_tags):
 def test_automatic_range_skips_missing_values(store, hzz, hzz_tags):
     hist = store.histogram(hzz, "sublead_muon_pt")
     present = hzz_tags["sublead_muon_pt"][hzz_tags["sublead_muon_pt"] != MISSING]
+    assert len(hist.counts) == 50
+    # The range starts at the lowest value and ends less than a bin past the highest.
     assert hist.edges[0] == pytest.approx(present.min())
-    assert hist.edges[-1] == pytest.approx(present.max())
+    assert 0 <= hist.edges[-1] - present.max() < hist.edges[1] - hist.edges[0]
+    assert hist.counts.tolist() == np.histogram(present, bins=hist.edges)[0].tolist()
     assert hist.underflow == int((hzz_tags["sublead_muon_pt"] == MISSING).sum())
     assert hist.total == 2421
+
+
+@pytest.mark.parametrize(
+    ("attr", "text"),
+    [
+        ("lead_muon_pt", "n_muon >= 2"),
+        ("met", "met > 60"),  # the cut trims the range to the passing events
+        ("lead_jet_pt", "n_jet >= 1 && met > 30"),
+        ("event", ""),  # wide integer ranges share grid cells
+    ],
+)
+def test_automatic_histograms_put_every_event_in_its_bin(
+    store, hzz, zmumu, hzz_tags, zmumu_tags, attr, text
+):
+    key, tags = (zmumu, zmumu_tags) if attr == "event" else (hzz, hzz_tags)
+    tree = parse(text) if text else None
+    hist = store.histogram(key, attr, tree, bins=40)
+    values = tags[attr] if tree is None else tags[attr][evaluate(tree, tags)]
+    values = values[values != MISSING]
+    assert len(hist.counts) == 40
+    assert hist.edges[0] <= values.min() and values.max() <= hist.edges[-1]
+    width = hist.edges[1] - hist.edges[0]
+    assert values.min() - hist.edges[0] < width and hist.edges[-1] - values.max() < width
+    assert hist.counts.tolist() == np.histogram(values, bins=hist.edges)[0].tolist()
+    assert hist.total == len(values)
+
+
+def test_a_narrow_selection_is_binned_exactly(store, hzz, hzz_tags):
+    # The passing events span a few grid cells only: a second scan bins them.
+    tree = parse("met > 40 && met < 41")
+    hist = store.histogram(hzz, "met", tree, bins=20)
+    values = hzz_tags["met"][evaluate(tree, hzz_tags)]
+    assert len(hist.counts) == 20 and hist.total == len(values) > 0
+    assert hist.edges[0] <= values.min() and values.max() <= hist.edges[-1]
+    assert hist.edges[-1] - hist.edges[0] < 1.0
+    assert hist.counts.tolist() == np.histogram(values, bins=hist.edges)[0].tolist()
+
+
+def test_an_empty_selection_gives_an_empty_histogram(store, hzz):
+    hist = store.histogram(hzz, "met", parse("met > 1e9"))
+    assert hist.total == 0 and len(hist.counts) == 50
+
+
+@pytest.mark.parametrize(
+    ("attr", "bins", "lo", "hi"),
+    [
+        ("n_muon", 4, 0, 4),  # the value 4 is the upper edge: the last bin, as in numpy
+        ("met", 25, 20, 80),  # values below and above the range
+        ("met", 50, 40.0, 40.001),  # a range far narrower than the values: clamped codes
+    ],
+)
+def test_given_ranges_bin_like_numpy(store, hzz, hzz_tags, attr, bins, lo, hi):
+    hist = store.histogram(hzz, attr, None, bins=bins, lo=lo, hi=hi)
+    values = hzz_tags[attr]
+    assert hist.counts.tolist() == np.histogram(values, bins=bins, range=(lo, hi))[0].tolist()
+    assert hist.underflow == int((values < lo).sum())
+    assert hist.overflow == int((values > hi).sum())
+
+
+def test_ranges_are_recorded_when_the_collection_is_published(store, hzz, hzz_tags):
+    ranges = store.collection(hzz).ranges
+    present = hzz_tags["lead_muon_pt"][hzz_tags["lead_muon_pt"] != MISSING]
+    assert ranges["lead_muon_pt"] == pytest.approx((present.min(), present.max()))
+    assert ranges["n_muon"] == (0, int(hzz_tags["n_muon"].max()))
+    assert store.attribute_ranges(hzz) == ranges
+
+
+def test_a_catalog_from_before_ranges_is_brought_up_to_date(store, hzz_schema, hzz_tags):
+    key = unique_key()
+    with store.begin_build(key, hzz_schema) as builder:
+        builder.load(GUID_A, part(hzz_tags, 0, 100))
+        builder.publish()
+    try:
+        with store.engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE tagdb_catalog DROP COLUMN ranges"))
+        reopened = TagStore(store.engine.url)
+        try:
+            assert reopened.collection(key).ranges == {}
+            ranges = reopened.attribute_ranges(key)  # measured now, and recorded
+            assert ranges["n_muon"] == (0, int(hzz_tags["n_muon"][:100].max()))
+            assert reopened.collection(key).ranges == ranges
+            assert reopened.histogram(key, "met").total == 100
+        finally:
+            reopened.dispose()
+    finally:
+        TagStore(store.engine.url)._ensure_catalog()  # the column is back even on failure
+        store.drop(key)
 
 
 def test_integer_histograms_get_one_bin_per_value(store, hzz, hzz_tags):
@@ -334,3 +426,63 @@ def test_oracle_store_compiles_without_a_server():
 def test_unknown_collection_is_not_found(store):
     with pytest.raises(NotFound):
         store.count(f"x{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def duck(tmp_path):
+    """A DuckDB store of its own (sorted copies are how DuckDB indexes attributes)."""
+    store = TagStore(f"duckdb:///{tmp_path / 'tags.duckdb'}")
+    yield store
+    store.dispose()
+
+
+@pytest.fixture
+def duck_hzz(duck, hzz_schema, hzz_tags):
+    key = unique_key("h")
+    with duck.begin_build(key, hzz_schema) as builder:
+        builder.load(GUID_A, hzz_tags)
+        builder.publish()
+    return key
+
+
+def test_duckdb_answers_one_indexed_attribute_from_its_sorted_copy(duck, duck_hzz, hzz_tags):
+    store, hzz = duck, duck_hzz
+    info = store.collection(hzz)
+    assert info.indexed  # the HZZ schema indexes a few attributes
+    with store.engine.connect() as conn:
+        copies = sorted(_sorted_copies(conn, info.table))
+    assert copies == sorted(sorted_copy_name(info.table, i) for i in range(len(info.indexed)))
+    for name in info.indexed:
+        tree = parse(f"{name} > 1")
+        source = store._source(hzz, tree)[1]
+        assert source.name == sorted_copy_name(info.table, info.indexed.index(name))
+        assert store.count(hzz, tree) == int(evaluate(tree, hzz_tags).sum())
+    # Two attributes, or a histogram of another one, read the collection's own table.
+    assert store._source(hzz, parse("met > 1 && n_jet > 1"))[1].name == info.table
+    assert store._source(hzz, parse("met > 1"), "n_jet")[1].name == info.table
+
+
+def test_sorted_copies_follow_rebuilds_aborts_and_drops(duck, hzz_schema, hzz_tags):
+    store = duck
+    key = unique_key()
+    final = table_name(key)
+
+    def copies():
+        with store.engine.connect() as conn:
+            names = sa.inspect(conn).get_table_names()
+        return sorted(n for n in names if n.startswith("tagx_") and key in n)
+
+    for rows in (100, 50):
+        with store.begin_build(key, hzz_schema) as builder:
+            builder.load(GUID_A, part(hzz_tags, 0, rows))
+            builder.publish()
+        assert store.count(key, parse("met > -1")) == rows
+    indexed = [a for a in hzz_schema.attributes if a.index]
+    expected = sorted(sorted_copy_name(final, i) for i in range(len(indexed)))
+    assert copies() == expected
+    with store.begin_build(key, hzz_schema) as builder:
+        builder.load(GUID_A, part(hzz_tags, 0, 10))
+        builder.abort()
+    assert copies() == expected and store.count(key, parse("met > -1")) == 50
+    store.drop(key)
+    assert copies() == []
