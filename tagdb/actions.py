@@ -772,7 +772,8 @@ def histogram(
 ) -> Histogram:
     """The distribution of ``attribute`` over the passing events, binned in the database:
     ``bins`` (default 50; integer attributes get one bin per value when they fit)
-    between ``lo`` and ``hi`` (default: the passing events' range)."""
+    between ``lo`` and ``hi`` (default: a range covering the passing events, see
+    :meth:`tagdb.store.TagStore.histogram`)."""
     attribute = _attribute_name(collection, attribute)
     tree, _ = query_selection(collection, selection, good_runs)
     require_ready(collection)
