@@ -1072,7 +1072,8 @@ def check_minimum(name, value, threshold, unit, code_low, code_unknown, what):
     if value < threshold:
         return check(name, FAIL, "%s: %s, below the required %s" % (what, _amount(value, unit), need),
                      value, threshold, code_low)
-    return check(name, PASS, "%s: %s (required %s)" % (what, _amount(value, unit), need), value,
+    wanted = "required %s" % need if threshold else "none required"
+    return check(name, PASS, "%s: %s (%s)" % (what, _amount(value, unit), wanted), value,
                  threshold)
 
 

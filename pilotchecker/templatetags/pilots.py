@@ -148,6 +148,9 @@ def short_value(value) -> str:
     """A check's value or threshold in a table cell."""
     if value is None:
         return "–"
-    if isinstance(value, dict | list):
+    if isinstance(value, list | tuple):
+        # Required or found items (CVMFS repositories, paths, commands).
+        return ", ".join(short_value(v) for v in value) or "none"
+    if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     return str(value)

@@ -219,3 +219,30 @@ def test_every_model_is_in_the_admin(siteadmin, admin_client, history):
     for url in ("site", "pilot", "sitestatuschange"):
         assert admin_client.get(f"/admin/pilotchecker/{url}/").status_code == 200
     assert admin_client.get(f"/admin/pilotchecker/pilot/{history[0].pk}/change/").status_code == 200
+
+
+def test_a_pilot_that_reported_before_any_poll_says_so(site, siteadmin, physicist):
+    (quick,) = send(site, user=siteadmin)
+    report = a_report("passed")
+    nothing = "no CVMFS repositories required"
+    report["checks"] = [
+        *report["checks"],
+        {"name": "cvmfs", "status": "pass", "code": "ok", "message": nothing, "threshold": []},
+    ]
+    actions.check_receive_report(quick.pk, token_of(quick), body(report))
+    html = logged_in(physicist).get(f"/pilots/{quick.pk}/").content.decode()
+    assert "not asked: the pilot reported first" in html
+    assert "not asked yet" not in html
+    checks = html[html.index('id="checks-h"') :]
+    checks = checks[: checks.index("</section>")]
+    assert nothing in checks and "[]" not in checks  # a requirement of nothing reads "none"
+
+
+def test_check_values_read_as_words():
+    from pilotchecker.templatetags.pilots import short_value
+
+    assert short_value(None) == "–"
+    assert short_value([]) == "none"
+    assert short_value(["atlas.cern.ch", "sft.cern.ch"]) == "atlas.cern.ch, sft.cern.ch"
+    assert short_value({"b": 1, "a": 2}) == '{"a": 2, "b": 1}'
+    assert short_value(2.5) == "2.5"

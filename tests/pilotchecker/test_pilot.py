@@ -526,3 +526,14 @@ def test_stored_facts_can_be_judged_again_with_new_requirements(portal, tmp_path
 
     assert pilot.verdict_of(checks) == "failed"
     assert pilot.verdict_of(report["checks"]) == report["verdict"] == "passed"
+
+
+def test_a_minimum_of_nothing_says_none_is_required():
+    from pilotchecker.pilot import check_minimum
+
+    free = check_minimum("memory", 2048, 0, "MB", "memory_low", "memory_unknown", "memory")
+    assert (free["status"], free["message"]) == ("pass", "memory: 2048 MB (none required)")
+    ok = check_minimum("memory", 2048, 1024, "MB", "memory_low", "memory_unknown", "memory")
+    assert ok["message"] == "memory: 2048 MB (required 1024 MB)"
+    low = check_minimum("memory", 512, 1024, "MB", "memory_low", "memory_unknown", "memory")
+    assert (low["status"], low["code"]) == ("fail", "memory_low")
