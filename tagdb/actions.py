@@ -739,8 +739,9 @@ def count(collection: TagCollection, selection: str | None, good_runs: Any = Non
     tree, text = query_selection(collection, selection, good_runs)
     require_ready(collection)
     store = get_store()
-    n = store.count(collection.key, tree)
-    touched, files = store.files_touched(collection.key, tree)
+    with store.session():  # one opening of an embedded TAG DB for all four queries
+        n = store.count(collection.key, tree)
+        touched, files = store.files_touched(collection.key, tree)
     return CountResult(text, n, collection.n_events, touched, files)
 
 

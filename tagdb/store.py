@@ -23,17 +23,20 @@ compiled by :func:`tagdb.selection.to_sql`: no text from the user reaches the SQ
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import re
 import secrets
+import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +55,7 @@ _INSERT_BATCH = 5000
 _COPY_BATCH = 200_000
 _DUCKDB_BATCH = 500_000
 _PICK_BATCH = 500
+T = TypeVar("T")
 # An automatic histogram is counted in one scan on a grid of this many cells over the
 # attribute's collection range, then merged into bins of whole cells; where the passing
 # events span fewer than GRID_CELLS_PER_BIN cells per bin asked for, a second scan bins
@@ -698,6 +702,18 @@ class TagBuilder:
 # --------------------------------------------------------------------------- the store
 
 
+def _in_session(method: Callable[..., T]) -> Callable[..., T]:
+    """A query method that reads the catalog and then the collection on one connection
+    (see :meth:`TagStore.session`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: TagStore, *args: Any, **kwargs: Any) -> T:
+        with self.session():
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class TagStore:
     """TAG collections in one database, addressed by SQLAlchemy URL."""
 
@@ -723,10 +739,40 @@ class TagStore:
             sa.Column("ranges", sa.Text, nullable=True),
         )
         self._catalog_ready = False
+        self._held = threading.local()  # the connection of a session() in this thread
         self._tables: dict[str, tuple[CollectionInfo, sa.Table, dict[str, sa.Table]]] = {}
 
     def __repr__(self) -> str:
         return f"TagStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Run a group of reads on one connection.
+
+        An embedded DuckDB file opened without a pool (as the portal opens it, so that
+        the web and worker processes can take turns) is otherwise opened again by every
+        read, at some milliseconds each. Other backends pool their connections already,
+        so for them this does nothing.
+        """
+        if self.dialect != "duckdb" or getattr(self._held, "conn", None) is not None:
+            yield
+            return
+        with self.engine.connect() as conn:
+            self._held.conn = conn
+            try:
+                yield
+            finally:
+                self._held.conn = None
+
+    @contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        """The session's connection, or a connection of its own for one read."""
+        held = getattr(self._held, "conn", None)
+        if held is not None:
+            yield held
+            return
+        with self.engine.connect() as conn:
+            yield conn
 
     def dispose(self) -> None:
         """Close pooled connections (DuckDB keeps its file open until then)."""
@@ -776,7 +822,7 @@ class TagStore:
         """The catalog entry of collection ``key``; NotFound if it was never published."""
         table_name(key)
         self._ensure_catalog()
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(sa.select(self.catalog).where(self.catalog.c.key == key)).first()
         if row is None:
             raise NotFound(f"TAG collection {key!r} does not exist", where=key)
@@ -785,7 +831,7 @@ class TagStore:
     def collections(self) -> list[CollectionInfo]:
         """Every published collection, by key."""
         self._ensure_catalog()
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(sa.select(self.catalog).order_by(self.catalog.c.key)).all()
         return [self._info(r) for r in rows]
 
@@ -877,7 +923,7 @@ class TagStore:
             copies: dict[str, sa.Table] = {}
             if self.dialect == "duckdb":
                 types = info.attribute_types()
-                with self.engine.connect() as conn:
+                with self._reading() as conn:
                     present = set(_sorted_copies(conn, info.table))
                 for i, name in enumerate(info.indexed):
                     copy = sorted_copy_name(info.table, i)
@@ -904,14 +950,16 @@ class TagStore:
         return info, table, types
 
     def _scalar(self, stmt: sa.Executable) -> Any:
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return conn.execute(stmt).scalar()
 
+    @_in_session
     def count(self, key: str, tree: Node | None = None) -> int:
         """How many events of ``key`` pass ``tree`` (all events for None)."""
         _, table, types = self._source(key, tree)
         return int(self._scalar(select_count(table, types, tree)))
 
+    @_in_session
     def histogram(
         self,
         key: str,
@@ -943,7 +991,7 @@ class TagStore:
         if not isinstance(bins, int) or not 1 <= bins <= 10_000:
             raise InvalidInput("bins must be a whole number from 1 to 10000", where="bins")
         type_ = types[attr]
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             if lo is None or hi is None:
                 found: tuple[Any, Any] | None = None
                 grid = None
@@ -1025,6 +1073,7 @@ class TagStore:
         ranges = info.ranges or self.attribute_ranges(key)
         return ranges.get(attr, (None, None))
 
+    @_in_session
     def events(
         self, key: str, tree: Node | None = None, limit: int = 100, offset: int = 0
     ) -> list[EventRef]:
@@ -1037,9 +1086,10 @@ class TagStore:
             .limit(int(limit))
             .offset(int(offset))
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [EventRef(*row) for row in conn.execute(stmt)]
 
+    @_in_session
     def top(self, key: str, tree: Node | None, attr: str, n: int = 10) -> list[EventRef]:
         """The ``n`` passing events with the largest ``attr`` (its value in ``.value``)."""
         _, table, types = self._bound(key)
@@ -1056,9 +1106,10 @@ class TagStore:
             .order_by(col.desc(), table.c.id)
             .limit(int(n))
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return [EventRef(*row) for row in conn.execute(stmt)]
 
+    @_in_session
     def files_touched(self, key: str, tree: Node | None = None) -> tuple[int, int]:
         """(files with at least one passing event, files in the collection)."""
         info, table, types = self._bound(key)
@@ -1067,6 +1118,7 @@ class TagStore:
         )
         return int(self._scalar(stmt)), info.n_files
 
+    @_in_session
     def entries_by_file(self, key: str, tree: Node | None = None) -> dict[str, np.ndarray]:
         """For each file with passing events, their entry numbers (sorted int64 array):
         exactly what a skim of this selection has to read."""
@@ -1076,7 +1128,7 @@ class TagStore:
             .where(where_clause(table, types, tree))
             .order_by(table.c.file_guid, table.c.entry)
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             result = conn.execute(stmt)
             if hasattr(result.cursor, "fetchnumpy"):
                 # DuckDB hands over whole columns: no Python object per row (10x faster).
@@ -1095,6 +1147,7 @@ class TagStore:
             str(guid_array[a]).strip(): entry_array[a:b] for a, b in zip(starts, stops, strict=True)
         }
 
+    @_in_session
     def pick_events(self, keys: Sequence[str], pairs: Iterable[Sequence[int]]) -> PickResult:
         """Find events by (run, event) number in the collections ``keys``."""
         wanted: list[tuple[int, int]] = []
@@ -1116,7 +1169,7 @@ class TagStore:
                     where=key,
                 )
             pair_col = sa.tuple_(table.c.run, table.c.event)
-            with self.engine.connect() as conn:
+            with self._reading() as conn:
                 for start in range(0, len(wanted), _PICK_BATCH):
                     chunk = wanted[start : start + _PICK_BATCH]
                     stmt = (
@@ -1135,6 +1188,7 @@ class TagStore:
             duplicates=[p for p in wanted if hits[p] > 1],
         )
 
+    @_in_session
     def attribute_ranges(self, key: str) -> dict[str, tuple[Any, Any]]:
         """(min, max) of every attribute and run/lumi/event number, ignoring -999
         'missing' values; (None, None) where nothing is left. Measured when the
@@ -1142,7 +1196,7 @@ class TagStore:
         info, table, types = self._bound(key)
         if info.ranges:
             return dict(info.ranges)
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             ranges = _ranges_from_row(conn.execute(select_ranges(table, types)).one(), types)
         with self.engine.begin() as conn:
             conn.execute(

@@ -486,3 +486,25 @@ def test_sorted_copies_follow_rebuilds_aborts_and_drops(duck, hzz_schema, hzz_ta
     assert copies() == expected and store.count(key, parse("met > -1")) == 50
     store.drop(key)
     assert copies() == []
+
+
+def test_a_session_opens_an_embedded_tag_db_once(tmp_path, hzz_schema, hzz_tags):
+    # The portal opens DuckDB without a pool, so that workers can take their turn with
+    # the file; a page's reads then share one opening instead of one each.
+    from sqlalchemy.pool import NullPool
+
+    store = TagStore(sa.create_engine(f"duckdb:///{tmp_path / 'tags.duckdb'}", poolclass=NullPool))
+    key = unique_key()
+    with store.begin_build(key, hzz_schema) as builder:
+        builder.load(GUID_A, hzz_tags)
+        builder.publish()
+    opened = []
+    sa.event.listen(store.engine, "connect", lambda *_: opened.append(1))
+    tree = parse("n_muon >= 2 && met > 20")
+    assert store.count(key, tree) == int(evaluate(tree, hzz_tags).sum())
+    assert len(opened) == 1  # the catalog and the count on one connection
+    with store.session():
+        store.count(key, tree)
+        store.files_touched(key, tree)
+        store.histogram(key, "met", tree)
+    assert len(opened) == 2
