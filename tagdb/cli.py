@@ -207,6 +207,13 @@ def text_histogram(h: dict, width: int = BAR_WIDTH) -> list[str]:
     count_width = max((len(f"{c:,}") for c in counts), default=1)
     unit = f" [{h['unit']}]" if h.get("unit") else ""
     lines = [f"{h['attribute']}{unit} for {h['selection'] or 'all events'}"]
+    if not any(counts):
+        # Fifty empty bars say less than one line.
+        if h["total"] and edges:
+            lines.append(f"none of them in [{_edge(edges[0])}, {_edge(edges[-1])}]")
+        else:
+            lines.append("no events pass")
+        counts, labels = [], []
     for label, n in zip(labels, counts, strict=True):
         eighths = round(n / top * width * 8)
         bar = "█" * (eighths // 8) + ("", "▏", "▎", "▍", "▌", "▋", "▊", "▉")[eighths % 8]

@@ -72,6 +72,17 @@ def test_tag_hist_draws_a_text_histogram(portal, tagged):  # noqa: F811
     assert "[0, 10)" in out and "[40, 50]" in out and "above" in out
 
 
+def test_tag_hist_of_nothing_says_so_in_one_line():
+    from tagdb.cli import text_histogram
+
+    empty = {"attribute": "met", "unit": "GeV", "selection": "met > 1e9", "total": 0}
+    lines = text_histogram({**empty, "edges": [0.0, 0.5, 1.0], "counts": [0, 0]})
+    assert lines == ["met [GeV] for met > 1e9", "no events pass", "0 events"]
+    outside = {**empty, "selection": "n_muon >= 2", "total": 57, "overflow": 57}
+    lines = text_histogram({**outside, "edges": [0.0, 5.0, 10.0], "counts": [0, 0]})
+    assert lines[1:] == ["none of them in [0, 10]", "57 events (57 above)"]
+
+
 def test_tag_events_writes_csv_and_json(portal, tagged, tmp_path):  # noqa: F811
     target = tmp_path / "events.csv"
     code, out, _ = run(portal, "tag", "events", "demo.zmumu", "mass > 120", "-o", str(target))
