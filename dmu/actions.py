@@ -7,6 +7,7 @@ import re
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from time import monotonic
 from urllib.parse import urlparse
 
@@ -428,6 +429,7 @@ def claim_transfer_file(item_id: int, task_id: str) -> TransferFile | None:
             task_id=task_id or "",
             worker=socket.gethostname(),
             started_at=timezone.now(),
+            heartbeat_at=timezone.now(),
             bytes_done=0,
             rate_mb_s=0.0,
             attempts=0,
@@ -472,11 +474,19 @@ class _Progress:
         since, at = self.mark
         rate = (done - at) / 1e6 / (now - since) if now > since else 0.0
         self.mark, self.written_at = (now, done), now
-        still_running = TransferFile.objects.filter(
-            pk=self.item.pk, state=TransferFileState.RUNNING
-        ).update(bytes_done=done, rate_mb_s=round(rate, 2), attempts=self.attempt)
-        if not still_running:
-            raise TransferCancelled(f"transfer #{self.item.transfer_id} was cancelled")
+        still_ours = TransferFile.objects.filter(
+            pk=self.item.pk, state=TransferFileState.RUNNING, task_id=self.item.task_id
+        ).update(
+            bytes_done=done,
+            rate_mb_s=round(rate, 2),
+            attempts=self.attempt,
+            heartbeat_at=timezone.now(),
+        )
+        if not still_ours:
+            # Cancelled, or sent to another worker after this one went silent too long.
+            raise TransferCancelled(
+                f"file {self.item.pk} of transfer #{self.item.transfer_id} is no longer ours"
+            )
 
 
 _GAVE_UP = re.compile(r"gave up after (\d+) attempts")
@@ -629,6 +639,66 @@ def do_fail_transfer_file(item: TransferFile, err: Exception) -> None:
     )
     if failed:
         item.transfer.log("file-failed", f"{item.file.lfn}: {message}", file=item.file.lfn)
+
+
+def do_requeue_stale_copies() -> tuple[int, int]:
+    """Send each copy whose worker has been silent for ``DMU_STALE_SECONDS`` to another
+    worker; one already sent ``DMU_STALE_REQUEUES`` times fails instead, naming the
+    worker. Returns (requeued, failed).
+
+    A worker that dies mid-copy normally has its task redelivered by the broker, which
+    takes the file over; this sweep covers a task the broker lost. Should the silent
+    worker wake up after all, its next progress report finds the file no longer its own
+    and it stops, removing its temporary; only one copy is ever registered.
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.DMU_STALE_SECONDS)
+    silent = (
+        TransferFile.objects.filter(
+            state=TransferFileState.RUNNING,
+            transfer__state__in=[JobState.QUEUED, JobState.RUNNING],
+        )
+        .filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
+        .select_related("transfer", "file")
+    )
+    requeued, failed = [], 0
+    for item in silent:
+        since = item.heartbeat_at or item.started_at
+        quiet = f"no progress from worker {item.worker or '?'} since {since:%Y-%m-%d %H:%M:%S}"
+        ours = TransferFile.objects.filter(
+            pk=item.pk, state=TransferFileState.RUNNING, task_id=item.task_id
+        )
+        if item.requeues >= settings.DMU_STALE_REQUEUES:
+            message = f"{quiet}; sent to another worker {item.requeues} time(s) already"
+            if ours.update(
+                state=TransferFileState.FAILED,
+                error=message,
+                error_code="stalled",
+                rate_mb_s=0.0,
+                finished_at=timezone.now(),
+            ):
+                failed += 1
+                item.transfer.log("file-failed", f"{item.file.lfn}: {message}", file=item.file.lfn)
+                finish_transfer_if_done(item.transfer_id)
+            continue
+        if ours.update(
+            state=TransferFileState.QUEUED,
+            task_id="",
+            worker="",
+            bytes_done=0,
+            rate_mb_s=0.0,
+            heartbeat_at=None,
+            requeues=F("requeues") + 1,
+        ):
+            requeued.append(item.pk)
+            item.transfer.log(
+                "file-requeued",
+                f"{item.file.lfn}: {quiet}; sent to another worker",
+                file=item.file.lfn,
+            )
+    from .tasks import transfer_file
+
+    transaction.on_commit(lambda: [transfer_file.delay(pk) for pk in requeued])
+    return len(requeued), failed
 
 
 def finish_transfer_if_done(transfer_id: int) -> Transfer | None:

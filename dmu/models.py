@@ -207,6 +207,13 @@ class TransferFile(models.Model):
     task_id = models.CharField(max_length=64, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True, help_text="the copying worker's last sign of life"
+    )
+    requeues = models.PositiveIntegerField(
+        default=0,
+        help_text="times the file was sent to another worker after its worker went silent",
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

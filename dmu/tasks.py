@@ -69,6 +69,14 @@ def transfer_file(self, item_id: int) -> None:
     actions.finish_transfer_if_done(item.transfer_id)
 
 
+@shared_task
+def requeue_stale_copies() -> None:
+    """Periodic (beat): send copies whose worker went silent to another worker."""
+    requeued, failed = actions.do_requeue_stale_copies()
+    if requeued or failed:
+        log.warning("stale copies: %d sent to another worker, %d failed", requeued, failed)
+
+
 @shared_task(bind=True, acks_late=True)
 def register_in_rucio(self, dataset_id: int) -> None:
     """One attempt to register a dataset in Rucio; when Rucio did not answer, the task comes

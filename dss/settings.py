@@ -242,6 +242,10 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "pilotchecker.tasks.schedule_pilots",
         "schedule": 60.0,
     },
+    "dmu-requeue-stale-copies": {
+        "task": "dmu.tasks.requeue_stale_copies",
+        "schedule": 60.0,
+    },
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -262,6 +266,11 @@ DSS_MAX_REGISTER_FILES = envint("DSS_MAX_REGISTER_FILES", "10000")
 DMU_MAX_TRANSFERS_PER_SE = envint("DMU_MAX_TRANSFERS_PER_SE", "4")
 DMU_SLOT_WAIT_SECONDS = envint("DMU_SLOT_WAIT_SECONDS", "5")
 DMU_TRANSFER_RETRIES = envint("DMU_TRANSFER_RETRIES", "3")
+# A copy whose worker has shown no progress for DMU_STALE_SECONDS (the worker died and the
+# broker did not hand its task to another) is sent to another worker by a periodic sweep,
+# at most DMU_STALE_REQUEUES times; then the file fails, naming the silent worker.
+DMU_STALE_SECONDS = envint("DMU_STALE_SECONDS", "900")
+DMU_STALE_REQUEUES = envint("DMU_STALE_REQUEUES", "3")
 # The experiment's Rucio server: empty URL means the portal's own catalog only. Storage
 # elements map to RSEs by name ("LOCAL=XRD_LOCAL,SE2=SE2_DISK"; an SE not listed maps to its
 # own name in capitals). A registration that cannot reach Rucio is retried this many times,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import uuid
 import zlib
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 import uproot
 from celery.exceptions import Retry
 from django.test import Client
+from django.utils import timezone
 
 import dmu.transfer as engine
 from dmu import actions, tasks
@@ -375,6 +377,75 @@ def test_a_partial_transfer_says_which_files_failed(hzz, disk, disk2, storage_ro
     assert "uproot-Zmumu.root: " in done.message
 
 
+# -- a worker that went silent ----------------------------------------------------------
+
+
+def _silence(item_pk: int, minutes: int = 30) -> None:
+    """As if the copying worker had shown no progress for ``minutes``."""
+    ago = timezone.now() - timedelta(minutes=minutes)
+    TransferFile.objects.filter(pk=item_pk).update(heartbeat_at=ago)
+
+
+def test_a_copy_whose_worker_went_silent_is_sent_to_another_worker(
+    hzz, disk2, django_capture_on_commit_callbacks
+):
+    transfer = request(hzz, disk2)
+    item = transfer.files.get()
+    assert actions.claim_transfer_file(item.pk, "task-dead") is not None  # then it died
+    assert actions.do_requeue_stale_copies() == (0, 0)  # not silent for long enough yet
+    _silence(item.pk)
+    with django_capture_on_commit_callbacks() as sent:
+        assert actions.do_requeue_stale_copies() == (1, 0)
+    assert len(sent) == 1  # a new task for the file
+    again = TransferFile.objects.get(pk=item.pk)
+    assert (again.state, again.requeues, again.task_id) == ("queued", 1, "")
+    note = transfer.events.get(kind="file-requeued").message
+    assert note.startswith("uproot-HZZ.root: no progress from worker ") and "another worker" in note
+    done = run(transfer)
+    assert done.state == "succeeded" and Replica.objects.filter(storage_element=disk2).count() == 1
+
+
+def test_a_silent_worker_that_wakes_up_stops_and_registers_nothing(hzz, disk2):
+    item = request(hzz, disk2).files.get()
+    silent = actions.claim_transfer_file(item.pk, "task-dead")
+    _silence(item.pk)
+    actions.do_requeue_stale_copies()
+    assert actions.claim_transfer_file(item.pk, "task-new") is not None
+    with pytest.raises(actions.TransferCancelled, match="no longer ours"):
+        actions.do_copy_transfer_file(silent)
+    assert files_under(root_of(disk2)) == []  # its temporary is gone
+    assert not Replica.objects.filter(storage_element=disk2).exists()
+    assert TransferFile.objects.get(pk=item.pk).task_id == "task-new"
+
+
+def test_a_copy_silent_too_many_times_fails_naming_the_worker(
+    hzz, disk2, settings, django_capture_on_commit_callbacks
+):
+    settings.DMU_STALE_REQUEUES = 1
+    transfer = request(hzz, disk2)
+    item = transfer.files.get()
+    for task_id in ("task-1", "task-2"):
+        assert actions.claim_transfer_file(item.pk, task_id) is not None
+        _silence(item.pk)
+        with django_capture_on_commit_callbacks():
+            actions.do_requeue_stale_copies()
+    failed = TransferFile.objects.get(pk=item.pk)
+    assert (failed.state, failed.error_code) == ("failed", "stalled")
+    assert failed.error.startswith("no progress from worker ")
+    assert failed.error.endswith("sent to another worker 1 time(s) already")
+    done = Transfer.objects.get(pk=transfer.pk)
+    assert done.state == "failed" and "no progress from worker" in done.message
+
+
+def test_a_live_copy_and_a_cancelled_transfer_are_left_alone(hzz, disk2, siteadmin):
+    live = request(hzz, disk2).files.get()
+    assert actions.claim_transfer_file(live.pk, "task-live") is not None
+    assert actions.do_requeue_stale_copies() == (0, 0)
+    actions.do_cancel_transfer(live.transfer, siteadmin)
+    _silence(live.pk)
+    assert actions.do_requeue_stale_copies() == (0, 0)
+
+
 # -- the real stack: a Celery worker and the XRootD server -------------------------------
 
 
@@ -413,3 +484,17 @@ def test_a_dataset_moves_between_local_disk_and_xrootd_both_ways_through_a_real_
     assert "demo.zmumu" in c.get("/storage/DISK/").content.decode()
     item = done.files.select_related("source").get()
     assert item.source.name == "XRD" and item.attempts == 1 and item.rate_mb_s > 0
+
+
+def test_a_real_worker_finishes_a_copy_whose_task_was_lost(celery_worker, hzz, disk2, monkeypatch):
+    # The broker lost the task of a worker that died mid-copy: only the sweep can help.
+    with monkeypatch.context() as lost:
+        lost.setattr(tasks.transfer_file, "delay", lambda *args: None)
+        transfer = request(hzz, disk2)
+    item = transfer.files.get()
+    assert actions.claim_transfer_file(item.pk, "task-lost") is not None
+    _silence(item.pk)
+    assert actions.do_requeue_stale_copies() == (1, 0)
+    done = wait_for(_finished(transfer.pk), timeout=120, what="the requeued copy")
+    assert done.state == "succeeded", done.message
+    assert Replica.objects.get(storage_element=disk2).file == item.file
