@@ -17,12 +17,13 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from dmu.checksum import checksum_chunks
 from dmu.names import check_dataset_name, scope_of
 from dmu.storage import StorageEndpoint, deterministic_path, split_url
 from dmu.transfer import TransferResult, copy
-from dss.errors import ChecksumMismatch, DSSError, NotFound, StorageError
+from dss.errors import ChecksumMismatch, DSSError, InvalidInput, NotFound, StorageError
 
 EXIT_CODES = """\
 exit codes:
@@ -36,7 +37,7 @@ exit codes:
   7    storage error (unreachable, permission denied, no space, read-only)
   130  interrupted
 
-portal settings (get, put): --url/--token, else DSS_URL/DSS_TOKEN, else
+portal settings (get, put, rucio): --url/--token, else DSS_URL/DSS_TOKEN, else
 ~/.config/dss/client.ini with url = ... and token = ... under [dss].
 """
 
@@ -278,6 +279,103 @@ def cmd_put(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
+# -- Rucio, through the portal ----------------------------------------------------------
+
+
+def _did(text: str) -> tuple[str, str]:
+    """``scope:name`` as (scope, name)."""
+    scope, sep, name = text.partition(":")
+    if not sep or not scope or not name:
+        raise InvalidInput(f"a Rucio DID is scope:name, not {text!r}", where="DID")
+    return scope, name
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def cmd_rucio_search(args: argparse.Namespace, out: Output) -> int:
+    """Datasets in Rucio whose scope is SCOPE and whose name matches PATTERN."""
+    found = _portal(args).request(
+        "GET", "/api/rucio/datasets/", params={"scope": args.scope, "name": args.pattern}
+    )
+    out.document(found)
+    width = max((len(d["did"]) for d in found), default=0)
+    for d in found:
+        facts = [f"{d['did']:<{width}}"]
+        if d["length"] is not None:  # Rucio does not always say
+            facts.append(f"{d['length']} file(s)")
+        if d["bytes"] is not None:
+            facts.append(_size(d["bytes"]))
+        if d["in_portal"]:
+            facts.append("(in the portal)")
+        out.line("  ".join(facts).rstrip())
+    if not found and not args.json:
+        print(f"dmu: no dataset of scope {args.scope} matches {args.pattern!r}", file=out.stderr)
+    return 0
+
+
+def cmd_rucio_files(args: argparse.Namespace, out: Output) -> int:
+    """A Rucio dataset's files, with their replicas by RSE."""
+    scope, name = _did(args.did)
+    path = f"/api/rucio/datasets/{quote(scope, safe='')}/{quote(name, safe='')}/"
+    files = _portal(args).request("GET", path)
+    out.document(files)
+    for f in files:
+        where = ", ".join(sorted(f["replicas"])) or "no replica"
+        out.line(f"{f['name']}  {f['bytes']} bytes  adler32 {f['adler32']}  on {where}")
+    return 0
+
+
+def cmd_rucio_import(args: argparse.Namespace, out: Output) -> int:
+    """Import a Rucio dataset into the portal's catalog (every file's checksum verified)."""
+    scope, name = _did(args.did)
+    dataset = _portal(args).request(
+        "POST", "/api/rucio/import/", json={"scope": scope, "name": name}
+    )
+    out.document(dataset)
+    added = dataset.get("files_added", 0)
+    events = "" if dataset.get("events") is None else f", {dataset['events']:,} events"
+    out.line(f"{dataset['name']}: {added} file(s) added ({dataset['n_files']} in all{events})")
+    return 0
+
+
+def _describe_registration(reg: dict) -> str:
+    state = reg["state"]
+    if state == "registered":
+        files = f"{reg['files_registered']} file(s) on {reg['rse']}"
+        return f"{reg['dataset']}: registered in Rucio as {reg['did']} ({files})"
+    text = f"{reg['dataset']}: {state} ({reg['did']}, {reg['attempts']} attempt(s)"
+    if reg.get("next_attempt_at") and state == "pending":
+        text += f", next at {reg['next_attempt_at']}"
+    text += ")"
+    if reg.get("last_error"):
+        text += f"; last error: {reg['last_error']}"
+    return text
+
+
+def cmd_rucio_status(args: argparse.Namespace, out: Output) -> int:
+    """Whether a portal dataset is registered in Rucio."""
+    name = check_dataset_name(args.dataset)
+    reg = _portal(args).request("GET", f"/api/datasets/{quote(name, safe='')}/rucio/")
+    out.document(reg)
+    out.line(_describe_registration(reg))
+    return 0
+
+
+def cmd_rucio_register(args: argparse.Namespace, out: Output) -> int:
+    """Queue a portal dataset's registration in Rucio (again)."""
+    name = check_dataset_name(args.dataset)
+    reg = _portal(args).request("POST", f"/api/datasets/{quote(name, safe='')}/rucio/")
+    out.document(reg)
+    out.line(_describe_registration(reg))
+    return 0
+
+
 # -- plumbing ---------------------------------------------------------------------------
 
 
@@ -373,6 +471,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ls", cmd_ls, "list a directory of a storage element")
     p.add_argument("se_url", metavar="SE_URL")
+
+    rucio = add("rucio", None, "the experiment's Rucio, through the portal")
+    rucio_commands = rucio.add_subparsers(dest="rucio_command", required=True, metavar="COMMAND")
+
+    def add_rucio(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = rucio_commands.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[sub_common],
+            epilog=EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = add_rucio("search", cmd_rucio_search, "find datasets in Rucio by scope and name")
+    p.add_argument("scope", metavar="SCOPE")
+    p.add_argument("pattern", metavar="PATTERN", nargs="?", default="*", help="'*' is any text")
+    p = add_rucio("files", cmd_rucio_files, "list a Rucio dataset's files and their replicas")
+    p.add_argument("did", metavar="SCOPE:NAME")
+    p = add_rucio("import", cmd_rucio_import, "import a Rucio dataset into the portal's catalog")
+    p.add_argument("did", metavar="SCOPE:NAME")
+    p = add_rucio("status", cmd_rucio_status, "whether a portal dataset is registered in Rucio")
+    p.add_argument("dataset", metavar="DATASET")
+    p = add_rucio("register", cmd_rucio_register, "queue a dataset's registration in Rucio")
+    p.add_argument("dataset", metavar="DATASET")
     return parser
 
 

@@ -252,3 +252,21 @@ def test_an_unreachable_portal_is_a_clear_error():
     with pytest.raises(PortalError) as err:
         ApiClient(f"http://127.0.0.1:{free_port()}").dataset("user.x.ok")
     assert "cannot reach the DSS portal (connection refused)" in err.value.message
+
+
+def test_rucio_dids_and_sizes_read_as_people_write_them():
+    from dmu.cli import _did, _size
+    from dss.errors import InvalidInput
+
+    assert _did("data24:data24.dimuon") == ("data24", "data24.dimuon")
+    for bad in ("data24", ":x", "x:", ""):
+        with pytest.raises(InvalidInput, match="a Rucio DID is scope:name"):
+            _did(bad)
+    assert [_size(n) for n in (0, 999, 1000, 2_500_000, 3 * 10**12, 10**16)] == [
+        "0 B",
+        "999 B",
+        "1.0 kB",
+        "2.5 MB",
+        "3.0 TB",
+        "10000.0 TB",
+    ]

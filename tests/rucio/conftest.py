@@ -129,3 +129,17 @@ def site(rucio, xrootd_server, settings) -> Site:
     )
     settings.DSS_RUCIO_RSES = {se.name: rse}
     return Site(xrootd_server, se, rse, root)
+
+
+@pytest.fixture
+def in_rucio(rucio, scope, site):
+    """A dataset that only Rucio knows: registered, then forgotten by the portal."""
+    from dmu import actions, catalogs
+    from tests.conftest import ZMUMU
+
+    name = f"{scope}.zmumu"
+    rel = site.put(ZMUMU, f"{name}/uproot-Zmumu.root")
+    dataset, _ = actions.check_register_dataset(name, site.se, [rel])
+    catalogs.RucioCatalog(rucio).register(dataset)
+    dataset.delete()
+    return scope, name

@@ -3,7 +3,6 @@ what they say when Rucio refuses or is down."""
 
 from __future__ import annotations
 
-import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -17,17 +16,6 @@ def client_for(user):
     token, _ = Token.objects.get_or_create(user=user)
     c.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     return c
-
-
-@pytest.fixture
-def in_rucio(rucio, scope, site):
-    """A dataset that only Rucio knows: registered, then forgotten by the portal."""
-    name = f"{scope}.zmumu"
-    rel = site.put(ZMUMU, f"{name}/uproot-Zmumu.root")
-    dataset, _ = actions.check_register_dataset(name, site.se, [rel])
-    catalogs.RucioCatalog(rucio).register(dataset)
-    dataset.delete()
-    return scope, name
 
 
 def test_the_api_searches_lists_files_and_imports(in_rucio, physicist, siteadmin):
