@@ -41,7 +41,7 @@ RESULTS = ROOT / "bench" / "results" / "skim.json"
 HZZ = ROOT / "data" / "demo" / "uproot-HZZ.root"
 RUNS_PER_FILE = 100
 sys.path.insert(0, str(ROOT))
-from dss.eventio import TTreeWriter  # noqa: E402
+from skims.eventio import TTreeWriter  # noqa: E402
 
 FIRST_RUN = 300000
 
@@ -181,8 +181,8 @@ def start_worker(log: Path) -> subprocess.Popen:
 
 
 def dss_skim(collection, selection: str, name: str, user, **options) -> tuple[float, int]:
-    from dss import actions
-    from dss.models import SkimJob
+    from skims import actions
+    from skims.models import SkimJob
 
     t = time.perf_counter()
     skim = actions.check_submit_skim(

@@ -1,68 +1,9 @@
 from django.contrib import admin
 
-from .models import BranchPreset, JobEvent, ProvenanceRecord, SkimInput, SkimJob, SkimPart
+from .models import JobEvent
 
 
 @admin.register(JobEvent)
 class JobEventAdmin(admin.ModelAdmin):
     list_display = ["at", "content_type", "object_id", "kind", "message"]
     list_filter = ["kind", "content_type"]
-
-
-@admin.register(BranchPreset)
-class BranchPresetAdmin(admin.ModelAdmin):
-    list_display = ["name", "description", "patterns"]
-    search_fields = ["name"]
-
-
-class SkimInputInline(admin.TabularInline):
-    model = SkimInput
-    extra = 0
-    readonly_fields = ["dataset", "collection", "schema_name", "schema_version"]
-
-
-class SkimPartInline(admin.TabularInline):
-    model = SkimPart
-    extra = 0
-    fields = [
-        "number",
-        "input_file",
-        "n_entries",
-        "state",
-        "attempts",
-        "output_lfn",
-        "events_written",
-        "message",
-    ]
-    readonly_fields = fields
-
-
-@admin.register(SkimJob)
-class SkimJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "output_name", "state", "owner", "events_written", "created_at"]
-    list_filter = ["state", "output_format"]
-    search_fields = ["output_name", "selection"]
-    list_select_related = ["owner"]
-    inlines = [SkimInputInline, SkimPartInline]
-    exclude = ["selection_tree"]
-
-
-@admin.register(SkimInput)
-class SkimInputAdmin(admin.ModelAdmin):
-    list_display = ["skim", "dataset", "collection", "schema_name", "schema_version"]
-    list_select_related = ["skim", "dataset"]
-
-
-@admin.register(SkimPart)
-class SkimPartAdmin(admin.ModelAdmin):
-    list_display = ["skim", "number", "input_file", "state", "attempts", "events_written"]
-    list_filter = ["state"]
-    list_select_related = ["skim", "input_file"]
-    exclude = ["entries"]
-
-
-@admin.register(ProvenanceRecord)
-class ProvenanceRecordAdmin(admin.ModelAdmin):
-    list_display = ["skim", "username", "state", "output_dataset_name", "created_at"]
-    list_filter = ["state"]
-    search_fields = ["username", "output_dataset_name", "input_dataset_names", "selection"]

@@ -4,7 +4,7 @@ from django.db.models.signals import post_migrate
 
 class DssConfig(AppConfig):
     name = "dss"
-    verbose_name = "Skim service"
+    verbose_name = "DSS kernel"
 
     def ready(self) -> None:
         # Importing the Celery app here (not in dss/__init__.py) keeps the `dss` package

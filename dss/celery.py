@@ -32,5 +32,5 @@ def _import_event_data_libraries(**kwargs) -> None:
     import awkward  # noqa: F401
     import uproot  # noqa: F401
 
-    import dss.eventio  # noqa: F401
+    import skims.eventio  # noqa: F401
     import tagdb.schema  # noqa: F401

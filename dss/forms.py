@@ -1,118 +1,13 @@
-"""Forms of the skim service, and the form edge shared by every app: a domain error
-becomes an error on the form field it concerns."""
+"""The form edge shared by every app: a domain error becomes an error on the form field it
+concerns."""
 
 from __future__ import annotations
 
 from django import forms
 
-from dmu.models import Dataset, StorageElement
-from tagdb.models import CollectionState, TagCollection
-
 from .errors import DSSError
-from .jobs import JobState
-from .models import BranchPreset, FailurePolicy, OutputFormat
 
 
 def add_domain_error(form: forms.Form, err: DSSError, field: str | None = None) -> None:
     """Attach ``err`` to ``field`` (or to the whole form), naming where it was found."""
     form.add_error(field if field in form.fields else None, str(err))
-
-
-class SkimForm(forms.Form):
-    collections = forms.ModelMultipleChoiceField(
-        label="TAG collections",
-        queryset=TagCollection.objects.none(),
-        required=False,
-        widget=forms.SelectMultiple(attrs={"size": 4}),
-        help_text="Select events through these datasets' TAGs (hold Ctrl to pick several)",
-    )
-    datasets = forms.ModelMultipleChoiceField(
-        label="Datasets without TAGs",
-        queryset=Dataset.objects.none(),
-        required=False,
-        to_field_name="name",
-        widget=forms.SelectMultiple(attrs={"size": 4}),
-        help_text="Scanned event by event: slower, but works for any dataset",
-    )
-    selection = forms.CharField(
-        label="Selection",
-        max_length=4000,
-        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "class": "mono"}),
-        help_text="e.g. n_muon >= 2 && met > 40",
-    )
-    content = forms.ChoiceField(
-        label="Branches to keep",
-        choices=[
-            ("all", "all branches of the input"),
-            ("preset", "a site preset"),
-            ("list", "my own list"),
-        ],
-        initial="all",
-        widget=forms.RadioSelect,
-    )
-    preset = forms.ModelChoiceField(
-        label="Preset", queryset=BranchPreset.objects.all(), required=False
-    )
-    branches = forms.CharField(
-        label="Branch names or patterns",
-        required=False,
-        help_text="Comma-separated, e.g. Muon_*, NMuon, MET_px, MET_py",
-    )
-    output_format = forms.ChoiceField(
-        label="Output format", choices=OutputFormat.choices, initial=OutputFormat.ROOT
-    )
-    output_name = forms.CharField(
-        label="Output dataset name", max_length=256, help_text="scope.name, e.g. user.alice.dimuons"
-    )
-    output_se = forms.ModelChoiceField(
-        label="Output storage element",
-        queryset=StorageElement.objects.all(),
-        to_field_name="name",
-        required=False,
-    )
-    event_limit = forms.IntegerField(
-        label="Event limit", min_value=1, required=False, help_text="Stop after this many events"
-    )
-    failure_policy = forms.ChoiceField(
-        label="If a file fails", choices=FailurePolicy.choices, initial=FailurePolicy.FAIL
-    )
-    force = forms.BooleanField(
-        label="Run even if an identical skim already succeeded", required=False
-    )
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["collections"].queryset = TagCollection.objects.filter(
-            state=CollectionState.READY
-        ).select_related("dataset", "schema")
-        self.fields["collections"].label_from_instance = lambda c: f"{c.dataset.name} ({c.schema})"
-        self.fields["datasets"].queryset = Dataset.objects.all()
-
-    def clean(self):
-        data = super().clean()
-        if not data.get("collections") and not data.get("datasets"):
-            raise forms.ValidationError("Pick at least one TAG collection or dataset.")
-        if data.get("content") == "preset" and not data.get("preset"):
-            self.add_error("preset", "Pick a preset, or keep all branches.")
-        if data.get("content") == "list" and not (data.get("branches") or "").strip():
-            self.add_error("branches", "Name at least one branch or pattern.")
-        return data
-
-    def branch_patterns(self) -> list[str]:
-        if self.cleaned_data.get("content") != "list":
-            return []
-        return [b.strip() for b in self.cleaned_data["branches"].split(",") if b.strip()]
-
-
-class ProvenanceFilter(forms.Form):
-    user = forms.CharField(label="User", required=False, max_length=150)
-    dataset = forms.CharField(label="Dataset", required=False, max_length=256)
-    state = forms.ChoiceField(
-        label="State", required=False, choices=[("", "any")] + JobState.choices
-    )
-    since = forms.DateField(
-        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-    until = forms.DateField(
-        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )

@@ -17,7 +17,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     PHYSICIST: [
         "tagdb.add_tagcollection",
         "tagdb.add_savedquery",
-        "dss.add_skimjob",
+        "skims.add_skimjob",
     ],
     ADMIN: [
         "dmu.add_dataset",
@@ -31,8 +31,8 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "pilotchecker.add_pilot",
     ],
     OPERATOR: [
-        "dss.view_provenancerecord",
-        "dss.rerun_skimjob",
+        "skims.view_provenancerecord",
+        "skims.rerun_skimjob",
     ],
 }
 

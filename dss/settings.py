@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "dmu.apps.DmuConfig",
     "tagdb.apps.TagdbConfig",
     "pilotchecker.apps.PilotcheckerConfig",
+    "skims.apps.SkimsConfig",
 ]
 
 MIDDLEWARE = [

@@ -8,9 +8,11 @@ from rest_framework.authtoken.views import obtain_auth_token
 
 from dmu.urls import api_urlpatterns as dmu_api
 from pilotchecker.urls import api_urlpatterns as pilot_api
+from skims.urls import api_urlpatterns as skim_api
+from skims.views import home
 from tagdb.urls import api_urlpatterns as tag_api
 
-from . import api, views
+from . import views
 
 api_patterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -26,21 +28,14 @@ api_patterns = [
         name="api-redoc",
     ),
     path("token/", obtain_auth_token, name="api-token"),
-    path("skims/", api.SkimList.as_view(), name="api-skims"),
-    path("skims/<int:pk>/", api.SkimDetail.as_view(), name="api-skim"),
-    path("skims/<int:pk>/cancel/", api.SkimCancel.as_view(), name="api-skim-cancel"),
-    path("skims/<int:pk>/retry/", api.SkimRetry.as_view(), name="api-skim-retry"),
-    path("provenance/", api.ProvenanceList.as_view(), name="api-provenance-list"),
-    path("provenance/<int:pk>/", api.ProvenanceDetail.as_view(), name="api-provenance"),
-    path("provenance/<int:pk>/rerun/", api.ProvenanceRerun.as_view(), name="api-provenance-rerun"),
-    path("branch-presets/", api.BranchPresetList.as_view(), name="api-branch-presets"),
+    *skim_api,
     *dmu_api,
     *tag_api,
     *pilot_api,
 ]
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", home, name="home"),
     path(
         "login/",
         # the portal's own name, not the host the request came to
@@ -55,15 +50,5 @@ urlpatterns = [
     path("", include("dmu.urls")),
     path("", include("tagdb.urls")),
     path("", include("pilotchecker.urls")),
-]
-
-urlpatterns += [
-    path("skims/", views.skim_list, name="skims"),
-    path("skims/new/", views.skim_new, name="skim_new"),
-    path("skims/<int:pk>/", views.skim_detail, name="skim"),
-    path("skims/<int:pk>/cancel/", views.skim_cancel, name="skim_cancel"),
-    path("skims/<int:pk>/retry/", views.skim_retry, name="skim_retry"),
-    path("provenance/", views.provenance_list, name="provenance_list"),
-    path("provenance/<int:pk>/", views.provenance_detail, name="provenance"),
-    path("provenance/<int:pk>/rerun/", views.provenance_rerun, name="provenance_rerun"),
+    path("", include("skims.urls")),
 ]

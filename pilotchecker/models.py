@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dss.errors import InvalidInput
+from dss.models import JobEvent
 
 from . import batch, pilot
 
@@ -439,8 +440,6 @@ class Pilot(models.Model):
 
     def log(self, kind: str, message: str = "", **data) -> None:
         """Append an event to this pilot's log (the same log as every DSS job)."""
-        from dss.models import JobEvent
-
         JobEvent.objects.create(job=self, kind=kind, message=message[:4000], data=data or {})
 
 

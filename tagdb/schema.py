@@ -58,7 +58,7 @@ import awkward as ak
 import numpy as np
 import yaml
 
-from dss.errors import InvalidInput
+from dss.errors import BadEventFile, InvalidInput
 from tagdb.selection import (
     BOOL,
     FLOAT,
@@ -536,8 +536,6 @@ def compute_tags(
     """
     if isinstance(tree, str | Path):
         import uproot
-
-        from dss.errors import BadEventFile
 
         try:
             source = uproot.open(tree)

@@ -44,7 +44,7 @@ import sqlalchemy as sa
 
 from dss.errors import InvalidInput, NotFound
 from tagdb.schema import MISSING, Schema
-from tagdb.selection import BOOL, FLOAT, INT, Node, check, names_in, to_sql
+from tagdb.selection import BOOL, FLOAT, INT, Node, check, names_in, suggest, to_sql
 
 KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,23}")
 CATALOG_TABLE = "tagdb_catalog"
@@ -983,8 +983,6 @@ class TagStore:
         """
         info, table, types = self._source(key, tree, attr)
         if attr not in types:
-            from tagdb.selection import suggest
-
             raise InvalidInput(
                 f"unknown attribute '{attr}'{suggest(attr, sorted(types))}", where="attribute"
             )
@@ -1094,8 +1092,6 @@ class TagStore:
         """The ``n`` passing events with the largest ``attr`` (its value in ``.value``)."""
         _, table, types = self._bound(key)
         if attr not in types:
-            from tagdb.selection import suggest
-
             raise InvalidInput(
                 f"unknown attribute '{attr}'{suggest(attr, sorted(types))}", where="attribute"
             )

@@ -7,7 +7,7 @@ import re
 
 from playwright.sync_api import expect
 
-from dss.models import SkimJob
+from skims.models import SkimJob
 
 
 def tab_to(page, predicate_js: str, limit: int = 60) -> None:

@@ -7,8 +7,8 @@ import re
 
 from playwright.sync_api import expect
 
-from dss import actions
-from dss.models import SkimJob
+from skims import actions
+from skims.models import SkimJob
 from tests.browser.conftest import JOB_TIMEOUT_MS, login, shot
 from tests.conftest import wait_for
 

@@ -8,8 +8,8 @@ from urllib.parse import quote
 import pytest
 from playwright.sync_api import expect
 
-from dss import actions as skim_actions
 from pilotchecker import actions as pilot_actions
+from skims import actions as skim_actions
 from tests.browser.conftest import login, shot
 from tests.conftest import make_user
 from tests.skims.test_skim_correctness import run_skim

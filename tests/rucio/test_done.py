@@ -11,8 +11,8 @@ from dmu import actions as dmu_actions
 from dmu import catalogs
 from dmu.models import RucioRegistration, RucioState
 from dmu.tasks import register_in_rucio
-from dss import actions
-from dss.tasks import plan_skim, run_part
+from skims import actions
+from skims.tasks import plan_skim, run_part
 from tests.conftest import HZZ
 
 pytestmark = pytest.mark.django_db(transaction=True)

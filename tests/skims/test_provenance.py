@@ -3,7 +3,7 @@
 import pytest
 from django.test import Client
 
-from dss import actions
+from skims import actions
 from tests.skims.conftest import same_events
 from tests.skims.test_skim_correctness import outputs, run_skim, submit
 

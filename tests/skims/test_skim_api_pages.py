@@ -5,7 +5,7 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from dss.models import SkimJob
+from skims.models import SkimJob
 
 pytestmark = pytest.mark.django_db
 

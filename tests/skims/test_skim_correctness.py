@@ -4,10 +4,10 @@ import awkward as ak
 import pytest
 import uproot
 
-from dss import actions
-from dss.eventio import read_output
-from dss.models import SkimJob
-from dss.tasks import plan_skim
+from skims import actions
+from skims.eventio import read_output
+from skims.models import SkimJob
+from skims.tasks import plan_skim
 from tests.conftest import HZZ
 from tests.skims.conftest import same_events
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def run_skim(skim: SkimJob) -> SkimJob:
     """Run a submitted skim's tasks in this process, in the order a worker would."""
     plan_skim(skim.pk)  # queues run_part tasks; with no worker here, run them directly
-    from dss.tasks import run_part
+    from skims.tasks import run_part
 
     for part in skim.parts.order_by("number"):
         run_part.apply(args=[part.pk], task_id=f"t-{part.pk}")

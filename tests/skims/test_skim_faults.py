@@ -6,9 +6,9 @@ import os
 import pytest
 
 from dmu.models import Dataset
-from dss import actions
 from dss.errors import Conflict, InvalidInput
-from dss.models import SkimPart
+from skims import actions
+from skims.models import SkimPart
 from tests.skims.test_skim_correctness import run_skim, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -128,7 +128,7 @@ def test_a_full_output_disk_fails_the_part_and_leaves_nothing(
 def test_a_part_left_running_by_a_killed_worker_is_taken_over_by_the_redelivered_task(
     hzz_tags, physicist, storage_root
 ):
-    from dss.tasks import plan_skim, run_part
+    from skims.tasks import plan_skim, run_part
 
     skim = submit(physicist, hzz_input(hzz_tags), "n_muon >= 2", "user.phys.killed")
     plan_skim(skim.pk)
@@ -165,7 +165,7 @@ def test_partial_policy_keeps_the_good_files_and_names_the_bad(split_hzz, physic
 
 
 def test_fail_policy_removes_the_outputs_of_good_parts(split_hzz, physicist, storage_root):
-    from dss.tasks import plan_skim, run_part
+    from skims.tasks import plan_skim, run_part
 
     skim = submit(
         physicist, [actions.InputSpec(split_hzz, None)], "n_muon >= 2", "user.phys.failpol"
@@ -186,7 +186,7 @@ def test_fail_policy_removes_the_outputs_of_good_parts(split_hzz, physicist, sto
 
 
 def test_partial_policy_registers_what_succeeded(split_hzz, physicist, storage_root):
-    from dss.tasks import plan_skim, run_part
+    from skims.tasks import plan_skim, run_part
 
     skim = submit(
         physicist,
@@ -207,7 +207,7 @@ def test_partial_policy_registers_what_succeeded(split_hzz, physicist, storage_r
 
 
 def test_retry_runs_only_the_failed_parts(split_hzz, physicist, storage_root):
-    from dss.tasks import plan_skim, run_part
+    from skims.tasks import plan_skim, run_part
 
     skim = submit(physicist, [actions.InputSpec(split_hzz, None)], "n_muon >= 2", "user.phys.retry")
     plan_skim(skim.pk)
@@ -232,7 +232,7 @@ def test_cancel_stops_queued_parts_and_removes_partial_output(
 ):
     from django.core.exceptions import PermissionDenied
 
-    from dss.tasks import plan_skim, run_part
+    from skims.tasks import plan_skim, run_part
 
     skim = submit(
         physicist, [actions.InputSpec(split_hzz, None)], "n_muon >= 2", "user.phys.cancel"

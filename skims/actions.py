@@ -33,11 +33,14 @@ from dmu.models import Dataset, File, Replica, ReplicaState, StorageElement
 from dmu.names import check_dataset_name, scope_of
 from dmu.storage import deterministic_path
 from dmu.transfer import copy
-from dss.errors import Conflict, DSSError, InvalidInput, NotFound, StorageError
+from dss.errors import ChecksumMismatch, Conflict, DSSError, InvalidInput, NotFound, StorageError
+from dss.jobs import JobState
+from tagdb.actions import check_selection, get_store
 from tagdb.models import CollectionState, TagCollection
+from tagdb.schema import auto_schema, builtin_schemas, compute_tags
+from tagdb.selection import check, evaluate, normalise, parse, tree_to_json
 
 from . import eventio
-from .jobs import JobState
 from .models import (
     BranchPreset,
     FailurePolicy,
@@ -103,8 +106,6 @@ def _scan_schema(file: File):
     """The schema that a dataset without TAGs is selected with: a shipped schema that
     fits the tree (so attribute names are the same as with TAGs), else the automatic one."""
 
-    from tagdb.schema import auto_schema, builtin_schemas
-
     with _open_event_file(file) as (tree, _):
         available = set(tree.keys())
         for schema in builtin_schemas().values():
@@ -115,8 +116,6 @@ def _scan_schema(file: File):
 
 def _check_selection_for(inp: InputSpec, text: str, first_file: File | None):
     """Parse and type-check ``text`` for one input; returns (tree, normalised text)."""
-    from tagdb.actions import check_selection
-    from tagdb.selection import check, normalise, parse
 
     if inp.collection is not None:
         return check_selection(inp.collection, text)
@@ -287,8 +286,6 @@ def check_submit_skim(
     patterns = list(preset.patterns) if preset else [b.strip() for b in branches if b.strip()]
 
     normalised, tree_json = None, None
-    from tagdb.selection import tree_to_json
-
     for inp in inputs:
         first = inp.dataset.files.order_by("lfn").first()
         if first is None:
@@ -356,11 +353,7 @@ def selected_entries(inp: SkimInput, tree) -> dict[str, np.ndarray]:
     """Entries passing ``tree`` in one input, by file GUID: from the TAG DB, or by scanning
     the event files of a dataset without TAGs."""
     if inp.collection is not None:
-        from tagdb.actions import get_store
-
         return get_store().entries_by_file(inp.collection.key, tree)
-    from tagdb.schema import compute_tags
-    from tagdb.selection import check, evaluate
 
     found: dict[str, np.ndarray] = {}
     for file in inp.dataset.files.order_by("lfn"):
@@ -378,8 +371,6 @@ def selected_entries(inp: SkimInput, tree) -> dict[str, np.ndarray]:
 def do_plan_skim(skim: SkimJob) -> list[SkimPart]:
     """Record one part per input file that holds selected entries (applying the event
     limit in file order). Ends the skim at once when nothing would be written."""
-    from tagdb.selection import check, parse
-
     parts: list[SkimPart] = []
     remaining = skim.event_limit
     number = 0
@@ -389,8 +380,6 @@ def do_plan_skim(skim: SkimJob) -> list[SkimPart]:
             raise InvalidInput(f"dataset {inp.dataset.name} has no files", where=inp.dataset.name)
         tree = parse(skim.selection)
         if inp.collection is not None:
-            from tagdb.actions import get_store
-
             tree = check(tree, get_store().attribute_types(inp.collection.key))
         by_file = selected_entries(inp, tree)
         for guid in sorted(by_file, key=lambda g: files[g].lfn if g in files else g):
@@ -477,8 +466,6 @@ def verify_input(file: File, replica: Replica) -> None:
     with endpoint.open_read(replica.path) as fh:
         adler32, _, _ = file_checksum(fh)
     if adler32 != file.adler32:
-        from dss.errors import ChecksumMismatch
-
         raise ChecksumMismatch(
             f"input file {file.lfn} has adler32 {adler32}, the catalog says {file.adler32}",
             where=where,
@@ -662,7 +649,7 @@ def do_cancel_skim(skim: SkimJob, user=None) -> SkimJob:
         state=PartState.CANCELLED, finished_at=timezone.now()
     )
     if running:
-        from .celery import app
+        from dss.celery import app
 
         app.control.revoke(running, terminate=True, signal="SIGTERM")
     _remove_outputs(skim, list(skim.parts.exclude(output_path="")))

@@ -7,9 +7,9 @@ import logging
 from celery import shared_task
 
 from dss.errors import DSSError
+from dss.jobs import JobState
 
 from . import actions
-from .jobs import JobState
 from .models import SkimJob
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from django.contrib.auth.models import Group
 
 from dmu import actions
 from dmu.storage import deterministic_path
-from dss import actions as skim_actions
 from dss.management.base import ActionCommand
 from dss.roles import ADMIN, OPERATOR, PHYSICIST
 from pilotchecker import actions as pilot_actions
+from skims import actions as skim_actions
 from tagdb import actions as tag_actions
 
 DEMO_DIR = Path(settings.BASE_DIR) / "data" / "demo"

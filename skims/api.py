@@ -1,0 +1,317 @@
+"""REST API of the skim service: skims, their parts, provenance records, branch presets."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, permissions, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from dmu import actions as dmu_actions
+from dss.api import invalid_input, validated
+from dss.errors import InvalidInput, NotFound
+
+from . import actions
+from .forms import ProvenanceFilter
+from .models import BranchPreset, FailurePolicy, OutputFormat, ProvenanceRecord, SkimJob, SkimPart
+
+
+class SkimSubmitSerializer(serializers.Serializer):
+    collections = serializers.ListField(
+        child=serializers.IntegerField(), required=False, default=list, max_length=100
+    )
+    datasets = serializers.ListField(
+        child=serializers.CharField(max_length=256), required=False, default=list, max_length=100
+    )
+    selection = serializers.CharField(max_length=4000, trim_whitespace=False)
+    branches = serializers.ListField(
+        child=serializers.CharField(max_length=200), required=False, default=list, max_length=1000
+    )
+    preset = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    output_format = serializers.ChoiceField(choices=OutputFormat.choices, default=OutputFormat.ROOT)
+    output_name = serializers.CharField(max_length=256)
+    output_se = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    event_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    failure_policy = serializers.ChoiceField(
+        choices=FailurePolicy.choices, default=FailurePolicy.FAIL
+    )
+    force = serializers.BooleanField(default=False)
+
+
+class SkimPartSerializer(serializers.ModelSerializer):
+    input_lfn = serializers.CharField(source="input_file.lfn")
+
+    class Meta:
+        model = SkimPart
+        fields = [
+            "number",
+            "input_lfn",
+            "n_entries",
+            "state",
+            "attempts",
+            "output_lfn",
+            "output_guid",
+            "output_bytes",
+            "output_adler32",
+            "events_written",
+            "message",
+            "worker",
+        ]
+
+
+class SkimSerializer(serializers.ModelSerializer):
+    inputs = serializers.SerializerMethodField()
+    owner = serializers.CharField(source="owner.username", default=None)
+    output_se = serializers.CharField(source="output_se.name")
+    output_dataset = serializers.CharField(source="output_dataset.name", default=None)
+    preset = serializers.CharField(source="preset.name", default=None)
+    percent = serializers.IntegerField()
+    provenance = serializers.SerializerMethodField()
+    parts = SkimPartSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = SkimJob
+        fields = [
+            "id",
+            "state",
+            "percent",
+            "progress_done",
+            "progress_total",
+            "events_selected",
+            "events_written",
+            "message",
+            "inputs",
+            "selection",
+            "selection_normalised",
+            "branches",
+            "preset",
+            "output_format",
+            "output_name",
+            "output_se",
+            "event_limit",
+            "failure_policy",
+            "output_dataset",
+            "owner",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "provenance",
+            "parts",
+        ]
+
+    def get_inputs(self, skim) -> list[dict]:
+        return [
+            {
+                "dataset": i.dataset.name,
+                "collection": i.collection_id,
+                "schema": i.schema_name or None,
+            }
+            for i in skim.inputs.all()
+        ]
+
+    def get_provenance(self, skim) -> int | None:
+        record = getattr(skim, "provenance", None) if hasattr(skim, "provenance") else None
+        return record.pk if record else None
+
+
+class SkimSummarySerializer(SkimSerializer):
+    class Meta(SkimSerializer.Meta):
+        fields = [f for f in SkimSerializer.Meta.fields if f != "parts"]
+
+
+def _skims():
+    return SkimJob.objects.select_related(
+        "owner", "output_se", "output_dataset", "preset", "provenance"
+    ).prefetch_related("inputs__dataset", "parts__input_file")
+
+
+class CanSkim(permissions.BasePermission):
+    message = "submitting skims needs the physicist role"
+
+    def has_permission(self, request, view):
+        return request.method in permissions.SAFE_METHODS or request.user.has_perm(
+            "skims.add_skimjob"
+        )
+
+
+class SkimList(generics.ListAPIView):
+    """Skims, newest first (`?mine=1`, `?state=`); POST submits a new one."""
+
+    serializer_class = SkimSummarySerializer
+    permission_classes = [permissions.IsAuthenticated, CanSkim]
+
+    def get_queryset(self):
+        qs = _skims().order_by("-created_at")
+        if self.request.query_params.get("mine") == "1":
+            qs = qs.filter(owner=self.request.user)
+        state = self.request.query_params.get("state")
+        if state:
+            qs = qs.filter(state=state)
+        return qs
+
+    @extend_schema(request=SkimSubmitSerializer, responses={201: SkimSerializer})
+    def post(self, request):
+        d = validated(SkimSubmitSerializer, request.data)
+        preset = None
+        if d.get("preset"):
+            preset = BranchPreset.objects.filter(name=d["preset"]).first()
+            if preset is None:
+                raise InvalidInput(f"no branch preset named {d['preset']!r}", where="preset")
+        se = dmu_actions.get_storage_element(d["output_se"]) if d.get("output_se") else None
+        with transaction.atomic():
+            skim = actions.check_submit_skim(
+                user=request.user,
+                inputs=actions.resolve_inputs(d["collections"], d["datasets"]),
+                selection=d["selection"],
+                output_name=d["output_name"],
+                output_se=se,
+                branches=d["branches"],
+                preset=preset,
+                output_format=d["output_format"],
+                event_limit=d.get("event_limit"),
+                failure_policy=d["failure_policy"],
+                force=d["force"],
+            )
+        return Response(
+            SkimSerializer(_skims().get(pk=skim.pk)).data, status=status.HTTP_201_CREATED
+        )
+
+
+class SkimDetail(generics.RetrieveAPIView):
+    serializer_class = SkimSerializer
+
+    def get_queryset(self):
+        return _skims()
+
+    def get_object(self):
+        skim = self.get_queryset().filter(pk=self.kwargs["pk"]).first()
+        if skim is None:
+            raise NotFound(f"no skim #{self.kwargs['pk']}", where="skim")
+        return skim
+
+
+class SkimCancel(APIView):
+    @extend_schema(request=None, responses={200: SkimSummarySerializer})
+    def post(self, request, pk: int):
+        skim = actions.get_skim_for_user(pk, request.user)
+        try:
+            actions.do_cancel_skim(skim, request.user)
+        except PermissionDenied as e:
+            return Response(
+                {"error": "permission_denied", "detail": str(e)}, status=status.HTTP_403_FORBIDDEN
+            )
+        return Response(SkimSummarySerializer(_skims().get(pk=pk)).data)
+
+
+class SkimRetry(APIView):
+    @extend_schema(request=None, responses={200: SkimSummarySerializer})
+    def post(self, request, pk: int):
+        skim = actions.get_skim_for_user(pk, request.user)
+        try:
+            actions.do_retry_skim(skim, request.user)
+        except PermissionDenied as e:
+            return Response(
+                {"error": "permission_denied", "detail": str(e)}, status=status.HTTP_403_FORBIDDEN
+            )
+        return Response(SkimSummarySerializer(_skims().get(pk=pk)).data)
+
+
+class ProvenanceSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ProvenanceRecord
+        fields = [
+            "id",
+            "skim",
+            "created_at",
+            "username",
+            "state",
+            "selection",
+            "selection_normalised",
+            "selection_tree",
+            "options",
+            "inputs",
+            "outputs",
+            "software",
+            "workers",
+            "timing",
+            "output_dataset_name",
+        ]
+
+
+class CanReadProvenance(permissions.BasePermission):
+    message = "the provenance history needs the operator role"
+
+    def has_permission(self, request, view):
+        return request.user.has_perm("skims.view_provenancerecord")
+
+
+class ProvenanceList(generics.ListAPIView):
+    """Provenance records; filter with `user`, `dataset`, `state`, `since`, `until` (YYYY-MM-DD)."""
+
+    serializer_class = ProvenanceSerializer
+    permission_classes = [permissions.IsAuthenticated, CanReadProvenance]
+
+    def get_queryset(self):
+        f = ProvenanceFilter(self.request.query_params)
+        if not f.is_valid():
+            raise invalid_input(f.errors)
+        return actions.provenance_queryset(**{k: v for k, v in f.cleaned_data.items() if v})
+
+
+class ProvenanceDetail(APIView):
+    """One record; `?export=prov-json` gives it as W3C PROV-JSON."""
+
+    permission_classes = [permissions.IsAuthenticated, CanReadProvenance]
+
+    @extend_schema(
+        parameters=[OpenApiParameter("export", str, enum=["json", "prov-json"])],
+        responses={200: ProvenanceSerializer},
+    )
+    def get(self, request, pk: int):
+        record = (
+            ProvenanceRecord.objects.filter(pk=pk).first()
+            or ProvenanceRecord.objects.filter(skim_id=pk).first()
+        )
+        if record is None:
+            return Response(
+                {"error": "not_found", "detail": f"no provenance record #{pk}"}, status=404
+            )
+        if request.query_params.get("export") == "prov-json":
+            return Response(actions.prov_json(record))
+        return Response(ProvenanceSerializer(record).data)
+
+
+class ProvenanceRerun(APIView):
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(request=None, responses={201: SkimSummarySerializer})
+    def post(self, request, pk: int):
+        if not request.user.has_perm("skims.rerun_skimjob"):
+            return Response(
+                {"error": "permission_denied", "detail": "re-running needs the operator role"},
+                status=403,
+            )
+        record = ProvenanceRecord.objects.select_related("skim").filter(pk=pk).first()
+        if record is None:
+            return Response(
+                {"error": "not_found", "detail": f"no provenance record #{pk}"}, status=404
+            )
+        with transaction.atomic():
+            skim = actions.do_rerun(record, request.user, request.data.get("output_name") or None)
+        return Response(
+            SkimSummarySerializer(_skims().get(pk=skim.pk)).data, status=status.HTTP_201_CREATED
+        )
+
+
+class BranchPresetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = BranchPreset
+        fields = ["name", "description", "patterns"]
+
+
+class BranchPresetList(generics.ListAPIView):
+    serializer_class = BranchPresetSerializer
+    queryset = BranchPreset.objects.all()
+    pagination_class = None
