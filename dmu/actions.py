@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timedelta
 from time import monotonic
 from urllib.parse import urlparse
 
@@ -16,6 +14,7 @@ from django.db import transaction
 from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
+from dss import leases
 from dss.errors import Conflict, DSSError, InvalidInput, NotFound
 from dss.jobs import JobState
 
@@ -146,13 +145,15 @@ def check_register_dataset(
     tree: str | None = None,
     description: str = "",
     progress: Callable[[int, int], None] | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> tuple[Dataset, int]:
     """Register ROOT files on ``se`` as (part of) dataset ``name``.
 
     Every file is read and checksummed before anything is written; then all of them are
-    recorded in one transaction. Registering a file again changes nothing; the same logical
-    name with another checksum is a Conflict, and the whole call registers nothing.
-    Returns the dataset and the number of files newly recorded.
+    recorded in one transaction (in which ``before_commit`` runs first: a registration job
+    checks there that it still holds its lease). Registering a file again changes nothing;
+    the same logical name with another checksum is a Conflict, and the whole call
+    registers nothing. Returns the dataset and the number of files newly recorded.
     """
     check_dataset_name(name)
     rels = [relative_path(se, p) for p in paths]
@@ -171,6 +172,8 @@ def check_register_dataset(
 
     new_files = 0
     with transaction.atomic():
+        if before_commit is not None:
+            before_commit()
         dataset, _ = Dataset.objects.get_or_create(
             name=name, defaults={"created_by": user, "description": description}
         )
@@ -210,8 +213,6 @@ def do_enqueue_registration(
     name: str, se: StorageElement, paths: list[str], *, user=None, tree: str = ""
 ) -> RegistrationJob:
     """Validate a registration request and queue it for a worker (after the commit)."""
-    from .tasks import register_dataset
-
     check_dataset_name(name)
     rels = [relative_path(se, p) for p in paths]
     if not rels:
@@ -225,7 +226,7 @@ def do_enqueue_registration(
         progress_total=len(rels),
     )
     job.log("queued", f"{len(rels)} file(s) on {se.name}")
-    transaction.on_commit(lambda: register_dataset.delay(job.pk))
+    leases.send(job)
     return job
 
 
@@ -364,8 +365,6 @@ def check_request_transfer(
             where="files",
         )
 
-    from .tasks import transfer_file
-
     total = sum(f.bytes for f in files)
     with transaction.atomic():
         transfer = Transfer.objects.create(
@@ -384,8 +383,8 @@ def check_request_transfer(
             f"{len(files)} file(s), {total} bytes of {dataset.name} to {destination.name}"
             + (f" from {source.name}" if source is not None else ""),
         )
-        ids = [i.pk for i in items]
-        transaction.on_commit(lambda: [transfer_file.delay(pk) for pk in ids])
+        for item in items:
+            leases.send(item)
     return transfer
 
 
@@ -393,56 +392,35 @@ class SlotsFull(Exception):
     """Every transfer slot of the destination storage element is taken: try again later."""
 
 
-def claim_transfer_file(item_id: int, task_id: str) -> TransferFile | None:
-    """Take one file of a transfer for this worker; None when it is not ours to copy (done,
-    cancelled, or taken by another task). Raises SlotsFull when the destination already
-    receives ``DMU_MAX_TRANSFERS_PER_SE`` files.
+def acquire_transfer_file(item_id: int) -> leases.Lease | None:
+    """Take one file of a transfer for this worker (dss.leases); None when it is not ours
+    to copy (done, cancelled, or held by a live worker). Raises SlotsFull when the
+    destination already receives ``DMU_MAX_TRANSFERS_PER_SE`` files.
 
     The destination's row is locked while the running copies are counted, so two workers
-    cannot both take the last slot. A file left ``running`` by this same task message may
-    be taken again: that is the broker redelivering the task of a worker that died.
-    """
+    cannot both take the last slot. A file whose worker died is taken over (it held a
+    slot already)."""
     item = TransferFile.objects.select_related("transfer").filter(pk=item_id).first()
     if item is None or item.transfer.is_final:
         return None
-    mine = Q(state=TransferFileState.QUEUED) | Q(
-        state=TransferFileState.RUNNING, task_id=task_id or "-"
-    )
     with transaction.atomic():
         StorageElement.objects.select_for_update().filter(pk=item.transfer.destination_id).first()
-        if not TransferFile.objects.filter(mine, pk=item_id).exists():
-            return None
-        running = (
-            TransferFile.objects.filter(
-                transfer__destination_id=item.transfer.destination_id,
-                state=TransferFileState.RUNNING,
+        if TransferFile.objects.filter(TransferFile.waiting(), pk=item_id).exists():
+            running = (
+                TransferFile.objects.filter(
+                    transfer__destination_id=item.transfer.destination_id,
+                    state=TransferFileState.RUNNING,
+                )
+                .exclude(pk=item_id)
+                .count()
             )
-            .exclude(pk=item_id)
-            .count()
-        )
-        if running >= settings.DMU_MAX_TRANSFERS_PER_SE:
-            raise SlotsFull(f"{running} copies already run into this storage element")
-        won = TransferFile.objects.filter(
-            mine, pk=item_id, transfer__state__in=[JobState.QUEUED, JobState.RUNNING]
-        ).update(
-            state=TransferFileState.RUNNING,
-            task_id=task_id or "",
-            worker=socket.gethostname(),
-            started_at=timezone.now(),
-            heartbeat_at=timezone.now(),
-            bytes_done=0,
-            rate_mb_s=0.0,
-            attempts=0,
-            error="",
-            error_code="",
-        )
-    if not won:
+            if running >= settings.DMU_MAX_TRANSFERS_PER_SE:
+                raise SlotsFull(f"{running} copies already run into this storage element")
+        lease = leases.acquire(TransferFile, item_id)
+    if lease is None:
         return None
-    item = TransferFile.objects.select_related(
-        "transfer", "transfer__dataset", "transfer__destination", "transfer__source", "file"
-    ).get(pk=item_id)
-    item.transfer.claim()
-    return item
+    lease.unit.transfer.claim()
+    return lease
 
 
 class TransferCancelled(Exception):
@@ -452,17 +430,20 @@ class TransferCancelled(Exception):
 
 class _Progress:
     """The engine's progress callback for one file: writes bytes, rate and attempt to the
-    row at most once a second, and stops the copy once the row is no longer running."""
+    row at most once a second, and stops the copy once the file is no longer this
+    attempt's (cancelled, or given to another worker)."""
 
-    def __init__(self, item: TransferFile, interval: float = 1.0):
-        self.item = item
-        self.interval = interval
+    def __init__(self, lease: leases.Lease, interval: float = 1.0):
+        self.lease = lease
         self.attempt = 1
         self.last_done = 0
         self.mark = (monotonic(), 0)
         self.written_at = 0.0
+        self.interval = interval
 
     def __call__(self, done: int, total: int) -> None:
+        if self.lease.lost:
+            raise TransferCancelled(f"{self.lease.unit.job_label()} is no longer this worker's")
         now = monotonic()
         if done <= self.last_done:
             # Within one attempt the count only grows: the engine started over.
@@ -475,18 +456,10 @@ class _Progress:
         rate = (done - at) / 1e6 / (now - since) if now > since else 0.0
         self.mark, self.written_at = (now, done), now
         still_ours = TransferFile.objects.filter(
-            pk=self.item.pk, state=TransferFileState.RUNNING, task_id=self.item.task_id
-        ).update(
-            bytes_done=done,
-            rate_mb_s=round(rate, 2),
-            attempts=self.attempt,
-            heartbeat_at=timezone.now(),
-        )
+            pk=self.lease.pk, state=TransferFileState.RUNNING, lease_token=self.lease.token
+        ).update(bytes_done=done, rate_mb_s=round(rate, 2), attempts=self.attempt)
         if not still_ours:
-            # Cancelled, or sent to another worker after this one went silent too long.
-            raise TransferCancelled(
-                f"file {self.item.pk} of transfer #{self.item.transfer_id} is no longer ours"
-            )
+            raise TransferCancelled(f"{self.lease.unit.job_label()} is no longer this worker's")
 
 
 _GAVE_UP = re.compile(r"gave up after (\d+) attempts")
@@ -520,21 +493,23 @@ def _on_destination(err: DSSError, dst: StorageEndpoint) -> bool:
     )
 
 
-def do_copy_transfer_file(item: TransferFile) -> TransferFile:
-    """Copy one claimed file to the transfer's destination, verified against the catalog's
-    adler32 and size, and register the replica there only when the copy is whole.
+def do_copy_transfer_file(lease: leases.Lease) -> TransferFile:
+    """Copy one file, held under ``lease``, to the transfer's destination, verified against
+    the catalog's adler32 and size, and register the replica there only when the copy is
+    whole and this attempt still holds the file.
 
     A file whose replica is already registered on the destination, or whose destination
     path already holds the same bytes, counts as done. A source that is missing or damaged
     is skipped for the next available replica; a failure at the destination ends at once.
     Raises the DSSError of the last failure; then nothing is registered.
     """
+    item: TransferFile = lease.unit
     transfer, file, destination = item.transfer, item.file, item.transfer.destination
     registered = Replica.objects.filter(
         file=file, storage_element=destination, state=ReplicaState.AVAILABLE
     ).first()
     if registered is not None:
-        return _succeed(item, registered.path, None, note="already registered there")
+        return _succeed(lease, registered.path, None, note="already registered there")
     sources = _sources(item)
     if not sources:
         on = f" on {transfer.source.name}" if transfer.source_id else ""
@@ -554,7 +529,9 @@ def do_copy_transfer_file(item: TransferFile) -> TransferFile:
                 expected_adler32=file.adler32,
                 expected_bytes=file.bytes,
                 retries=settings.DMU_TRANSFER_RETRIES,
-                progress=_Progress(item),
+                progress=_Progress(lease),
+                temp_tag=lease.token,
+                publish=False,
             )
         except DSSError as e:
             if _on_destination(e, dst):
@@ -562,7 +539,7 @@ def do_copy_transfer_file(item: TransferFile) -> TransferFile:
             failures.append(e)
             transfer.log("source-failed", f"{file.lfn} from {replica.storage_element.name}: {e}")
             continue
-        return _succeed(item, item.path, result)
+        return _succeed(lease, item.path, result)
     if len(failures) == 1:
         raise failures[0]
     tried = "; ".join(
@@ -574,16 +551,18 @@ def do_copy_transfer_file(item: TransferFile) -> TransferFile:
 
 
 def _succeed(
-    item: TransferFile, path: str, result: engine.TransferResult | None, note: str = ""
+    lease: leases.Lease, path: str, result: engine.TransferResult | None, note: str = ""
 ) -> TransferFile:
-    """Record a file as done and register its replica, unless the transfer was cancelled
-    meanwhile: then a copy made here is removed again and nothing is registered."""
+    """Give a verified copy its name and register its replica, in one transaction that
+    still holds the file: a late attempt (its worker thought dead, or the transfer
+    cancelled) raises LeaseLost here, and its temporary is removed."""
+    item: TransferFile = lease.unit
     file, destination = item.file, item.transfer.destination
     already = result is None or result.already_there
-    with transaction.atomic():
-        won = TransferFile.objects.filter(
-            pk=item.pk, state=TransferFileState.RUNNING, task_id=item.task_id
-        ).update(
+    with lease.committing():
+        if result is not None and result.temp:
+            destination.endpoint().publish(result.temp, path)
+        TransferFile.objects.filter(pk=item.pk).update(
             state=TransferFileState.SUCCEEDED,
             path=path,
             bytes_done=file.bytes,
@@ -592,23 +571,14 @@ def _succeed(
             already_there=already,
             finished_at=timezone.now(),
         )
-        if won:
-            Replica.objects.update_or_create(
-                file=file,
-                storage_element=destination,
-                defaults={"path": path, "state": ReplicaState.AVAILABLE},
-            )
-            Transfer.objects.filter(pk=item.transfer_id).update(
-                progress_done=F("progress_done") + file.bytes
-            )
-    if not won:
-        if not already:
-            try:
-                destination.endpoint().delete(path, missing_ok=True)
-            except DSSError as e:
-                log.warning("could not remove %s from %s: %s", path, destination.name, e)
-        item.refresh_from_db()
-        return item
+        Replica.objects.update_or_create(
+            file=file,
+            storage_element=destination,
+            defaults={"path": path, "state": ReplicaState.AVAILABLE},
+        )
+        Transfer.objects.filter(pk=item.transfer_id).update(
+            progress_done=F("progress_done") + file.bytes
+        )
     if result is None or result.already_there:
         what = note or "the same file was already there"
     else:
@@ -621,15 +591,15 @@ def _succeed(
     return item
 
 
-def do_fail_transfer_file(item: TransferFile, err: Exception) -> None:
-    """Record why a file could not be copied (nothing was registered for it)."""
+def do_fail_transfer_file(lease: leases.Lease, err: Exception) -> None:
+    """Record why a file could not be copied (nothing was registered for it), if this
+    attempt still holds it."""
+    item: TransferFile = lease.unit
     if isinstance(err, DSSError):
         message, code, attempts = str(err), err.code, _attempts_of(err)
     else:
         message, code, attempts = f"internal error: {type(err).__name__}: {err}", "error", 1
-    failed = TransferFile.objects.filter(
-        pk=item.pk, state=TransferFileState.RUNNING, task_id=item.task_id
-    ).update(
+    failed = lease.release(
         state=TransferFileState.FAILED,
         error=message[:4000],
         error_code=code[:32],
@@ -641,64 +611,18 @@ def do_fail_transfer_file(item: TransferFile, err: Exception) -> None:
         item.transfer.log("file-failed", f"{item.file.lfn}: {message}", file=item.file.lfn)
 
 
-def do_requeue_stale_copies() -> tuple[int, int]:
-    """Send each copy whose worker has been silent for ``DMU_STALE_SECONDS`` to another
-    worker; one already sent ``DMU_STALE_REQUEUES`` times fails instead, naming the
-    worker. Returns (requeued, failed).
-
-    A worker that dies mid-copy normally has its task redelivered by the broker, which
-    takes the file over; this sweep covers a task the broker lost. Should the silent
-    worker wake up after all, its next progress report finds the file no longer its own
-    and it stops, removing its temporary; only one copy is ever registered.
-    """
-    cutoff = timezone.now() - timedelta(seconds=settings.DMU_STALE_SECONDS)
-    silent = (
-        TransferFile.objects.filter(
-            state=TransferFileState.RUNNING,
-            transfer__state__in=[JobState.QUEUED, JobState.RUNNING],
-        )
-        .filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
-        .select_related("transfer", "file")
+def do_give_up_transfer_file(item: TransferFile, message: str) -> None:
+    """Fail a file whose every copying worker went silent."""
+    failed = TransferFile.objects.filter(pk=item.pk, state=TransferFileState.RUNNING).update(
+        state=TransferFileState.FAILED,
+        error=message[:4000],
+        error_code="stalled",
+        rate_mb_s=0.0,
+        finished_at=timezone.now(),
     )
-    requeued, failed = [], 0
-    for item in silent:
-        since = item.heartbeat_at or item.started_at
-        quiet = f"no progress from worker {item.worker or '?'} since {since:%Y-%m-%d %H:%M:%S}"
-        ours = TransferFile.objects.filter(
-            pk=item.pk, state=TransferFileState.RUNNING, task_id=item.task_id
-        )
-        if item.requeues >= settings.DMU_STALE_REQUEUES:
-            message = f"{quiet}; sent to another worker {item.requeues} time(s) already"
-            if ours.update(
-                state=TransferFileState.FAILED,
-                error=message,
-                error_code="stalled",
-                rate_mb_s=0.0,
-                finished_at=timezone.now(),
-            ):
-                failed += 1
-                item.transfer.log("file-failed", f"{item.file.lfn}: {message}", file=item.file.lfn)
-                finish_transfer_if_done(item.transfer_id)
-            continue
-        if ours.update(
-            state=TransferFileState.QUEUED,
-            task_id="",
-            worker="",
-            bytes_done=0,
-            rate_mb_s=0.0,
-            heartbeat_at=None,
-            requeues=F("requeues") + 1,
-        ):
-            requeued.append(item.pk)
-            item.transfer.log(
-                "file-requeued",
-                f"{item.file.lfn}: {quiet}; sent to another worker",
-                file=item.file.lfn,
-            )
-    from .tasks import transfer_file
-
-    transaction.on_commit(lambda: [transfer_file.delay(pk) for pk in requeued])
-    return len(requeued), failed
+    if failed:
+        item.transfer.log("file-failed", f"{item.file.lfn}: {message}", file=item.file.lfn)
+        finish_transfer_if_done(item.transfer_id)
 
 
 def finish_transfer_if_done(transfer_id: int) -> Transfer | None:
@@ -740,7 +664,16 @@ def do_cancel_transfer(transfer: Transfer, user=None) -> Transfer:
     if not transfer.finish(JobState.CANCELLED, f"cancelled by {user or 'the system'}"):
         transfer.refresh_from_db()
         raise Conflict(f"transfer #{transfer.pk} has already {transfer.state}", where="transfer")
+    held = list(transfer.files.filter(state__in=ACTIVE).exclude(lease_token=""))
     transfer.files.filter(state__in=ACTIVE).update(
-        state=TransferFileState.CANCELLED, rate_mb_s=0.0, finished_at=timezone.now()
+        state=TransferFileState.CANCELLED,
+        rate_mb_s=0.0,
+        finished_at=timezone.now(),
+        lease_token="",
+        lease_expires_at=None,
     )
+    # Running copies stop at their next progress report and remove their temporaries;
+    # this covers copies whose worker is gone.
+    for item in held:
+        item.discard_attempt(item.lease_token)
     return transfer

@@ -5,11 +5,13 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from dss.errors import InvalidInput
-from dss.jobs import FileWorkState, Job
+from dss.errors import DSSError, InvalidInput
+from dss.jobs import FileWorkState, Job, JobState
+from dss.leases import Leased
 
 from .names import check_dataset_name, check_se_name, scope_of
 
@@ -128,8 +130,9 @@ class Replica(models.Model):
         return self.storage_element.url.rstrip("/") + "/" + self.path
 
 
-class RegistrationJob(Job):
-    """Registering files found on a storage element as a dataset, run by a Celery worker."""
+class RegistrationJob(Job, Leased):
+    """Registering files found on a storage element as a dataset, run by a Celery worker
+    as one unit of work (dss.leases)."""
 
     dataset_name = models.CharField(max_length=256, validators=[validate_dataset_name])
     storage_element = models.ForeignKey(StorageElement, on_delete=models.PROTECT, related_name="+")
@@ -137,11 +140,36 @@ class RegistrationJob(Job):
     tree = models.CharField(max_length=200, blank=True)
     files_added = models.IntegerField(default=0)
 
+    lease_task = "dmu.tasks.register_dataset"
+
     class Meta(Job.Meta):
         pass
 
     def __str__(self) -> str:
         return f"registration of {self.dataset_name}"
+
+    @classmethod
+    def waiting(cls) -> Q:
+        return Q(state=JobState.QUEUED)
+
+    @classmethod
+    def working(cls) -> Q:
+        return Q(state=JobState.RUNNING) & ~Q(lease_token="")
+
+    def start_fields(self) -> dict:
+        return {"state": JobState.RUNNING, "started_at": timezone.now()}
+
+    def requeue_fields(self) -> dict:
+        return {"state": JobState.QUEUED}
+
+    def give_up(self, message: str) -> None:
+        self.finish(JobState.FAILED, message, lease_token="", lease_expires_at=None)
+
+    def job_label(self) -> str:
+        return f"registration #{self.pk} of {self.dataset_name}"
+
+    def log_event(self, kind: str, message: str) -> None:
+        self.log(kind, message)
 
 
 class Transfer(Job):
@@ -186,8 +214,9 @@ class Transfer(Job):
 TransferFileState = FileWorkState
 
 
-class TransferFile(models.Model):
-    """The copy of one file in a Transfer: where from and to, how far, how fast, how it ended."""
+class TransferFile(Leased):
+    """The copy of one file in a Transfer: where from and to, how far, how fast, how it ended.
+    One unit of work (dss.leases)."""
 
     transfer = models.ForeignKey(Transfer, on_delete=models.CASCADE, related_name="files")
     file = models.ForeignKey(File, on_delete=models.PROTECT, related_name="transfers")
@@ -204,17 +233,10 @@ class TransferFile(models.Model):
     already_there = models.BooleanField(default=False)
     error = models.TextField(blank=True)
     error_code = models.CharField(max_length=32, blank=True)
-    task_id = models.CharField(max_length=64, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(
-        null=True, blank=True, help_text="the copying worker's last sign of life"
-    )
-    requeues = models.PositiveIntegerField(
-        default=0,
-        help_text="times the file was sent to another worker after its worker went silent",
-    )
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    lease_task = "dmu.tasks.transfer_file"
 
     class Meta:
         ordering = ["transfer", "file__lfn"]
@@ -233,6 +255,58 @@ class TransferFile(models.Model):
         if total <= 0:
             return 100 if self.state == TransferFileState.SUCCEEDED else 0
         return min(100, int(100 * self.bytes_done / total))
+
+    @property
+    def worker(self) -> str:
+        """The host (and process) that copies, or last copied, the file."""
+        return self.lease_worker
+
+    @classmethod
+    def waiting(cls) -> Q:
+        return Q(
+            state=TransferFileState.QUEUED,
+            transfer__state__in=[JobState.QUEUED, JobState.RUNNING],
+        )
+
+    @classmethod
+    def working(cls) -> Q:
+        return Q(state=TransferFileState.RUNNING) & ~Q(lease_token="")
+
+    def start_fields(self) -> dict:
+        return {
+            "state": TransferFileState.RUNNING,
+            "started_at": timezone.now(),
+            "bytes_done": 0,
+            "rate_mb_s": 0.0,
+            "attempts": 0,
+            "error": "",
+            "error_code": "",
+        }
+
+    def requeue_fields(self) -> dict:
+        return {"state": TransferFileState.QUEUED, "bytes_done": 0, "rate_mb_s": 0.0}
+
+    def give_up(self, message: str) -> None:
+        from .actions import do_give_up_transfer_file
+
+        do_give_up_transfer_file(self, message)
+
+    def discard_attempt(self, token: str) -> None:
+        from .storage import temp_name
+
+        try:
+            self.transfer.destination.endpoint().delete(
+                temp_name(self.path, token), missing_ok=True
+            )
+        except DSSError:
+            pass  # an unreachable storage element: its temporary stays for check_catalog
+
+    def job_label(self) -> str:
+        return f"{self.file.lfn} of transfer #{self.transfer_id}"
+
+    def log_event(self, kind: str, message: str) -> None:
+        if not self.transfer.is_final:
+            self.transfer.log(kind, message, file=self.file.lfn)
 
 
 class RucioState(models.TextChoices):

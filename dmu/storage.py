@@ -79,6 +79,15 @@ def safe_relpath(rel: str) -> str:
     return rel
 
 
+def temp_name(rel: str, tag: str) -> str:
+    """The temporary that a write of ``rel`` tagged ``tag`` uses: ``<dir>/.<name>.dmu-part-<tag>``."""
+    safe_relpath(rel)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", tag):
+        raise InvalidInput(f"invalid temporary tag {tag!r}", where=rel)
+    head, name = posixpath.split(rel)
+    return posixpath.join(head, f".{name}{TEMP_MARK}{tag}")
+
+
 def deterministic_path(scope: str, name: str) -> str:
     """``scope/xx/yy/name`` with xx, yy the first two byte pairs of md5("scope:name").
 
@@ -538,17 +547,17 @@ class StorageEndpoint:
 
     # -- writing -------------------------------------------------------------------------
 
-    def open_write_temp(self, rel: str) -> TempFile:
+    def open_write_temp(self, rel: str, tag: str | None = None) -> TempFile:
         """Start writing ``rel`` under a temporary name beside it; ``publish`` it when whole.
 
-        The temporary is ``<dir>/.<name>.dmu-part-<random>``. On XRootD it is opened with
-        POSC (persist on successful close): should this process or the server die first,
-        the server removes it by itself.
+        The temporary is ``<dir>/.<name>.dmu-part-<tag>`` (:func:`temp_name`), ``tag`` being
+        random unless given: a job attempt passes its lease token, so that whoever finds
+        the attempt dead can remove what it left. On XRootD it is opened with POSC (persist
+        on successful close): should this process or the server die first, the server
+        removes it by itself.
         """
         self._writable(rel)
-        safe_relpath(rel)
-        head, name = posixpath.split(rel)
-        temp = posixpath.join(head, f".{name}{TEMP_MARK}{uuid.uuid4().hex[:12]}")
+        temp = temp_name(rel, tag or uuid.uuid4().hex[:12])
         if self.scheme == "root":
             return _XRootDTempFile(self, temp)
         return _LocalTempFile(self, temp)

@@ -1,4 +1,5 @@
-"""Celery tasks of the catalog: take a primary key, claim the row, call an action."""
+"""Celery tasks of the catalog: take a primary key, take the unit's lease (dss.leases),
+call an action, record the outcome. A second delivery finds the unit held or done."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from dss import leases
 from dss.errors import DSSError
 from dss.jobs import JobState
 
@@ -18,30 +20,42 @@ log = logging.getLogger(__name__)
 
 @shared_task(acks_late=True)
 def register_dataset(job_id: int) -> None:
-    """Run a RegistrationJob; safe to run twice (a second run finds the job claimed)."""
-    job = (
-        RegistrationJob.objects.select_related("storage_element", "owner").filter(pk=job_id).first()
-    )
-    if job is None or not job.claim():
+    """Run a RegistrationJob under its lease."""
+    lease = leases.acquire(RegistrationJob, job_id)
+    if lease is None:
         return
-    try:
-        _, added = actions.check_register_dataset(
-            job.dataset_name,
-            job.storage_element,
-            job.paths,
-            user=job.owner,
-            tree=job.tree or None,
-            progress=job.set_progress,
-        )
-    except DSSError as e:
-        job.finish(JobState.FAILED, str(e))
-        return
-    except Exception as e:
-        log.exception("registration job %s failed", job_id)
-        job.finish(JobState.FAILED, f"internal error: {type(e).__name__}: {e}")
-        raise
-    RegistrationJob.objects.filter(pk=job.pk).update(files_added=added)
-    job.finish(JobState.SUCCEEDED, f"{added} new file(s) registered in {job.dataset_name}")
+    job: RegistrationJob = lease.unit
+    job.log("started", f"on {job.lease_worker}")
+
+    def progress(done: int, total: int) -> None:
+        lease.check()
+        job.set_progress(done, total)
+
+    with lease:
+        try:
+            _, added = actions.check_register_dataset(
+                job.dataset_name,
+                job.storage_element,
+                job.paths,
+                user=job.owner,
+                tree=job.tree or None,
+                progress=progress,
+                before_commit=lease.assert_held,
+            )
+        except leases.LeaseLost:
+            raise
+        except Exception as e:
+            if not isinstance(e, DSSError):
+                log.exception("registration job %s failed", job_id)
+            message = (
+                str(e) if isinstance(e, DSSError) else f"internal error: {type(e).__name__}: {e}"
+            )
+            if lease.release():
+                job.finish(JobState.FAILED, message)
+            return
+        RegistrationJob.objects.filter(pk=job.pk).update(files_added=added)
+        if lease.release():
+            job.finish(JobState.SUCCEEDED, f"{added} new file(s) registered in {job.dataset_name}")
 
 
 @shared_task(bind=True, acks_late=True)
@@ -50,31 +64,24 @@ def transfer_file(self, item_id: int) -> None:
 
     When the destination already receives ``DMU_MAX_TRANSFERS_PER_SE`` files, the task goes
     back to the queue for ``DMU_SLOT_WAIT_SECONDS``. Safe to run twice: a second delivery
-    finds the file claimed (or done) and returns.
+    finds the file held (or done) and returns.
     """
     try:
-        item = actions.claim_transfer_file(item_id, self.request.id or "")
+        lease = actions.acquire_transfer_file(item_id)
     except actions.SlotsFull:
         raise self.retry(countdown=settings.DMU_SLOT_WAIT_SECONDS, max_retries=None) from None
-    if item is None:
+    if lease is None:
         return
-    try:
-        actions.do_copy_transfer_file(item)
-    except actions.TransferCancelled:
-        log.info("transfer file %s stopped: its transfer was cancelled", item_id)
-    except Exception as e:
-        if not isinstance(e, DSSError):
-            log.exception("transfer file %s failed", item_id)
-        actions.do_fail_transfer_file(item, e)
-    actions.finish_transfer_if_done(item.transfer_id)
-
-
-@shared_task
-def requeue_stale_copies() -> None:
-    """Periodic (beat): send copies whose worker went silent to another worker."""
-    requeued, failed = actions.do_requeue_stale_copies()
-    if requeued or failed:
-        log.warning("stale copies: %d sent to another worker, %d failed", requeued, failed)
+    with lease:
+        try:
+            actions.do_copy_transfer_file(lease)
+        except (actions.TransferCancelled, leases.LeaseLost):
+            log.info("transfer file %s stopped: it is no longer this worker's", item_id)
+        except Exception as e:
+            if not isinstance(e, DSSError):
+                log.exception("transfer file %s failed", item_id)
+            actions.do_fail_transfer_file(lease, e)
+    actions.finish_transfer_if_done(lease.unit.transfer_id)
 
 
 @shared_task(bind=True, acks_late=True)

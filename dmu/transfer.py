@@ -39,6 +39,8 @@ class TransferResult:
     source: str = ""
     destination: str = ""
     already_there: bool = False
+    # Set when the copy was asked not to publish: the verified temporary awaiting its name.
+    temp: str = ""
 
     def as_dict(self) -> dict:
         """The result as JSON-ready data (for ``dmu --json``)."""
@@ -87,6 +89,8 @@ def copy(
     progress: Progress | None = None,
     overwrite: bool = False,
     chunk_size: int = CHUNK,
+    temp_tag: str | None = None,
+    publish: bool = True,
 ) -> TransferResult:
     """Copy one file from ``src`` to ``dst`` (file URLs, or ``(StorageEndpoint, rel)`` pairs).
 
@@ -95,6 +99,10 @@ def copy(
     retry). If ``dst`` already exists: the same content (adler32 and size) is success with
     nothing copied; other content is Conflict unless ``overwrite``. Raises ChecksumMismatch,
     StorageError, NotFound, Conflict or InvalidInput; nothing is left at ``dst`` then.
+
+    The bytes go to a temporary beside ``dst`` (named with ``temp_tag`` when given, see
+    :func:`dmu.storage.temp_name`). With ``publish=False`` the verified temporary is left
+    for the caller to rename (``result.temp``), e.g. only while it still owns the work.
     """
     if retries < 0:
         raise InvalidInput("retries must be 0 or more", where="retries")
@@ -122,6 +130,8 @@ def copy(
                 progress=progress,
                 overwrite=overwrite,
                 chunk_size=chunk_size,
+                temp_tag=temp_tag,
+                publish=publish,
             )
         except (StorageError, _InFlight) as exc:
             retryable = isinstance(exc, _InFlight) or exc.transient
@@ -139,6 +149,7 @@ def copy(
             source=src_ep.url(src_rel),
             destination=dst_ep.url(dst_rel),
             already_there=result[2],
+            temp=result[3],
         )
 
 
@@ -163,8 +174,11 @@ def _attempt(
     progress: Progress | None,
     overwrite: bool,
     chunk_size: int,
-) -> tuple[int, str, bool]:
-    """One try: ``(bytes, adler32, already_there)``; the temporary is gone if it raises."""
+    temp_tag: str | None,
+    publish: bool,
+) -> tuple[int, str, bool, str]:
+    """One try: ``(bytes, adler32, already_there, temporary left unpublished or "")``; the
+    temporary is gone if it raises."""
     src_where, dst_where = src.url(src_rel), dst.url(dst_rel)
     total = src.size(src_rel)
     if expected_bytes is not None and total != expected_bytes:
@@ -174,7 +188,7 @@ def _attempt(
     if dst.exists(dst_rel):
         held = _already_there(src, src_rel, dst, dst_rel, expected_adler32, total, overwrite)
         if held is not None:
-            return total, held, True
+            return total, held, True, ""
 
     # XRootD knows the source's checksum: when the caller knows none, ask for it while the
     # bytes stream, so that a download is still verified end to end. (With an expected
@@ -183,7 +197,7 @@ def _attempt(
     if src.has_server_checksum and expected_adler32 is None:
         source_sum = _Background(src.server_checksum, src_rel)
     adler = Adler32()
-    temp: TempFile = dst.open_write_temp(dst_rel)
+    temp: TempFile = dst.open_write_temp(dst_rel, temp_tag)
     with temp:
         for chunk in src.read_chunks(src_rel, chunk_size):
             adler.update(chunk)
@@ -224,8 +238,10 @@ def _attempt(
                     f"destination server computed adler32 {arrived} for what arrived, sent {got}",
                     where=dst_where,
                 )
+        if not publish:
+            return adler.nbytes, got, False, temp.temp
         dst.publish(temp.temp, dst_rel, overwrite=overwrite)
-    return adler.nbytes, got, False
+    return adler.nbytes, got, False, ""
 
 
 def _already_there(

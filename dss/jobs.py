@@ -95,15 +95,17 @@ class Job(models.Model):
             fields.append("progress_total")
         type(self).objects.filter(pk=self.pk).update(**{f: getattr(self, f) for f in fields})
 
-    def finish(self, state: str, message: str = "") -> bool:
-        """Record the outcome unless the job already ended (a cancel wins over a late finish)."""
+    def finish(self, state: str, message: str = "", **fields) -> bool:
+        """Record the outcome unless the job already ended (a cancel wins over a late finish).
+
+        ``fields`` are set in the same update (a leased job clears its lease with it)."""
         now = timezone.now()
         with transaction.atomic():
             won = (
                 type(self)
                 .objects.filter(pk=self.pk)
                 .exclude(state__in=FINAL_STATES)
-                .update(state=state, message=message[:4000], finished_at=now)
+                .update(state=state, message=message[:4000], finished_at=now, **fields)
             )
             if won:
                 self.state, self.message, self.finished_at = state, message, now

@@ -42,6 +42,14 @@ def envint(name: str, default: str) -> int:
         raise ImproperlyConfigured(f"{name}={value!r} is not a whole number") from None
 
 
+def envfloat(name: str, default: str) -> float:
+    value = env(name, default) or ""
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+
+
 def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in (env(name, default) or "").split(",") if item.strip()]
 
@@ -243,10 +251,24 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "pilotchecker.tasks.schedule_pilots",
         "schedule": 60.0,
     },
-    "dmu-requeue-stale-copies": {
-        "task": "dmu.tasks.requeue_stale_copies",
-        "schedule": 60.0,
-    },
+}
+# Leases (dss/leases.py): every unit of long work (a skim's planning, parts and finishing, a
+# TAG build's files and publishing, a registration, the copy of one file) is held by one
+# worker, which renews its lease every DSS_LEASE_HEARTBEAT_SECONDS; a lease not renewed for
+# DSS_LEASE_SECONDS has lost its worker. The sweep (every DSS_SWEEP_SECONDS) then sends the
+# unit to another worker, up to DSS_LEASE_ATTEMPTS attempts in all, and after that fails it
+# naming the silent worker. Cancelling is seen by the running work within a heartbeat.
+DSS_LEASE_SECONDS = envfloat("DSS_LEASE_SECONDS", "60")
+DSS_LEASE_HEARTBEAT_SECONDS = envfloat("DSS_LEASE_HEARTBEAT_SECONDS", "5")
+DSS_LEASE_ATTEMPTS = envint("DSS_LEASE_ATTEMPTS", "3")
+DSS_SWEEP_SECONDS = envfloat("DSS_SWEEP_SECONDS", "30")
+if not 0 < DSS_LEASE_HEARTBEAT_SECONDS < DSS_LEASE_SECONDS:
+    raise ImproperlyConfigured(
+        "DSS_LEASE_HEARTBEAT_SECONDS must be positive and shorter than DSS_LEASE_SECONDS"
+    )
+CELERY_BEAT_SCHEDULE["dss-sweep-leases"] = {
+    "task": "dss.tasks.sweep_leases",
+    "schedule": DSS_SWEEP_SECONDS,
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -267,11 +289,6 @@ DSS_MAX_REGISTER_FILES = envint("DSS_MAX_REGISTER_FILES", "10000")
 DMU_MAX_TRANSFERS_PER_SE = envint("DMU_MAX_TRANSFERS_PER_SE", "4")
 DMU_SLOT_WAIT_SECONDS = envint("DMU_SLOT_WAIT_SECONDS", "5")
 DMU_TRANSFER_RETRIES = envint("DMU_TRANSFER_RETRIES", "3")
-# A copy whose worker has shown no progress for DMU_STALE_SECONDS (the worker died and the
-# broker did not hand its task to another) is sent to another worker by a periodic sweep,
-# at most DMU_STALE_REQUEUES times; then the file fails, naming the silent worker.
-DMU_STALE_SECONDS = envint("DMU_STALE_SECONDS", "900")
-DMU_STALE_REQUEUES = envint("DMU_STALE_REQUEUES", "3")
 # The experiment's Rucio server: empty URL means the portal's own catalog only. Storage
 # elements map to RSEs by name ("LOCAL=XRD_LOCAL,SE2=SE2_DISK"; an SE not listed maps to its
 # own name in capitals). A registration that cannot reach Rucio is retried this many times,

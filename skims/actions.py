@@ -14,9 +14,8 @@ import json
 import logging
 import platform
 import shutil
-import socket
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +30,9 @@ from dmu import catalogs as dmu_catalogs
 from dmu.checksum import file_checksum
 from dmu.models import Dataset, File, Replica, ReplicaState, StorageElement
 from dmu.names import check_dataset_name, scope_of
-from dmu.storage import deterministic_path
+from dmu.storage import deterministic_path, temp_name
 from dmu.transfer import copy
+from dss import leases
 from dss.errors import ChecksumMismatch, Conflict, DSSError, InvalidInput, NotFound, StorageError
 from dss.jobs import JobState
 from tagdb.actions import check_selection, get_store
@@ -340,23 +340,26 @@ def check_submit_skim(
         skim.log(
             "queued", f"selection {normalised!r} on {', '.join(i.dataset.name for i in inputs)}"
         )
-        from .tasks import plan_skim
-
-        transaction.on_commit(lambda: plan_skim.delay(skim.pk))
+        leases.send(skim)
     return skim
 
 
 # --------------------------------------------------------------------------- planning
 
 
-def selected_entries(inp: SkimInput, tree) -> dict[str, np.ndarray]:
+def selected_entries(
+    inp: SkimInput, tree, check_in: Callable[[], None] | None = None
+) -> dict[str, np.ndarray]:
     """Entries passing ``tree`` in one input, by file GUID: from the TAG DB, or by scanning
-    the event files of a dataset without TAGs."""
+    the event files of a dataset without TAGs (``check_in`` is called between files, so
+    that a cancelled or reassigned planning stops there)."""
     if inp.collection is not None:
         return get_store().entries_by_file(inp.collection.key, tree)
 
     found: dict[str, np.ndarray] = {}
     for file in inp.dataset.files.order_by("lfn"):
+        if check_in is not None:
+            check_in()
         with _open_event_file(file) as (t, where):
             schema = _scan_schema(file)
             checked = check(tree, schema.attribute_types())
@@ -368,9 +371,9 @@ def selected_entries(inp: SkimInput, tree) -> dict[str, np.ndarray]:
     return found
 
 
-def do_plan_skim(skim: SkimJob) -> list[SkimPart]:
-    """Record one part per input file that holds selected entries (applying the event
-    limit in file order). Ends the skim at once when nothing would be written."""
+def plan_parts(skim: SkimJob, check_in: Callable[[], None] | None = None) -> list[SkimPart]:
+    """The parts of ``skim``, unsaved: one per input file that holds selected entries, the
+    event limit applied in file order."""
     parts: list[SkimPart] = []
     remaining = skim.event_limit
     number = 0
@@ -381,7 +384,7 @@ def do_plan_skim(skim: SkimJob) -> list[SkimPart]:
         tree = parse(skim.selection)
         if inp.collection is not None:
             tree = check(tree, get_store().attribute_types(inp.collection.key))
-        by_file = selected_entries(inp, tree)
+        by_file = selected_entries(inp, tree, check_in)
         for guid in sorted(by_file, key=lambda g: files[g].lfn if g in files else g):
             if guid not in files:
                 raise DSSError(
@@ -405,13 +408,31 @@ def do_plan_skim(skim: SkimJob) -> list[SkimPart]:
                     n_entries=len(entries),
                 )
             )
+    return parts
+
+
+def do_plan_skim(lease: leases.Lease) -> list[SkimPart]:
+    """Record one part per input file that holds selected entries, in the transaction that
+    ends the planning attempt (so a planning that dies records nothing). A selection that
+    matches nothing ends the skim at once. Returns the parts to queue."""
+    skim: SkimJob = lease.unit
+    parts = plan_parts(skim, lease.check)
     total = sum(p.n_entries for p in parts)
-    with transaction.atomic():
+    with lease.committing():
+        if not parts:
+            names = ", ".join(i.dataset.name for i in skim.inputs.select_related("dataset"))
+            skim.finish(
+                JobState.FAILED, f"the selection matches no events in {names}; nothing was written"
+            )
+            write_provenance(skim)
+            return []
         SkimPart.objects.bulk_create(parts)
         SkimJob.objects.filter(pk=skim.pk).update(events_selected=total, progress_total=total)
-    skim.events_selected = skim.progress_total = total
-    skim.log("planned", f"{total} events selected in {len(parts)} file(s)")
-    return list(skim.parts.all())
+        skim.log("planned", f"{total} events selected in {len(parts)} file(s)")
+        created = list(skim.parts.all())
+        for part in created:
+            leases.send(part)
+    return created
 
 
 def part_entries(part: SkimPart) -> np.ndarray:
@@ -419,27 +440,6 @@ def part_entries(part: SkimPart) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- one part
-
-
-def claim_part(part_id: int, task_id: str) -> SkimPart | None:
-    """Take a part for this worker; None when another worker has it or it is over.
-
-    A part left ``running`` by the same task message may be taken again: that is the
-    broker redelivering the task of a worker that died."""
-    mine = Q(state=PartState.QUEUED) | Q(state=PartState.RUNNING, task_id=task_id or "-")
-    won = SkimPart.objects.filter(mine, pk=part_id, skim__state=JobState.RUNNING).update(
-        state=PartState.RUNNING,
-        attempts=F("attempts") + 1,
-        task_id=task_id or "",
-        worker=socket.gethostname(),
-        started_at=timezone.now(),
-        message="",
-    )
-    if not won:
-        return None
-    return SkimPart.objects.select_related(
-        "skim", "skim__output_se", "input_file", "input_file__dataset"
-    ).get(pk=part_id)
 
 
 def _scratch_dir(skim: SkimJob) -> Path:
@@ -450,6 +450,34 @@ def _scratch_dir(skim: SkimJob) -> Path:
 
 def output_lfn(skim: SkimJob, number: int) -> str:
     return f"{skim.output_name}._{number:05d}{eventio.EXTENSIONS[skim.output_format]}"
+
+
+def output_path(skim: SkimJob, number: int) -> str:
+    """Where part ``number``'s output lives on the output storage element."""
+    return deterministic_path(scope_of(skim.output_name), output_lfn(skim, number))
+
+
+def _scratch_file(skim: SkimJob, number: int, token: str) -> Path:
+    """The local file an attempt writes its output to before storing it."""
+    return (
+        Path(settings.DSS_SCRATCH_DIR)
+        / "skims"
+        / str(skim.pk)
+        / (f"{output_lfn(skim, number)}.{token}.tmp")
+    )
+
+
+def discard_part_attempt(part: SkimPart, token: str) -> None:
+    """Remove what attempt ``token`` of ``part`` may have left: its scratch file and the
+    temporary beside the output on the storage element."""
+    skim = part.skim
+    _scratch_file(skim, part.number, token).unlink(missing_ok=True)
+    try:
+        skim.output_se.endpoint().delete(
+            temp_name(output_path(skim, part.number), token), missing_ok=True
+        )
+    except DSSError as e:
+        log.warning("could not remove the temporary of %s: %s", part.job_label(), e)
 
 
 def verify_input(file: File, replica: Replica) -> None:
@@ -472,73 +500,89 @@ def verify_input(file: File, replica: Replica) -> None:
         )
 
 
-def do_run_part(part: SkimPart) -> SkimPart:
+def do_run_part(lease: leases.Lease) -> SkimPart:
     """Read the part's selected entries, write its output file and store it, verified.
 
-    The output goes to scratch under a temporary name, then to the output storage element
-    at the name derived from the output dataset; nothing is registered here."""
+    The output is written to scratch and then copied, checksum-verified, to a temporary
+    beside its final name on the output storage element, both named with this attempt's
+    token; it takes its final name only in the transaction that records the part as done,
+    and only if this attempt still holds the part. Nothing is registered here."""
+    part: SkimPart = lease.unit
     skim = part.skim
     file = part.input_file
     replica = available_replica(file)
     verify_input(file, replica)
+    lease.check()
     entries = part_entries(part)
     lfn = output_lfn(skim, part.number)
-    scratch = _scratch_dir(skim)
-    tmp = scratch / f"{lfn}.{part.attempts}.tmp"
+    rel = output_path(skim, part.number)
+    _scratch_dir(skim)
+    tmp = _scratch_file(skim, part.number, lease.token)
+    endpoint = skim.output_se.endpoint()
     try:
         with _open_event_file(file) as (tree, where):
             branches = eventio.resolve_branches(list(tree.keys(recursive=False)), skim.branches)
-            arrays = eventio.read_entries(tree, branches, entries, where)
+            arrays = eventio.read_entries(
+                tree, branches, entries, where, progress=lambda done: lease.check()
+            )
         written = eventio.write_events(arrays, str(tmp), skim.output_format)
-        if _cancelled(skim.pk):
-            return part
-        rel = deterministic_path(scope_of(skim.output_name), lfn)
+        lease.check()
         # the copy computes the adler32 as it reads and checks the stored file against it
         stored = copy(
             str(tmp.resolve()),
-            (skim.output_se.endpoint(), rel),
+            (endpoint, rel),
             expected_bytes=written.bytes,
             overwrite=True,
+            temp_tag=lease.token,
+            publish=False,
+            progress=lambda done, total: lease.check(),
         )
-        adler32, nbytes = stored.adler32, stored.bytes
     except OSError as e:
         raise StorageError(
             f"writing the output of {file.lfn} failed: {e.strerror or e}", where=lfn
         ) from None
     finally:
         tmp.unlink(missing_ok=True)
-    won = SkimPart.objects.filter(pk=part.pk, state=PartState.RUNNING, task_id=part.task_id).update(
-        state=PartState.SUCCEEDED,
-        output_lfn=lfn,
-        output_path=rel,
-        output_guid=written.guid,
-        output_bytes=nbytes,
-        output_adler32=adler32,
-        events_written=written.events,
-        finished_at=timezone.now(),
-    )
-    if not won:  # cancelled meanwhile, or another delivery of this task finished it first
-        part.refresh_from_db()
-        return part
-    SkimJob.objects.filter(pk=skim.pk).update(
-        events_written=F("events_written") + written.events,
-        progress_done=F("progress_done") + part.n_entries,
-    )
-    skim.log("part", f"{file.lfn}: {written.events} events → {lfn}", part=part.number)
+    with lease.committing():
+        endpoint.publish(stored.temp, rel, overwrite=True)
+        SkimPart.objects.filter(pk=part.pk).update(
+            state=PartState.SUCCEEDED,
+            output_lfn=lfn,
+            output_path=rel,
+            output_guid=written.guid,
+            output_bytes=stored.bytes,
+            output_adler32=stored.adler32,
+            events_written=written.events,
+            finished_at=timezone.now(),
+        )
+        SkimJob.objects.filter(pk=skim.pk).update(
+            events_written=F("events_written") + written.events,
+            progress_done=F("progress_done") + part.n_entries,
+        )
+        skim.log("part", f"{file.lfn}: {written.events} events → {lfn}", part=part.number)
     part.refresh_from_db()
     return part
 
 
-def do_fail_part(part: SkimPart, err: Exception) -> None:
-    message = str(err) if isinstance(err, DSSError) else f"{type(err).__name__}: {err}"
-    SkimPart.objects.filter(pk=part.pk, state=PartState.RUNNING).update(
-        state=PartState.FAILED, message=message[:4000], finished_at=timezone.now()
+def do_fail_part(part: SkimPart, err: Exception | str, lease: leases.Lease | None = None) -> bool:
+    """Record why a part failed; with ``lease``, only while that attempt still holds it."""
+    if isinstance(err, str):
+        message = err
+    else:
+        message = str(err) if isinstance(err, DSSError) else f"{type(err).__name__}: {err}"
+    rows = SkimPart.objects.filter(pk=part.pk, state=PartState.RUNNING)
+    if lease is not None:
+        rows = rows.filter(lease_token=lease.token)
+    failed = rows.update(
+        state=PartState.FAILED,
+        message=message[:4000],
+        finished_at=timezone.now(),
+        lease_token="",
+        lease_expires_at=None,
     )
-    part.skim.log("part-failed", message, part=part.number)
-
-
-def _cancelled(skim_id: int) -> bool:
-    return SkimJob.objects.filter(pk=skim_id, state=JobState.CANCELLED).exists()
+    if failed:
+        part.skim.log("part-failed", message, part=part.number)
+    return bool(failed)
 
 
 # --------------------------------------------------------------------------- finishing
@@ -548,34 +592,47 @@ def parts_settled(skim: SkimJob) -> bool:
     return not skim.parts.filter(state__in=[PartState.QUEUED, PartState.RUNNING]).exists()
 
 
-def claim_finishing(skim_id: int) -> SkimJob | None:
-    """The one worker that finishes the skim; None if not all parts are done or another got it."""
-    skim = SkimJob.objects.select_related("output_se").get(pk=skim_id)
-    if skim.state != JobState.RUNNING or not parts_settled(skim):
-        return None
-    won = SkimJob.objects.filter(pk=skim_id, state=JobState.RUNNING, finishing=False).update(
-        finishing=True
-    )
-    return skim if won else None
+def finish_if_done(skim_id: int) -> bool:
+    """Queue the finishing step once none of the skim's parts is queued or running."""
+    skim = SkimJob.objects.filter(SkimJob.waiting(), pk=skim_id, lease_token="").first()
+    if skim is None or skim.state != JobState.RUNNING:
+        return False
+    leases.send(skim)
+    return True
 
 
-def do_finish_skim(skim: SkimJob) -> SkimJob:
-    """Register the output dataset (all parts, or the good ones under the 'partial' policy),
-    write the provenance record and end the skim."""
-    parts = list(skim.parts.select_related("input_file", "input_file__dataset").order_by("number"))
+def _outcome(skim: SkimJob, parts: Sequence[SkimPart]) -> tuple[str, str]:
     good = [p for p in parts if p.state == PartState.SUCCEEDED]
     bad = [p for p in parts if p.state != PartState.SUCCEEDED]
     if bad and (skim.failure_policy == FailurePolicy.FAIL or not good):
-        _remove_outputs(skim, good)
         reasons = "; ".join(f"{p.input_file.lfn}: {p.message or p.state}" for p in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-        state = JobState.FAILED
-        message = f"{len(bad)} of {len(parts)} file(s) failed: {reasons}{more}"
-        SkimJob.objects.filter(pk=skim.pk).update(finishing=False)
-        skim.finish(state, message)
-        write_provenance(skim)
+        return JobState.FAILED, f"{len(bad)} of {len(parts)} file(s) failed: {reasons}{more}"
+    written = sum(p.events_written for p in good)
+    if bad:
+        names = ", ".join(p.input_file.lfn for p in bad)
+        return JobState.PARTIAL, f"{written:,} events in {len(good)} file(s); failed: {names}"
+    return JobState.SUCCEEDED, f"{written:,} events in {len(good)} file(s) → {skim.output_name}"
+
+
+def do_finish_skim(lease: leases.Lease) -> SkimJob:
+    """Register the output dataset (all parts, or the good ones under the 'partial' policy),
+    write the provenance record and end the skim, all in one transaction that holds the
+    skim's lease: a finishing step that dies registers nothing, and the next one starts
+    over. When the skim fails, nothing is registered and the outputs of its good parts are
+    kept for a retry."""
+    skim: SkimJob = lease.unit
+    parts = list(skim.parts.select_related("input_file", "input_file__dataset").order_by("number"))
+    state, message = _outcome(skim, parts)
+    good = [p for p in parts if p.state == PartState.SUCCEEDED]
+    if state == JobState.FAILED:
+        # Nothing is registered; what the good parts stored stays for a retry, which
+        # verifies it and runs only the parts without a whole output.
+        with lease.committing():
+            skim.finish(state, message)
+            write_provenance(skim)
         return skim
-    with transaction.atomic():
+    with lease.committing():
         dataset = Dataset.objects.create(
             name=skim.output_name,
             created_by=skim.owner,
@@ -593,72 +650,125 @@ def do_finish_skim(skim: SkimJob) -> SkimJob:
                 tree="events",
             )
             Replica.objects.create(file=f, storage_element=skim.output_se, path=p.output_path)
-        SkimJob.objects.filter(pk=skim.pk).update(output_dataset=dataset, finishing=False)
+        SkimJob.objects.filter(pk=skim.pk).update(output_dataset=dataset)
         skim.output_dataset = dataset
         dmu_catalogs.queue_rucio_registration(dataset)
-    written = sum(p.events_written for p in good)
-    if bad:
-        names = ", ".join(p.input_file.lfn for p in bad)
-        skim.finish(JobState.PARTIAL, f"{written:,} events in {len(good)} file(s); failed: {names}")
-    else:
-        skim.finish(
-            JobState.SUCCEEDED, f"{written:,} events in {len(good)} file(s) → {dataset.name}"
-        )
-    write_provenance(skim)
+        skim.finish(state, message)
+        write_provenance(skim)
     shutil.rmtree(Path(settings.DSS_SCRATCH_DIR) / "skims" / str(skim.pk), ignore_errors=True)
     return skim
 
 
-def _remove_outputs(skim: SkimJob, parts: Sequence[SkimPart]) -> None:
-    """Delete output files that parts stored but that will not be registered."""
+def _remove_outputs(skim: SkimJob, parts: Sequence[SkimPart], why: str) -> None:
+    """Delete the outputs that ``parts`` stored (they will not be registered) and mark those
+    parts cancelled, so that a retry runs them again."""
     endpoint = skim.output_se.endpoint()
     for p in parts:
         if p.output_path:
             try:
                 endpoint.delete(p.output_path, missing_ok=True)
-            except (DSSError, OSError) as e:
+            except DSSError as e:
                 log.warning("could not remove %s: %s", p.output_path, e)
+        SkimPart.objects.filter(pk=p.pk, state=PartState.SUCCEEDED).update(
+            state=PartState.CANCELLED, message=f"its output was removed: {why}", **_NO_OUTPUT
+        )
     shutil.rmtree(Path(settings.DSS_SCRATCH_DIR) / "skims" / str(skim.pk), ignore_errors=True)
 
 
-def do_fail_skim(skim: SkimJob, err: Exception) -> None:
-    message = (
-        str(err) if isinstance(err, DSSError) else f"internal error: {type(err).__name__}: {err}"
-    )
-    skim.finish(JobState.FAILED, message)
-    write_provenance(skim)
+_NO_OUTPUT = {
+    "output_lfn": "",
+    "output_path": "",
+    "output_guid": "",
+    "output_bytes": None,
+    "output_adler32": "",
+    "events_written": 0,
+}
+
+
+def do_fail_skim(skim: SkimJob, err: Exception | str, lease: leases.Lease | None = None) -> bool:
+    """End the skim as failed (with ``lease``: only while that attempt holds it) and write
+    its provenance record; what its good parts stored stays for a retry."""
+    if isinstance(err, str):
+        message = err
+    else:
+        message = (
+            str(err)
+            if isinstance(err, DSSError)
+            else f"internal error: {type(err).__name__}: {err}"
+        )
+    with transaction.atomic():
+        rows = SkimJob.objects.filter(pk=skim.pk)
+        if lease is not None:
+            rows = rows.filter(lease_token=lease.token)
+        if not rows.exists() or not skim.finish(
+            JobState.FAILED, message, lease_token="", lease_expires_at=None
+        ):
+            return False
+        write_provenance(skim)
+    return True
 
 
 # --------------------------------------------------------------------------- cancel, retry, re-run
 
 
 def do_cancel_skim(skim: SkimJob, user=None) -> SkimJob:
-    """Stop a skim: queued parts never start, running ones are revoked, outputs removed."""
+    """Stop a skim: queued parts never start, running ones see the cancel at their next
+    check (within a heartbeat) and discard what they wrote, stored outputs are removed.
+    Every part ends in a state a retry understands (cancelled: run again)."""
     _may_change(skim, user)
-    if skim.is_final:
-        raise Conflict(f"skim #{skim.pk} has already {skim.state}", where="skim")
-    if not skim.finish(JobState.CANCELLED, f"cancelled by {user or 'the system'}"):
-        skim.refresh_from_db()
-        raise Conflict(f"skim #{skim.pk} has already {skim.state}", where="skim")
-    running = list(
-        skim.parts.filter(state=PartState.RUNNING)
-        .exclude(task_id="")
-        .values_list("task_id", flat=True)
-    )
-    skim.parts.filter(state__in=[PartState.QUEUED, PartState.RUNNING]).update(
-        state=PartState.CANCELLED, finished_at=timezone.now()
-    )
-    if running:
-        from dss.celery import app
-
-        app.control.revoke(running, terminate=True, signal="SIGTERM")
-    _remove_outputs(skim, list(skim.parts.exclude(output_path="")))
+    with transaction.atomic():
+        parts = list(SkimPart.objects.select_for_update().filter(skim=skim).order_by("number"))
+        won = skim.finish(
+            JobState.CANCELLED,
+            f"cancelled by {user or 'the system'}",
+            lease_token="",
+            lease_expires_at=None,
+        )
+        if not won:
+            skim.refresh_from_db()
+            raise Conflict(f"skim #{skim.pk} has already {skim.state}", where="skim")
+        active = [p for p in parts if p.state in (PartState.QUEUED, PartState.RUNNING)]
+        stored = [p for p in parts if p.state == PartState.SUCCEEDED]
+        SkimPart.objects.filter(pk__in=[p.pk for p in active]).update(
+            state=PartState.CANCELLED,
+            finished_at=timezone.now(),
+            lease_token="",
+            lease_expires_at=None,
+        )
+        write_provenance(skim)
+    # Running attempts notice within a heartbeat and discard their own temporaries; these
+    # calls cover attempts whose worker is gone.
+    for p in active:
+        if p.lease_token:
+            discard_part_attempt(p, p.lease_token)
+    _remove_outputs(skim, stored, "the skim was cancelled")
     write_provenance(skim)
     return skim
 
 
+def output_intact(part: SkimPart) -> bool:
+    """Whether a succeeded part's output is on the output storage element with the size and
+    adler32 it was stored with (the server's checksum where it has one)."""
+    if part.state != PartState.SUCCEEDED or not part.output_path:
+        return False
+    endpoint = part.skim.output_se.endpoint()
+    try:
+        if not endpoint.exists(part.output_path):
+            return False
+        if endpoint.size(part.output_path) != part.output_bytes:
+            return False
+        adler32 = endpoint.server_checksum(part.output_path)
+        if adler32 is None:
+            with endpoint.open_read(part.output_path) as fh:
+                adler32, _, _ = file_checksum(fh)
+    except DSSError:
+        return False
+    return adler32 == part.output_adler32
+
+
 def do_retry_skim(skim: SkimJob, user=None) -> SkimJob:
-    """Run again only the parts that failed (or were cancelled) of a failed/partial skim."""
+    """Run again every part of an ended, unsuccessful skim whose output is not on the
+    storage element, whole and verified; then finish it as usual."""
     _may_change(skim, user)
     if skim.state not in (JobState.FAILED, JobState.PARTIAL, JobState.CANCELLED):
         raise Conflict(
@@ -670,26 +780,38 @@ def do_retry_skim(skim: SkimJob, user=None) -> SkimJob:
             f"skim #{skim.pk} already registered {skim.output_name}; re-run it under a new name instead",
             where="skim",
         )
-    retry = list(skim.parts.exclude(state=PartState.SUCCEEDED).values_list("pk", flat=True))
-    if not retry and skim.parts.exists():
-        raise Conflict("no part failed: nothing to retry", where="skim")
+    parts = list(skim.parts.select_related("skim__output_se"))
+    keep = {p.pk for p in parts if output_intact(p)}
+    retry = [p.pk for p in parts if p.pk not in keep]
     with transaction.atomic():
-        SkimPart.objects.filter(pk__in=retry).update(state=PartState.QUEUED, message="", task_id="")
+        SkimPart.objects.filter(pk__in=retry).update(
+            state=PartState.QUEUED,
+            message="",
+            lease_token="",
+            lease_expires_at=None,
+            finished_at=None,
+            **_NO_OUTPUT,
+        )
         SkimJob.objects.filter(pk=skim.pk).update(
-            state=JobState.RUNNING if skim.parts.exists() else JobState.QUEUED,
+            state=JobState.RUNNING if parts else JobState.QUEUED,
             finished_at=None,
             message="",
-            finishing=False,
+            lease_token="",
+            lease_expires_at=None,
+            events_written=sum(p.events_written for p in parts if p.pk in keep),
+            progress_done=sum(p.n_entries for p in parts if p.pk in keep),
         )
         ProvenanceRecord.objects.filter(skim=skim).delete()
         skim.refresh_from_db()
-        skim.log("retry", f"{len(retry)} part(s) queued again by {user or 'the system'}")
-        from .tasks import plan_skim, run_part
-
-        if skim.state == JobState.QUEUED:
-            transaction.on_commit(lambda: plan_skim.delay(skim.pk))
+        kept = f"; {len(keep)} part(s) keep their verified output" if keep else ""
+        skim.log("retry", f"{len(retry)} part(s) queued again by {user or 'the system'}{kept}")
+        if not parts:
+            leases.send(skim)  # planning again
+        elif retry:
+            for part in SkimPart.objects.filter(pk__in=retry):
+                leases.send(part)
         else:
-            transaction.on_commit(lambda: [run_part.delay(pk) for pk in retry])
+            leases.send(skim)  # every output is there: finish at once
     return skim
 
 

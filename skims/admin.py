@@ -23,7 +23,7 @@ class SkimPartInline(admin.TabularInline):
         "input_file",
         "n_entries",
         "state",
-        "attempts",
+        "lease_attempts",
         "output_lfn",
         "events_written",
         "message",
@@ -49,7 +49,7 @@ class SkimInputAdmin(admin.ModelAdmin):
 
 @admin.register(SkimPart)
 class SkimPartAdmin(admin.ModelAdmin):
-    list_display = ["skim", "number", "input_file", "state", "attempts", "events_written"]
+    list_display = ["skim", "number", "input_file", "state", "lease_attempts", "events_written"]
     list_filter = ["state"]
     list_select_related = ["skim", "input_file"]
     exclude = ["entries"]

@@ -42,6 +42,8 @@ class SkimSubmitSerializer(serializers.Serializer):
 
 class SkimPartSerializer(serializers.ModelSerializer):
     input_lfn = serializers.CharField(source="input_file.lfn")
+    attempts = serializers.IntegerField(source="lease_attempts")
+    worker = serializers.CharField(source="lease_worker")
 
     class Meta:
         model = SkimPart

@@ -1,10 +1,12 @@
 """The skim service: skim jobs, their inputs and parts, branch presets, provenance records."""
 
 from django.db import models
+from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from dss.jobs import FileWorkState, Job
+from dss.jobs import FINAL_STATES, FileWorkState, Job, JobState
+from dss.leases import Leased
 
 
 class OutputFormat(models.TextChoices):
@@ -32,8 +34,12 @@ class BranchPreset(models.Model):
         return self.name
 
 
-class SkimJob(Job):
-    """A selection applied to one or more datasets, written out as a new dataset."""
+class SkimJob(Job, Leased):
+    """A selection applied to one or more datasets, written out as a new dataset.
+
+    The job row is itself a unit of work twice: planning (finding the selected entries and
+    recording the parts) and finishing (registering the output, writing provenance). Each
+    part is a unit of its own (:class:`SkimPart`)."""
 
     selection = models.TextField(max_length=4000)
     selection_normalised = models.TextField(blank=True)
@@ -58,7 +64,6 @@ class SkimJob(Job):
     )
     events_selected = models.BigIntegerField(default=0)
     events_written = models.BigIntegerField(default=0)
-    finishing = models.BooleanField(default=False)
 
     class Meta(Job.Meta):
         permissions = [("rerun_skimjob", "Can re-run a skim from its provenance record")]
@@ -68,6 +73,53 @@ class SkimJob(Job):
 
     def get_absolute_url(self) -> str:
         return reverse("skim", args=[self.pk])
+
+    # -- as a unit of work (dss.leases)
+
+    @staticmethod
+    def planned() -> Exists:
+        return Exists(SkimPart.objects.filter(skim=OuterRef("pk")))
+
+    @classmethod
+    def waiting(cls) -> Q:
+        """Queued for planning, or every part has ended and it waits to be finished."""
+        busy = SkimPart.objects.filter(
+            skim=OuterRef("pk"), state__in=[PartState.QUEUED, PartState.RUNNING]
+        )
+        return Q(state=JobState.QUEUED) | (
+            Q(state=JobState.RUNNING) & Q(cls.planned()) & ~Q(Exists(busy))
+        )
+
+    @classmethod
+    def working(cls) -> Q:
+        return Q(state=JobState.RUNNING) & ~Q(lease_token="")
+
+    def start_fields(self) -> dict:
+        if self.state == JobState.QUEUED:
+            return {"state": JobState.RUNNING, "started_at": timezone.now()}
+        return {}
+
+    def requeue_fields(self) -> dict:
+        # A planning attempt records its parts in the same transaction that ends it, so a
+        # skim without parts was being planned.
+        return {} if self.parts.exists() else {"state": JobState.QUEUED}
+
+    def lease_task_name(self) -> str:
+        if self.state == JobState.QUEUED or not self.parts.exists():
+            return "skims.tasks.plan_skim"
+        return "skims.tasks.finish_skim"
+
+    def give_up(self, message: str) -> None:
+        from .actions import do_fail_skim
+
+        do_fail_skim(self, message)
+
+    def job_label(self) -> str:
+        phase = "finishing" if self.parts.exists() else "planning"
+        return f"skim #{self.pk} ({phase})"
+
+    def log_event(self, kind: str, message: str) -> None:
+        self.log(kind, message)
 
 
 class SkimInput(models.Model):
@@ -91,7 +143,7 @@ class SkimInput(models.Model):
 PartState = FileWorkState
 
 
-class SkimPart(models.Model):
+class SkimPart(Leased):
     """The work on one input file: read its selected entries, write and store one output file."""
 
     skim = models.ForeignKey(SkimJob, on_delete=models.CASCADE, related_name="parts")
@@ -100,9 +152,6 @@ class SkimPart(models.Model):
     entries = models.BinaryField(help_text="selected entry numbers, int64, zlib-compressed")
     n_entries = models.BigIntegerField()
     state = models.CharField(max_length=16, choices=PartState.choices, default=PartState.QUEUED)
-    attempts = models.PositiveIntegerField(default=0)
-    task_id = models.CharField(max_length=64, blank=True)
-    worker = models.CharField(max_length=200, blank=True)
     message = models.TextField(blank=True)
     output_lfn = models.CharField(max_length=256, blank=True)
     output_path = models.CharField(max_length=1000, blank=True)
@@ -121,6 +170,45 @@ class SkimPart(models.Model):
 
     def __str__(self) -> str:
         return f"part {self.number} of skim #{self.skim_id}"
+
+    lease_task = "skims.tasks.run_part"
+
+    @property
+    def worker(self) -> str:
+        """The host (and process) the part last ran on."""
+        return self.lease_worker
+
+    @classmethod
+    def waiting(cls) -> Q:
+        return Q(state=PartState.QUEUED, skim__state=JobState.RUNNING)
+
+    @classmethod
+    def working(cls) -> Q:
+        return Q(state=PartState.RUNNING) & ~Q(lease_token="")
+
+    def start_fields(self) -> dict:
+        return {"state": PartState.RUNNING, "started_at": timezone.now(), "message": ""}
+
+    def requeue_fields(self) -> dict:
+        return {"state": PartState.QUEUED}
+
+    def give_up(self, message: str) -> None:
+        from .actions import do_fail_part, finish_if_done
+
+        do_fail_part(self, message)
+        finish_if_done(self.skim_id)
+
+    def discard_attempt(self, token: str) -> None:
+        from .actions import discard_part_attempt
+
+        discard_part_attempt(self, token)
+
+    def job_label(self) -> str:
+        return f"part {self.number} of skim #{self.skim_id} ({self.input_file.lfn})"
+
+    def log_event(self, kind: str, message: str) -> None:
+        if self.skim.state not in FINAL_STATES:
+            self.skim.log(kind, message, part=self.number)
 
 
 class ProvenanceRecord(models.Model):

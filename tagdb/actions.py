@@ -29,10 +29,25 @@ from sqlalchemy.pool import NullPool
 
 from dmu.actions import get_dataset
 from dmu.models import Dataset, File, ReplicaState
-from dss.errors import BadEventFile, Conflict, DSSError, InvalidInput, NotFound, StorageError
-from dss.jobs import FINAL_STATES, JobState
+from dss import leases
+from dss.errors import (
+    BadEventFile,
+    Conflict,
+    DSSError,
+    InvalidInput,
+    NotFound,
+    StorageError,
+)
+from dss.jobs import FINAL_STATES, FileWorkState, JobState
 
-from .models import CollectionState, SavedQuery, TagBuild, TagCollection, TagSchema
+from .models import (
+    CollectionState,
+    SavedQuery,
+    TagBuild,
+    TagBuildFile,
+    TagCollection,
+    TagSchema,
+)
 from .schema import Schema, auto_schema, compute_tags, load_schema
 from .selection import INT, Node, check, normalise, parse, parse_good_run_list, suggest
 from .store import EventRef, Histogram, TagStore
@@ -443,6 +458,16 @@ def scratch_dir(build: TagBuild) -> Path:
     return Path(settings.DSS_SCRATCH_DIR) / "tagbuilds" / str(build.pk)
 
 
+def tags_path(build: TagBuild, guid: str) -> Path:
+    """The TAGs of one file of a build, once tagged."""
+    return scratch_dir(build) / f"{guid}.npz"
+
+
+def partial_tags_path(build: TagBuild, guid: str, token: str) -> Path:
+    """Where attempt ``token`` writes one file's TAGs before the attempt commits them."""
+    return scratch_dir(build) / f".{guid}.{token}.part"
+
+
 def _build_files(dataset: Dataset) -> list[File]:
     files = list(dataset.files.order_by("lfn"))
     if not files:
@@ -463,8 +488,8 @@ def _build_files(dataset: Dataset) -> list[File]:
 
 
 def _new_build(dataset: Dataset, schema: TagSchema, user: Any) -> TagBuild:
-    """Create the collection if needed and a queued build of it (in the caller's
-    transaction); Conflict if one is already under way."""
+    """Create the collection if needed and a queued build of it with one unit per file (in
+    the caller's transaction); Conflict if one is already under way."""
     files = _build_files(dataset)
     collection, _ = TagCollection.objects.get_or_create(dataset=dataset, schema=schema)
     collection = TagCollection.objects.select_for_update().get(pk=collection.pk)
@@ -478,7 +503,9 @@ def _new_build(dataset: Dataset, schema: TagSchema, user: Any) -> TagBuild:
         collection=collection,
         owner=user if getattr(user, "is_authenticated", False) else None,
         progress_total=len(files),
-        file_ids=[f.pk for f in files],
+    )
+    TagBuildFile.objects.bulk_create(
+        TagBuildFile(build=build, file=f, guid=str(f.guid), adler32=f.adler32) for f in files
     )
     if collection.state != CollectionState.READY:
         collection.state = CollectionState.BUILDING
@@ -491,37 +518,43 @@ def do_start_build(dataset: Dataset, schema: TagSchema | None, user: Any = None)
     """Queue a (re)build of ``dataset``'s TAGs under ``schema`` (the fitting one when
     None): one Celery task per file, then a publishing step. The collection's previous
     TAGs stay queryable until the new ones replace them in one step."""
-    from .tasks import build_file
-
     if schema is None:
         schema = schema_for_dataset(dataset)
     with transaction.atomic():
         build = _new_build(dataset, schema, user)
-        build_id, file_ids = build.pk, list(build.file_ids)
-        transaction.on_commit(lambda: [build_file.delay(build_id, fid) for fid in file_ids])
+        for unit in build.files.all():
+            leases.send(unit)
     return build
 
 
-def do_tag_file(build: TagBuild, file: File) -> int:
-    """Compute the TAGs of one file column-wise and leave them in the build's scratch
-    folder (written under a temporary name, then renamed). Returns the file's events."""
+def do_tag_file(lease: leases.Lease) -> int:
+    """Compute the TAGs of one file of a build, column-wise, a chunk at a time (checking
+    the lease between chunks), and commit them to the build's scratch folder: written under
+    a name of this attempt's, renamed only while it still holds the file. Returns the
+    file's events."""
+    unit: TagBuildFile = lease.unit
+    build, file = unit.build, unit.file
     schema = collection_schema(build.collection)
     parts: list[dict[str, np.ndarray]] = []
     with open_event_tree(file, schema.tree) as tree:
         n = int(tree.num_entries)
         for start in range(0, max(n, 1), FILE_CHUNK_ENTRIES):
+            lease.check()
             parts.append(compute_tags(schema, tree, start, min(n, start + FILE_CHUNK_ENTRIES)))
     tags = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-    folder = scratch_dir(build)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{file.guid}.npz"
-    partial = folder / f".{file.guid}.{os.getpid()}.part"
+    scratch_dir(build).mkdir(parents=True, exist_ok=True)
+    partial = partial_tags_path(build, unit.guid, lease.token)
     with open(partial, "wb") as fh:
         np.savez(fh, **tags)
-    again = final.exists()  # a task that runs twice must not count its events twice
-    os.replace(partial, final)
-    if not again:
-        TagBuild.objects.filter(pk=build.pk).update(n_events=F("n_events") + n)
+    with lease.committing():
+        os.replace(partial, tags_path(build, unit.guid))
+        TagBuildFile.objects.filter(pk=unit.pk).update(
+            state=FileWorkState.SUCCEEDED, n_events=n, finished_at=timezone.now()
+        )
+        TagBuild.objects.filter(pk=build.pk).update(
+            n_events=F("n_events") + n, progress_done=F("progress_done") + 1
+        )
+        build.log("file", f"{file.lfn}: {n:,} events tagged")
     return n
 
 
@@ -530,11 +563,24 @@ def discard_scratch(build: TagBuild) -> None:
     shutil.rmtree(scratch_dir(build), ignore_errors=True)
 
 
+def discard_publish_attempt(build: TagBuild, token: str) -> None:
+    """Drop the staging table that publishing attempt ``token`` may have left."""
+    get_store().discard_build(build.collection.key, _staging_token(token))
+
+
+def _staging_token(token: str) -> str:
+    return token[:16]
+
+
+def file_failure_message(file: File, reason: str) -> str:
+    return f"file {file.lfn}: {reason}"
+
+
 def file_failure(file: File, exc: Exception) -> str:
     """Why a build failed on ``file``, naming the file."""
     if isinstance(exc, DSSError):
-        return f"file {file.lfn}: {exc}"
-    return f"file {file.lfn}: internal error: {type(exc).__name__}: {exc}"
+        return file_failure_message(file, str(exc))
+    return file_failure_message(file, f"internal error: {type(exc).__name__}: {exc}")
 
 
 def publish_failure(exc: Exception) -> str:
@@ -542,16 +588,6 @@ def publish_failure(exc: Exception) -> str:
     if isinstance(exc, DSSError):
         return f"loading into the TAG DB failed: {exc}"
     return f"loading into the TAG DB failed: internal error: {type(exc).__name__}: {exc}"
-
-
-def record_file_done(build: TagBuild) -> int:
-    """Count the files whose TAGs are in the scratch folder, record it as the build's
-    progress, and return it. Counting files (not incrementing) keeps a task that runs
-    twice from counting its file twice."""
-    done = len(list(scratch_dir(build).glob("*.npz")))
-    TagBuild.objects.filter(pk=build.pk, progress_done__lt=done).update(progress_done=done)
-    build.progress_done = max(build.progress_done, done)
-    return done
 
 
 def _settle_collection(collection: TagCollection, failed: bool = True) -> None:
@@ -565,64 +601,74 @@ def _settle_collection(collection: TagCollection, failed: bool = True) -> None:
     collection.state = state
 
 
+def _end_build(build: TagBuild, state: str, message: str) -> bool:
+    """End a build that will not publish: files not yet tagged are cancelled (running ones
+    see it at their next heartbeat), the collection keeps its previous TAGs, the scratch
+    folder goes."""
+    with transaction.atomic():
+        won = build.finish(state, message, lease_token="", lease_expires_at=None)
+        if not won:
+            return False
+        held = list(build.files.filter(state__in=[FileWorkState.QUEUED, FileWorkState.RUNNING]))
+        TagBuildFile.objects.filter(pk__in=[f.pk for f in held]).update(
+            state=FileWorkState.CANCELLED, lease_token="", lease_expires_at=None
+        )
+        _settle_collection(build.collection, failed=state == JobState.FAILED)
+    for f in held:
+        if f.lease_token:
+            f.discard_attempt(f.lease_token)
+    discard_scratch(build)
+    return True
+
+
 def do_fail_build(build: TagBuild, message: str) -> bool:
     """End ``build`` as failed with ``message``; the collection keeps its previous TAGs."""
-    won = build.finish(JobState.FAILED, message)
-    if won:
-        _settle_collection(build.collection)
-        discard_scratch(build)
-    return won
+    return _end_build(build, JobState.FAILED, message)
 
 
 def do_cancel_build(build: TagBuild, user: Any = None) -> bool:
     """Cancel a queued or running build; the collection keeps its previous TAGs."""
     who = f" by {user}" if getattr(user, "is_authenticated", False) else ""
-    won = build.finish(JobState.CANCELLED, f"cancelled{who}")
-    if won:
-        _settle_collection(build.collection, failed=False)
-        discard_scratch(build)
-    return won
+    return _end_build(build, JobState.CANCELLED, f"cancelled{who}")
 
 
-def do_publish_build(build: TagBuild) -> bool:
-    """Load every file's TAGs into a staging table and swap it in as the collection.
-
-    Only the first caller for a running build does anything (a conditional update
-    claims the step), so a duplicate task is harmless. Returns True if it published.
-    """
-    now = timezone.now()
-    won = TagBuild.objects.filter(
-        pk=build.pk, state=JobState.RUNNING, publish_started_at=None
-    ).update(publish_started_at=now)
-    if not won:
-        return False
-    build.publish_started_at = now
+def do_publish_build(lease: leases.Lease) -> bool:
+    """Load every file's TAGs into a staging table named with this attempt's token and
+    swap it in as the collection, in a transaction that still holds the build (checked
+    between files). A publishing step that dies leaves a staging table that the sweep or
+    the next attempt drops. Returns True if it published."""
+    build: TagBuild = lease.unit
     collection = build.collection
     schema = collection_schema(collection)
-    files = list(File.objects.filter(pk__in=build.file_ids).order_by("lfn"))
-    folder = scratch_dir(build)
-    build.log("publishing", f"loading {len(files)} file(s) into the TAG DB")
-    with get_store().begin_build(collection.key, schema) as builder:
-        for f in files:
-            path = folder / f"{f.guid}.npz"
+    units = list(build.files.select_related("file").order_by("file__lfn"))
+    build.log("publishing", f"loading {len(units)} file(s) into the TAG DB")
+    store = get_store()
+    with store.begin_build(collection.key, schema, _staging_token(lease.token)) as builder:
+        for unit in units:
+            lease.check()
+            path = tags_path(build, unit.guid)
             if not path.exists():
-                raise InvalidInput(f"the TAGs of {f.lfn} are missing from {folder}", where=f.lfn)
+                raise InvalidInput(
+                    f"the TAGs of {unit.file.lfn} are missing from {scratch_dir(build)}",
+                    where=unit.file.lfn,
+                )
             with np.load(path) as arrays:
-                builder.load(str(f.guid), {name: arrays[name] for name in arrays.files})
-        if not TagBuild.objects.filter(pk=build.pk, state=JobState.RUNNING).exists():
-            return False  # cancelled meanwhile: leaving the block drops the staging table
-        info = builder.publish()
-    with transaction.atomic():
-        TagCollection.objects.filter(pk=collection.pk).update(
-            state=CollectionState.READY,
-            n_events=info.n_events,
-            n_files=info.n_files,
-            built_at=timezone.now(),
-        )
-        build.finish(
-            JobState.SUCCEEDED,
-            f"{info.n_events:,} events from {info.n_files} file(s) published as {collection}",
-        )
+                builder.load(unit.guid, {name: arrays[name] for name in arrays.files})
+        lease.check()
+        info = builder.prepare()
+        with lease.committing():
+            builder.swap(info)
+            TagCollection.objects.filter(pk=collection.pk).update(
+                state=CollectionState.READY,
+                n_events=info.n_events,
+                n_files=info.n_files,
+                built_at=timezone.now(),
+                published_build=build,
+            )
+            build.finish(
+                JobState.SUCCEEDED,
+                f"{info.n_events:,} events from {info.n_files} file(s) published as {collection}",
+            )
     discard_scratch(build)
     return True
 
@@ -633,19 +679,21 @@ def check_build_now(collection: TagCollection, user: Any = None) -> TagBuild:
     with transaction.atomic():
         build = _new_build(collection.dataset, collection.schema, user)
     build.claim()
-    files = File.objects.filter(pk__in=build.file_ids).prefetch_related("replicas__storage_element")
-    for f in files.order_by("lfn"):
+    for unit in build.files.select_related("file").order_by("file__lfn"):
+        lease = leases.acquire(TagBuildFile, unit.pk)
+        with lease:
+            try:
+                do_tag_file(lease)
+            except Exception as exc:
+                do_fail_build(build, file_failure(unit.file, exc))
+                raise
+    lease = leases.acquire(TagBuild, build.pk)
+    with lease:
         try:
-            do_tag_file(build, f)
+            do_publish_build(lease)
         except Exception as exc:
-            do_fail_build(build, file_failure(f, exc))
+            do_fail_build(build, publish_failure(exc))
             raise
-        record_file_done(build)
-    try:
-        do_publish_build(build)
-    except Exception as exc:
-        do_fail_build(build, publish_failure(exc))
-        raise
     build.refresh_from_db()
     collection.refresh_from_db()
     return build

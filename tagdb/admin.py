@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import SavedQuery, TagBuild, TagCollection, TagSchema
+from .models import SavedQuery, TagBuild, TagBuildFile, TagCollection, TagSchema
 
 
 @admin.register(TagSchema)
@@ -24,6 +24,13 @@ class TagBuildAdmin(admin.ModelAdmin):
     list_display = ["id", "collection", "state", "progress_done", "progress_total", "created_at"]
     list_filter = ["state"]
     list_select_related = ["collection__dataset", "collection__schema"]
+
+
+@admin.register(TagBuildFile)
+class TagBuildFileAdmin(admin.ModelAdmin):
+    list_display = ["build", "file", "state", "n_events", "lease_attempts", "lease_worker"]
+    list_filter = ["state"]
+    list_select_related = ["build", "file"]
 
 
 @admin.register(SavedQuery)

@@ -75,6 +75,13 @@ def table_name(key: str) -> str:
     return f"tag_{key}"
 
 
+def staging_name(key: str, token: str) -> str:
+    """The staging table a build of collection ``key`` loads into (``tag_c42__<token>``)."""
+    if not re.fullmatch(r"[a-z0-9]{1,16}", token):
+        raise InvalidInput(f"invalid build token {token!r}", where="token")
+    return f"{table_name(key)}__{token}"
+
+
 def sorted_copy_name(table: str, index: int) -> str:
     """The DuckDB table holding the sorted values of the ``index``-th indexed attribute
     of collection table ``table`` (``tag_c42`` -> ``tagx_0_c42``; a staging table's
@@ -449,15 +456,15 @@ class TagBuilder:
     aborts the build and drops the staging table.
     """
 
-    def __init__(self, store: TagStore, key: str, schema: Schema):
+    def __init__(self, store: TagStore, key: str, schema: Schema, token: str | None = None):
         self.store = store
         self.key = key
         self.final_name = table_name(key)
         self.schema = schema
         self.types = {a.name: a.type for a in schema.attributes}
         self.numbering = tuple(c for c in NUMBERING if c in schema.numbering())
-        self.token = secrets.token_hex(4)
-        self.staging_name = f"{self.final_name}__{self.token}"
+        self.token = token or secrets.token_hex(4)
+        self.staging_name = staging_name(key, self.token)
         self.table = tag_table(self.staging_name, self.types, dialect=store.dialect)
         self.n_events = 0
         self.files: set[str] = set()
@@ -471,7 +478,7 @@ class TagBuilder:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if self.state == "open":
+        if self.state in ("open", "prepared"):
             self.abort()
 
     def _columns(self, file_guid: str, tags: Mapping[str, Any], entry_start: int) -> dict:
@@ -625,6 +632,19 @@ class TagBuilder:
     def publish(self) -> CollectionInfo:
         """Index the staging table and make it the collection, replacing any previous
         build of the same key in one step."""
+        return self.swap(self.prepare())
+
+    def swap(self, info: CollectionInfo) -> CollectionInfo:
+        """Make the prepared staging table the collection, in one step."""
+        if self.state != "prepared":
+            raise RuntimeError(f"this build is {self.state}, not prepared")
+        self.store._swap_in(self.staging_name, info)
+        self.state = "published"
+        return info
+
+    def prepare(self) -> CollectionInfo:
+        """Index the staging table and measure its ranges: everything publishing does but
+        the swap, which :meth:`swap` does in one short step."""
         if self.state != "open":
             raise RuntimeError(f"this build was already {self.state}")
         store = self.store
@@ -683,13 +703,12 @@ class TagBuilder:
         with store.engine.connect() as conn:
             row = conn.execute(select_ranges(self.table, types)).one()
         info = dataclasses.replace(info, ranges=_ranges_from_row(row, types))
-        store._swap_in(self.staging_name, info)
-        self.state = "published"
+        self.state = "prepared"
         return info
 
     def abort(self) -> None:
         """Drop the staging table; the published collection (if any) stays as it was."""
-        if self.state != "open":
+        if self.state not in ("open", "prepared"):
             return
         self.state = "aborted"
         self._pending, self._pending_rows = [], 0
@@ -841,11 +860,31 @@ class TagStore:
 
     # -- building
 
-    def begin_build(self, key: str, schema: Schema) -> TagBuilder:
-        """Start (re)building collection ``key`` with ``schema`` in a staging table."""
+    def begin_build(self, key: str, schema: Schema, token: str | None = None) -> TagBuilder:
+        """Start (re)building collection ``key`` with ``schema`` in a staging table named
+        with ``token`` (random unless given: a build attempt passes its lease's)."""
         table_name(key)
         self._ensure_catalog()
-        return TagBuilder(self, key, schema)
+        return TagBuilder(self, key, schema, token)
+
+    def discard_build(self, key: str, token: str) -> bool:
+        """Drop what a build of ``key`` with ``token`` left (its staging table and sorted
+        copies), e.g. after its worker died. True if there was something."""
+        staging = staging_name(key, token)
+        with self.engine.begin() as conn:
+            found = sa.inspect(conn).has_table(staging)
+            if found:
+                _ddl(conn, "DROP TABLE {}", staging)
+            copies = _sorted_copies(conn, staging)
+            for copy in copies:
+                _ddl(conn, "DROP TABLE {}", copy)
+        return found or bool(copies)
+
+    def staging_tables(self) -> list[str]:
+        """Every staging table in the TAG DB (builds under way, or left by dead ones)."""
+        with self._reading() as conn:
+            names = sa.inspect(conn).get_table_names()
+        return sorted(n for n in names if re.fullmatch(r"tag_[a-z0-9_]+__[a-z0-9]+", n))
 
     def _swap_in(self, staging: str, info: CollectionInfo) -> None:
         final = info.table

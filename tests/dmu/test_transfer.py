@@ -75,8 +75,8 @@ class FlipOnWrite(StorageEndpoint):
         super().__init__(url)
         self.times = times
 
-    def open_write_temp(self, rel) -> TempFile:
-        temp = super().open_write_temp(rel)
+    def open_write_temp(self, rel, tag=None) -> TempFile:
+        temp = super().open_write_temp(rel, tag)
         if self.times > 0:
             self.times -= 1
             real_write, state = temp.write, {"first": True}

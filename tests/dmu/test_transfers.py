@@ -7,6 +7,7 @@ Unit tests call the task directly; the last tests send the work to a real Celery
 from __future__ import annotations
 
 import shutil
+import socket
 import uuid
 import zlib
 from datetime import timedelta
@@ -23,6 +24,7 @@ import dmu.transfer as engine
 from dmu import actions, tasks
 from dmu.models import Replica, Transfer, TransferFile
 from dmu.storage import deterministic_path
+from dss import leases
 from dss.errors import Conflict, InvalidInput, NotFound
 from tests.conftest import HZZ, ZMUMU, put_file, wait_for
 
@@ -336,18 +338,19 @@ def test_running_copies_into_one_storage_element_are_bounded(
     rel = put_file(storage_root, ZMUMU, "demo/uproot-Zmumu.root")
     zmumu, _ = actions.check_register_dataset("demo.zmumu", disk, [rel])
     first, second = request(hzz, disk2).files.get(), request(zmumu, disk2).files.get()
-    assert actions.claim_transfer_file(first.pk, "task-1") is not None
+    held = actions.acquire_transfer_file(first.pk)
+    assert held is not None
     with pytest.raises(actions.SlotsFull):
-        actions.claim_transfer_file(second.pk, "task-2")
+        actions.acquire_transfer_file(second.pk)
     with pytest.raises(Retry):
         tasks.transfer_file(second.pk)
     assert TransferFile.objects.get(pk=second.pk).state == "queued"
     # another destination has its own slots
     other = request(zmumu, actions.do_add_storage_element("DISK3", (storage_root / "x").as_uri()))
-    assert actions.claim_transfer_file(other.files.get().pk, "task-3") is not None
+    assert actions.acquire_transfer_file(other.files.get().pk) is not None
     # once the first copy ends, the waiting one gets the slot
-    actions.do_copy_transfer_file(TransferFile.objects.get(pk=first.pk))
-    assert actions.claim_transfer_file(second.pk, "task-2") is not None
+    actions.do_copy_transfer_file(held)
+    assert actions.acquire_transfer_file(second.pk) is not None
 
 
 def test_a_task_delivered_twice_copies_once(hzz, disk2):
@@ -361,10 +364,11 @@ def test_a_task_delivered_twice_copies_once(hzz, disk2):
 
 def test_a_redelivered_task_takes_over_the_file_its_dead_worker_left_running(hzz, disk2):
     item = request(hzz, disk2).files.get()
-    assert actions.claim_transfer_file(item.pk, "task-a") is not None  # then the worker died
-    assert actions.claim_transfer_file(item.pk, "task-b") is None
-    again = actions.claim_transfer_file(item.pk, "task-a")
-    assert again is not None and again.state == "running"
+    assert actions.acquire_transfer_file(item.pk) is not None  # then the worker died
+    assert actions.acquire_transfer_file(item.pk) is None  # its process is alive: held
+    TransferFile.objects.filter(pk=item.pk).update(lease_worker=f"{socket.gethostname()}:999999999")
+    again = actions.acquire_transfer_file(item.pk)
+    assert again is not None and again.unit.state == "running" and again.unit.lease_attempts == 2
 
 
 def test_a_partial_transfer_says_which_files_failed(hzz, disk, disk2, storage_root):
@@ -377,13 +381,13 @@ def test_a_partial_transfer_says_which_files_failed(hzz, disk, disk2, storage_ro
     assert "uproot-Zmumu.root: " in done.message
 
 
-# -- a worker that went silent ----------------------------------------------------------
+# -- a worker that went silent (the lease sweep of dss.leases, seen through transfers) ----
 
 
 def _silence(item_pk: int, minutes: int = 30) -> None:
-    """As if the copying worker had shown no progress for ``minutes``."""
+    """As if the copying worker had not renewed its lease for ``minutes``."""
     ago = timezone.now() - timedelta(minutes=minutes)
-    TransferFile.objects.filter(pk=item_pk).update(heartbeat_at=ago)
+    TransferFile.objects.filter(pk=item_pk).update(lease_expires_at=ago)
 
 
 def test_a_copy_whose_worker_went_silent_is_sent_to_another_worker(
@@ -391,59 +395,64 @@ def test_a_copy_whose_worker_went_silent_is_sent_to_another_worker(
 ):
     transfer = request(hzz, disk2)
     item = transfer.files.get()
-    assert actions.claim_transfer_file(item.pk, "task-dead") is not None  # then it died
-    assert actions.do_requeue_stale_copies() == (0, 0)  # not silent for long enough yet
+    assert actions.acquire_transfer_file(item.pk) is not None  # then it died
+    assert not leases.sweep().requeued  # not silent for long enough yet
     _silence(item.pk)
     with django_capture_on_commit_callbacks() as sent:
-        assert actions.do_requeue_stale_copies() == (1, 0)
+        assert len(leases.sweep().requeued) == 1
     assert len(sent) == 1  # a new task for the file
     again = TransferFile.objects.get(pk=item.pk)
-    assert (again.state, again.requeues, again.task_id) == ("queued", 1, "")
-    note = transfer.events.get(kind="file-requeued").message
-    assert note.startswith("uproot-HZZ.root: no progress from worker ") and "another worker" in note
+    assert (again.state, again.lease_token, again.lease_attempts) == ("queued", "", 1)
+    note = transfer.events.get(kind="requeued").message
+    assert note.startswith("uproot-HZZ.root of transfer #") and " went silent " in note
+    assert "sent to another worker (attempt 2 of 3)" in note
     done = run(transfer)
     assert done.state == "succeeded" and Replica.objects.filter(storage_element=disk2).count() == 1
 
 
-def test_a_silent_worker_that_wakes_up_stops_and_registers_nothing(hzz, disk2):
+def test_a_silent_worker_that_wakes_up_stops_and_registers_nothing(
+    hzz, disk2, django_capture_on_commit_callbacks
+):
     item = request(hzz, disk2).files.get()
-    silent = actions.claim_transfer_file(item.pk, "task-dead")
+    silent = actions.acquire_transfer_file(item.pk)
     _silence(item.pk)
-    actions.do_requeue_stale_copies()
-    assert actions.claim_transfer_file(item.pk, "task-new") is not None
-    with pytest.raises(actions.TransferCancelled, match="no longer ours"):
+    with django_capture_on_commit_callbacks():
+        leases.sweep()
+    new = actions.acquire_transfer_file(item.pk)
+    assert new is not None
+    with pytest.raises(actions.TransferCancelled, match="no longer this worker's"):
         actions.do_copy_transfer_file(silent)
     assert files_under(root_of(disk2)) == []  # its temporary is gone
     assert not Replica.objects.filter(storage_element=disk2).exists()
-    assert TransferFile.objects.get(pk=item.pk).task_id == "task-new"
+    assert TransferFile.objects.get(pk=item.pk).lease_token == new.token
 
 
 def test_a_copy_silent_too_many_times_fails_naming_the_worker(
     hzz, disk2, settings, django_capture_on_commit_callbacks
 ):
-    settings.DMU_STALE_REQUEUES = 1
+    settings.DSS_LEASE_ATTEMPTS = 2
     transfer = request(hzz, disk2)
     item = transfer.files.get()
-    for task_id in ("task-1", "task-2"):
-        assert actions.claim_transfer_file(item.pk, task_id) is not None
+    for _ in range(2):
+        assert actions.acquire_transfer_file(item.pk) is not None
         _silence(item.pk)
         with django_capture_on_commit_callbacks():
-            actions.do_requeue_stale_copies()
+            leases.sweep()
     failed = TransferFile.objects.get(pk=item.pk)
     assert (failed.state, failed.error_code) == ("failed", "stalled")
-    assert failed.error.startswith("no progress from worker ")
-    assert failed.error.endswith("sent to another worker 1 time(s) already")
+    assert failed.error.startswith(f"worker {leases.worker_name()} went silent (no heartbeat since")
+    assert failed.error.endswith("gave up after 2 attempt(s)")
     done = Transfer.objects.get(pk=transfer.pk)
-    assert done.state == "failed" and "no progress from worker" in done.message
+    assert done.state == "failed" and "went silent" in done.message
 
 
 def test_a_live_copy_and_a_cancelled_transfer_are_left_alone(hzz, disk2, siteadmin):
     live = request(hzz, disk2).files.get()
-    assert actions.claim_transfer_file(live.pk, "task-live") is not None
-    assert actions.do_requeue_stale_copies() == (0, 0)
+    assert actions.acquire_transfer_file(live.pk) is not None
+    assert not leases.sweep().requeued
     actions.do_cancel_transfer(live.transfer, siteadmin)
     _silence(live.pk)
-    assert actions.do_requeue_stale_copies() == (0, 0)
+    assert not leases.sweep()
 
 
 # -- the real stack: a Celery worker and the XRootD server -------------------------------
@@ -489,12 +498,12 @@ def test_a_dataset_moves_between_local_disk_and_xrootd_both_ways_through_a_real_
 def test_a_real_worker_finishes_a_copy_whose_task_was_lost(celery_worker, hzz, disk2, monkeypatch):
     # The broker lost the task of a worker that died mid-copy: only the sweep can help.
     with monkeypatch.context() as lost:
-        lost.setattr(tasks.transfer_file, "delay", lambda *args: None)
+        lost.setattr(leases, "_send_task", lambda *args: None)
         transfer = request(hzz, disk2)
     item = transfer.files.get()
-    assert actions.claim_transfer_file(item.pk, "task-lost") is not None
+    assert actions.acquire_transfer_file(item.pk) is not None
     _silence(item.pk)
-    assert actions.do_requeue_stale_copies() == (1, 0)
+    assert len(leases.sweep().requeued) == 1
     done = wait_for(_finished(transfer.pk), timeout=120, what="the requeued copy")
     assert done.state == "succeeded", done.message
     assert Replica.objects.get(storage_element=disk2).file == item.file

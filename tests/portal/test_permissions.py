@@ -65,7 +65,9 @@ def test_every_model_is_in_the_admin(siteadmin):
     from django.contrib import admin
 
     ours = [
-        m for m in apps.get_models() if m._meta.app_label in ("dss", "dmu", "tagdb", "pilotchecker")
+        m
+        for m in apps.get_models()
+        if m._meta.app_label in ("dss", "dmu", "tagdb", "pilotchecker", "skims")
     ]
     missing = [m.__name__ for m in ours if m not in admin.site._registry]
     assert not missing

@@ -12,8 +12,8 @@ from dmu import catalogs
 from dmu.models import RucioRegistration, RucioState
 from dmu.tasks import register_in_rucio
 from skims import actions
-from skims.tasks import plan_skim, run_part
 from tests.conftest import HZZ
+from tests.skims.test_skim_correctness import run_skim
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,10 +48,7 @@ def test_a_rucio_dataset_is_imported_tagged_skimmed_and_its_skim_registered_in_r
         output_name=out_name,
         output_se=site.se,
     )
-    plan_skim(skim.pk)
-    for part in skim.parts.order_by("number"):
-        run_part.apply(args=[part.pk], task_id=f"t-{part.pk}")
-    skim.refresh_from_db()
+    skim = run_skim(skim)
     assert skim.state == "succeeded", skim.message
     assert skim.output_dataset.name == out_name
 

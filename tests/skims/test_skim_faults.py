@@ -2,6 +2,7 @@
 with nothing half-registered and no stray output left."""
 
 import os
+import socket
 
 import pytest
 
@@ -9,7 +10,7 @@ from dmu.models import Dataset
 from dss.errors import Conflict, InvalidInput
 from skims import actions
 from skims.models import SkimPart
-from tests.skims.test_skim_correctness import run_skim, submit
+from tests.skims.test_skim_correctness import run_parts, run_skim, submit
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -125,23 +126,28 @@ def test_a_full_output_disk_fails_the_part_and_leaves_nothing(
         os.system(f"umount {full}")
 
 
-def test_a_part_left_running_by_a_killed_worker_is_taken_over_by_the_redelivered_task(
+def test_a_part_left_running_by_a_killed_worker_is_taken_over_by_the_next_delivery(
     hzz_tags, physicist, storage_root
 ):
+    from dss import leases
     from skims.tasks import plan_skim, run_part
 
     skim = submit(physicist, hzz_input(hzz_tags), "n_muon >= 2", "user.phys.killed")
     plan_skim(skim.pk)
     part = skim.parts.get()
-    # the first delivery claims the part, then its worker dies before finishing
-    assert actions.claim_part(part.pk, "task-1") is not None
-    assert actions.claim_part(part.pk, "task-2") is None  # another task cannot take it
-    run_part.apply(args=[part.pk], task_id="task-1")  # the broker redelivers the same task
-    skim.refresh_from_db()
+    # a first worker takes the part, then dies: its process is gone, its lease still open
+    first = leases.acquire(SkimPart, part.pk)
+    assert first is not None and leases.acquire(SkimPart, part.pk) is None  # held by a live one
+    SkimPart.objects.filter(pk=part.pk).update(lease_worker=f"{socket.gethostname()}:999999999")
+    run_part(part.pk)  # the broker delivers the task again: it takes the part over at once
+    assert run_parts(skim, parts=[]).state == "succeeded"
     part.refresh_from_db()
-    assert skim.state == "succeeded" and part.attempts == 2
+    assert part.lease_attempts == 2
+    taken = skim.events.get(kind="taken-over")
+    assert "taken over from" in taken.message and ":999999999" in taken.message
     assert skim.output_dataset.files.count() == 1 and skim.events_written == 1413
-    run_part.apply(args=[part.pk], task_id="task-1")  # a late duplicate changes nothing
+    assert first.beat() is False and first.lost  # the dead attempt, should it wake, has lost it
+    run_part(part.pk)  # a late duplicate changes nothing
     skim.refresh_from_db()
     assert (
         skim.events_written == 1413 and Dataset.objects.filter(name="user.phys.killed").count() == 1
@@ -164,8 +170,10 @@ def test_partial_policy_keeps_the_good_files_and_names_the_bad(split_hzz, physic
     assert skim.state == "failed" and "hzz_1.root" in skim.message
 
 
-def test_fail_policy_removes_the_outputs_of_good_parts(split_hzz, physicist, storage_root):
-    from skims.tasks import plan_skim, run_part
+def test_fail_policy_registers_nothing_and_keeps_good_outputs_for_a_retry(
+    split_hzz, physicist, storage_root
+):
+    from skims.tasks import plan_skim
 
     skim = submit(
         physicist, [actions.InputSpec(split_hzz, None)], "n_muon >= 2", "user.phys.failpol"
@@ -173,20 +181,18 @@ def test_fail_policy_removes_the_outputs_of_good_parts(split_hzz, physicist, sto
     plan_skim(skim.pk)
     parts = list(skim.parts.order_by("number"))
     os.remove(storage_root / "split/hzz_1.root")
-    for p in parts:
-        run_part.apply(args=[p.pk], task_id=f"t{p.pk}")
-    skim.refresh_from_db()
+    skim = run_parts(skim, parts)
     assert (
         skim.state == "failed"
         and "hzz_1.root" in skim.message
         and "1 of 3 file(s) failed" in skim.message
     )
     assert not Dataset.objects.filter(name="user.phys.failpol").exists()
-    assert stored_outputs(storage_root) == []
+    assert len(stored_outputs(storage_root)) == 2  # the good parts' outputs, for a retry
 
 
 def test_partial_policy_registers_what_succeeded(split_hzz, physicist, storage_root):
-    from skims.tasks import plan_skim, run_part
+    from skims.tasks import plan_skim
 
     skim = submit(
         physicist,
@@ -197,9 +203,7 @@ def test_partial_policy_registers_what_succeeded(split_hzz, physicist, storage_r
     )
     plan_skim(skim.pk)
     os.remove(storage_root / "split/hzz_2.root")
-    for p in skim.parts.order_by("number"):
-        run_part.apply(args=[p.pk], task_id=f"t{p.pk}")
-    skim.refresh_from_db()
+    skim = run_parts(skim)
     assert skim.state == "partial" and "hzz_2.root" in skim.message
     assert skim.output_dataset.files.count() == 2
     failed = SkimPart.objects.get(skim=skim, state="failed")
@@ -207,23 +211,19 @@ def test_partial_policy_registers_what_succeeded(split_hzz, physicist, storage_r
 
 
 def test_retry_runs_only_the_failed_parts(split_hzz, physicist, storage_root):
-    from skims.tasks import plan_skim, run_part
+    from skims.tasks import plan_skim
 
     skim = submit(physicist, [actions.InputSpec(split_hzz, None)], "n_muon >= 2", "user.phys.retry")
     plan_skim(skim.pk)
     saved = (storage_root / "split/hzz_0.root").read_bytes()
     os.remove(storage_root / "split/hzz_0.root")
-    for p in skim.parts.order_by("number"):
-        run_part.apply(args=[p.pk], task_id=f"t{p.pk}")
-    skim.refresh_from_db()
+    skim = run_parts(skim)
     assert skim.state == "failed"
     (storage_root / "split/hzz_0.root").write_bytes(saved)
     actions.do_retry_skim(skim, physicist)
     queued = list(skim.parts.filter(state="queued"))
     assert len(queued) == 1  # only the failed one
-    for p in queued:
-        run_part.apply(args=[p.pk], task_id=f"retry{p.pk}")
-    skim.refresh_from_db()
+    skim = run_parts(skim, queued)
     assert skim.state == "succeeded" and skim.events_written == 1413
 
 
@@ -239,16 +239,17 @@ def test_cancel_stops_queued_parts_and_removes_partial_output(
     )
     plan_skim(skim.pk)
     first = skim.parts.order_by("number").first()
-    run_part.apply(args=[first.pk], task_id="c1")
+    run_part(first.pk)
     assert len(stored_outputs(storage_root)) == 1
     with pytest.raises(PermissionDenied):
         actions.do_cancel_skim(skim, outsider)
     actions.do_cancel_skim(skim, physicist)
     skim.refresh_from_db()
     assert skim.state == "cancelled"
-    assert set(skim.parts.values_list("state", flat=True)) == {"succeeded", "cancelled"}
-    for p in skim.parts.filter(state="cancelled"):
-        run_part.apply(args=[p.pk], task_id=f"late{p.pk}")  # tasks that arrive late do nothing
+    # every part is back to a state a retry understands; the stored output is gone
+    assert set(skim.parts.values_list("state", flat=True)) == {"cancelled"}
+    for p in skim.parts.all():
+        run_part(p.pk)  # tasks that arrive late do nothing
     assert stored_outputs(storage_root) == []
     assert not Dataset.objects.filter(name="user.phys.cancel").exists()
     with pytest.raises(Conflict):
