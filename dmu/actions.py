@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
-from dss import leases
+from dss import failpoints, leases
 from dss.errors import Conflict, DSSError, InvalidInput, NotFound
 from dss.jobs import JobState
 
@@ -169,6 +169,7 @@ def check_register_dataset(
         inspected.append(inspect_file(se, rel, tree))
         if progress:
             progress(i + 1, len(rels))
+        failpoints.reach("register.file")
 
     new_files = 0
     with transaction.atomic():
@@ -460,6 +461,7 @@ class _Progress:
         ).update(bytes_done=done, rate_mb_s=round(rate, 2), attempts=self.attempt)
         if not still_ours:
             raise TransferCancelled(f"{self.lease.unit.job_label()} is no longer this worker's")
+        failpoints.reach("transfer.copy")
 
 
 _GAVE_UP = re.compile(r"gave up after (\d+) attempts")

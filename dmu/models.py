@@ -100,7 +100,8 @@ class File(models.Model):
 class ReplicaState(models.TextChoices):
     AVAILABLE = "available", "available"
     COPYING = "copying", "copying"
-    BAD = "bad", "bad"
+    BAD = "bad", "bad"  # its bytes differ from the catalog's
+    LOST = "lost", "lost"  # it is not on its storage element
 
 
 class Replica(models.Model):

@@ -1,6 +1,7 @@
 """The one Celery app of DSS, configured from Django settings (``CELERY_*``)."""
 
 import os
+import signal
 from pathlib import Path
 
 from celery import Celery
@@ -23,6 +24,16 @@ def _prepare_embedded_broker() -> None:
 
 
 _prepare_embedded_broker()
+
+
+@worker_process_init.connect
+def _leave_stopping_to_the_main_process(**kwargs) -> None:
+    """A pool process ignores SIGTERM: stopping is the main process's job (it lets running
+    work end, then stops its pool). A SIGTERM sent to the whole process group (Ctrl-C
+    aside, what `make run`'s shell, systemd or a container runtime may do) otherwise kills
+    the pool processes under the main one, which then waits for them for ever. A killed
+    task would be lost anyway only to be taken over by the lease sweep; this keeps it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @worker_process_init.connect

@@ -165,6 +165,20 @@ def leased_models() -> list[type[Leased]]:
     return [m for m in apps.get_models() if issubclass(m, Leased)]
 
 
+def live_tokens() -> set[str]:
+    """The tokens of every lease held now: temporaries named with them belong to work
+    under way and must be left alone."""
+    now = timezone.now()
+    tokens: set[str] = set()
+    for model in leased_models():
+        tokens.update(
+            model.objects.exclude(lease_token="")
+            .filter(lease_expires_at__gte=now)
+            .values_list("lease_token", flat=True)
+        )
+    return tokens
+
+
 # --------------------------------------------------------------------------- sending
 
 

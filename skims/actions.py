@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import platform
+import posixpath
 import shutil
 import zlib
 from collections.abc import Callable, Sequence
@@ -27,14 +28,15 @@ from django.utils import timezone
 
 from dmu import actions as dmu_actions
 from dmu import catalogs as dmu_catalogs
+from dmu.audit import Finding
 from dmu.checksum import file_checksum
 from dmu.models import Dataset, File, Replica, ReplicaState, StorageElement
 from dmu.names import check_dataset_name, scope_of
 from dmu.storage import deterministic_path, temp_name
 from dmu.transfer import copy
-from dss import leases
+from dss import failpoints, leases
 from dss.errors import ChecksumMismatch, Conflict, DSSError, InvalidInput, NotFound, StorageError
-from dss.jobs import JobState
+from dss.jobs import FINAL_STATES, JobState
 from tagdb.actions import check_selection, get_store
 from tagdb.models import CollectionState, TagCollection
 from tagdb.schema import auto_schema, builtin_schemas, compute_tags
@@ -418,6 +420,7 @@ def do_plan_skim(lease: leases.Lease) -> list[SkimPart]:
     skim: SkimJob = lease.unit
     parts = plan_parts(skim, lease.check)
     total = sum(p.n_entries for p in parts)
+    failpoints.reach("skim.plan")
     with lease.committing():
         if not parts:
             names = ", ".join(i.dataset.name for i in skim.inputs.select_related("dataset"))
@@ -526,6 +529,7 @@ def do_run_part(lease: leases.Lease) -> SkimPart:
                 tree, branches, entries, where, progress=lambda done: lease.check()
             )
         written = eventio.write_events(arrays, str(tmp), skim.output_format)
+        failpoints.reach("skim.part.written")
         lease.check()
         # the copy computes the adler32 as it reads and checks the stored file against it
         stored = copy(
@@ -537,6 +541,7 @@ def do_run_part(lease: leases.Lease) -> SkimPart:
             publish=False,
             progress=lambda done, total: lease.check(),
         )
+        failpoints.reach("skim.part.stored")
     except OSError as e:
         raise StorageError(
             f"writing the output of {file.lfn} failed: {e.strerror or e}", where=lfn
@@ -625,6 +630,7 @@ def do_finish_skim(lease: leases.Lease) -> SkimJob:
     parts = list(skim.parts.select_related("input_file", "input_file__dataset").order_by("number"))
     state, message = _outcome(skim, parts)
     good = [p for p in parts if p.state == PartState.SUCCEEDED]
+    failpoints.reach("skim.finish")
     if state == JobState.FAILED:
         # Nothing is registered; what the good parts stored stays for a retry, which
         # verifies it and runs only the parts without a whole output.
@@ -706,6 +712,60 @@ def do_fail_skim(skim: SkimJob, err: Exception | str, lease: leases.Lease | None
             return False
         write_provenance(skim)
     return True
+
+
+# --------------------------------------------------------------------------- the catalog check
+
+
+def output_folders() -> tuple[dict[str, set[str]], dict[str, dict[str, str]]]:
+    """For the catalog check, by output storage element: the folders skims write their
+    outputs to (looked through for orphans), and the outputs kept on purpose although no
+    dataset registers them (those of failed skims' good parts, for a retry)."""
+    folders: dict[str, set[str]] = {}
+    kept: dict[str, dict[str, str]] = {}
+    for skim in SkimJob.objects.select_related("output_se").filter(state__in=FINAL_STATES):
+        se = skim.output_se.name
+        folders.setdefault(se, set()).add(posixpath.dirname(output_path(skim, 1)))
+    rows = (
+        SkimPart.objects.filter(state=PartState.SUCCEEDED, skim__output_dataset__isnull=True)
+        .exclude(output_path="")
+        .select_related("skim__output_se")
+    )
+    for p in rows:
+        kept.setdefault(p.skim.output_se.name, {})[p.output_path] = (
+            f"the output of part {p.number} of skim #{p.skim_id} ({p.skim.state}), kept for a retry"
+        )
+    return folders, kept
+
+
+def check_scratch(*, fix: bool = False) -> list[Finding]:
+    """Scratch folders of skims that have ended (left by a worker that died)."""
+    folder = Path(settings.DSS_SCRATCH_DIR) / "skims"
+    ended = {
+        str(pk)
+        for pk in SkimJob.objects.filter(state__in=FINAL_STATES).values_list("pk", flat=True)
+    }
+    live = leases.live_tokens()
+    findings = []
+    for path in sorted(folder.iterdir()) if folder.exists() else []:
+        if path.name in ended or not path.name.isdigit():
+            stray = list(path.iterdir()) if path.is_dir() else [path]
+        else:  # a skim under way: only temporaries of attempts no worker holds
+            stray = [f for f in path.iterdir() if f.name.rsplit(".", 2)[-2] not in live]
+        for f in stray:
+            if fix:
+                f.unlink(missing_ok=True)
+            findings.append(
+                Finding(
+                    "temporary",
+                    f"scratch:{f}",
+                    "left by a skim part that did not finish",
+                    fixed=fix,
+                )
+            )
+        if fix and path.is_dir() and path.name in ended:
+            shutil.rmtree(path, ignore_errors=True)
+    return findings
 
 
 # --------------------------------------------------------------------------- cancel, retry, re-run

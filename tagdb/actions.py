@@ -28,8 +28,9 @@ from django.utils import timezone
 from sqlalchemy.pool import NullPool
 
 from dmu.actions import get_dataset
+from dmu.audit import Finding
 from dmu.models import Dataset, File, ReplicaState
-from dss import leases
+from dss import failpoints, leases
 from dss.errors import (
     BadEventFile,
     Conflict,
@@ -546,6 +547,7 @@ def do_tag_file(lease: leases.Lease) -> int:
     partial = partial_tags_path(build, unit.guid, lease.token)
     with open(partial, "wb") as fh:
         np.savez(fh, **tags)
+    failpoints.reach("tags.file")
     with lease.committing():
         os.replace(partial, tags_path(build, unit.guid))
         TagBuildFile.objects.filter(pk=unit.pk).update(
@@ -654,6 +656,7 @@ def do_publish_build(lease: leases.Lease) -> bool:
                 )
             with np.load(path) as arrays:
                 builder.load(unit.guid, {name: arrays[name] for name in arrays.files})
+        failpoints.reach("tags.publish")
         lease.check()
         info = builder.prepare()
         with lease.committing():
@@ -729,6 +732,165 @@ def require_ready(collection: TagCollection) -> None:
             f"the TAGs of {collection} are not built yet ({collection.get_state_display()})",
             where=str(collection),
         )
+
+
+# --------------------------------------------------------------------------- coverage
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Which of its dataset's files a collection's published TAGs were built from.
+
+    ``added``: files of the dataset the TAGs do not cover; ``changed``: files whose content
+    (adler32) differs from what was tagged; ``removed``: files tagged that the dataset no
+    longer has. A collection with any of them is *stale*: its answers would leave out, or
+    misplace, events of the dataset as it is now."""
+
+    collection: str
+    dataset: str
+    covered: int
+    total: int
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    build: int | None = None
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+    @property
+    def message(self) -> str:
+        """What is wrong, in one sentence a physicist can act on ('' when nothing is)."""
+        if not self.stale:
+            return ""
+        parts = []
+        if self.added:
+            parts.append(f"not tagged: {_names(self.added)}")
+        if self.changed:
+            parts.append(f"changed since they were tagged: {_names(self.changed)}")
+        if self.removed:
+            parts.append(f"no longer in the dataset: {_names(self.removed)}")
+        return (
+            f"the TAGs of {self.dataset} cover {self.covered} of its {self.total} file(s) "
+            f"({'; '.join(parts)}); rebuild them, or skim the dataset without TAGs"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stale": self.stale,
+            "covered": self.covered,
+            "total": self.total,
+            "added": list(self.added),
+            "changed": list(self.changed),
+            "removed": list(self.removed),
+            "build": self.build,
+            "message": self.message,
+        }
+
+
+def _names(lfns: tuple[str, ...], shown: int = 5) -> str:
+    more = f" and {len(lfns) - shown} more" if len(lfns) > shown else ""
+    return ", ".join(lfns[:shown]) + more
+
+
+def coverage(collection: TagCollection) -> Coverage:
+    """Compare the files the collection's published TAGs were built from (GUID and
+    adler32, recorded by the build) with its dataset's files now."""
+    current = {
+        str(guid): (lfn, adler32)
+        for guid, lfn, adler32 in collection.dataset.files.values_list("guid", "lfn", "adler32")
+    }
+    build_id = collection.published_build_id
+    if build_id is None:
+        # Never published: nothing is covered (queries refuse it anyway).
+        return Coverage(str(collection), collection.dataset.name, 0, len(current), build=None)
+    tagged = {
+        guid: (lfn, adler32)
+        for guid, lfn, adler32 in TagBuildFile.objects.filter(build_id=build_id).values_list(
+            "guid", "file__lfn", "adler32"
+        )
+    }
+    added = tuple(sorted(lfn for g, (lfn, _) in current.items() if g not in tagged))
+    removed = tuple(sorted(lfn for g, (lfn, _) in tagged.items() if g not in current))
+    changed = tuple(
+        sorted(lfn for g, (lfn, a) in current.items() if g in tagged and tagged[g][1] != a)
+    )
+    covered = len(current) - len(added) - len(changed)
+    return Coverage(
+        str(collection),
+        collection.dataset.name,
+        covered,
+        len(current),
+        added,
+        changed,
+        removed,
+        build_id,
+    )
+
+
+def require_current(collection: TagCollection) -> Coverage:
+    """Conflict (naming the files) unless the collection's TAGs cover its dataset exactly:
+    what a skim through TAGs needs, so that no file is ever skipped silently."""
+    found = coverage(collection)
+    if found.stale:
+        raise StaleTags(found)
+    return found
+
+
+class StaleTags(Conflict):
+    """The TAGs of a collection do not cover its dataset as it is now."""
+
+    code = "stale_tags"
+
+    def __init__(self, found: Coverage):
+        super().__init__(found.message, where=found.dataset)
+        self.coverage = found
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "coverage": self.coverage.as_dict()}
+
+
+def check_collections(*, fix: bool = False) -> list[Finding]:
+    """Every ready collection covers its dataset exactly (else it is stale: rebuild it);
+    no staging table or per-file TAGs are left by a build that no worker runs any more
+    (``fix`` drops and removes them)."""
+    findings: list[Finding] = []
+    for collection in TagCollection.objects.filter(state=CollectionState.READY).select_related(
+        "dataset", "schema"
+    ):
+        found = coverage(collection)
+        if found.stale:
+            findings.append(Finding("stale", str(collection), found.message))
+    store = get_store()
+    collections = {c.key: c for c in TagCollection.objects.all()}
+    for table in store.staging_tables():
+        key, _, token = table[len("tag_") :].partition("__")
+        collection = collections.get(key)
+        held = collection is not None and (
+            TagBuild.objects.filter(
+                collection=collection, state=JobState.RUNNING, lease_token__startswith=token
+            ).exists()
+        )
+        if held:
+            continue
+        fixed = fix and store.discard_build(key, token)
+        findings.append(
+            Finding(
+                "leftover", f"TAG DB:{table}", "a staging table no build uses", fixed=bool(fixed)
+            )
+        )
+    folder = Path(settings.DSS_SCRATCH_DIR) / "tagbuilds"
+    active = {str(pk) for pk in active_builds().values_list("pk", flat=True)}
+    for path in sorted(folder.iterdir()) if folder.exists() else []:
+        if path.name in active:
+            continue
+        if fix:
+            shutil.rmtree(path, ignore_errors=True)
+        findings.append(
+            Finding("leftover", f"scratch:{path}", "per-file TAGs of an ended build", fixed=fix)
+        )
+    return findings
 
 
 @dataclass(frozen=True)
