@@ -33,7 +33,7 @@ from dss.errors import BadEventFile, Conflict, DSSError, InvalidInput, NotFound,
 from dss.jobs import FINAL_STATES, JobState
 
 from .models import CollectionState, SavedQuery, TagBuild, TagCollection, TagSchema
-from .schema import Schema, auto_schema, compute_tags, load_schema
+from .schema import Schema, auto_schema, compute_tags, load_schema, pack_tags, unpack_tags
 from .selection import INT, Node, check, normalise, parse, parse_good_run_list, suggest
 from .store import EventRef, Histogram, TagStore
 
@@ -511,13 +511,13 @@ def do_tag_file(build: TagBuild, file: File) -> int:
         n = int(tree.num_entries)
         for start in range(0, max(n, 1), FILE_CHUNK_ENTRIES):
             parts.append(compute_tags(schema, tree, start, min(n, start + FILE_CHUNK_ENTRIES)))
-    tags = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    tags = {name: np.ma.concatenate([p[name] for p in parts]) for name in parts[0]}
     folder = scratch_dir(build)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{file.guid}.npz"
     partial = folder / f".{file.guid}.{os.getpid()}.part"
     with open(partial, "wb") as fh:
-        np.savez(fh, **tags)
+        np.savez(fh, **pack_tags(tags))  # values and the masks of missing ones
     again = final.exists()  # a task that runs twice must not count its events twice
     os.replace(partial, final)
     if not again:
@@ -608,7 +608,7 @@ def do_publish_build(build: TagBuild) -> bool:
             if not path.exists():
                 raise InvalidInput(f"the TAGs of {f.lfn} are missing from {folder}", where=f.lfn)
             with np.load(path) as arrays:
-                builder.load(str(f.guid), {name: arrays[name] for name in arrays.files})
+                builder.load(str(f.guid), unpack_tags(arrays, f.lfn))
         if not TagBuild.objects.filter(pk=build.pk, state=JobState.RUNNING).exists():
             return False  # cancelled meanwhile: leaving the block drops the staging table
         info = builder.publish()
@@ -826,20 +826,35 @@ def iter_events(
     return generate()
 
 
+@dataclass(frozen=True)
+class TopList:
+    """The passing events with the largest value of ``attribute``, and how many passing
+    events have no value of it (they are not in the list)."""
+
+    attribute: str
+    events: list[EventRef]
+    missing: int
+
+
 def top(
     collection: TagCollection,
     selection: str | None,
     attribute: str,
     n: int = 20,
     good_runs: Any = None,
-) -> list[EventRef]:
-    """The ``n`` passing events with the largest ``attribute`` (value in ``.value``)."""
+) -> TopList:
+    """The ``n`` passing events with the largest ``attribute`` (value in ``.value``), and
+    the count of passing events where ``attribute`` is missing."""
     attribute = _attribute_name(collection, attribute)
     tree, _ = query_selection(collection, selection, good_runs)
     require_ready(collection)
     if not 1 <= int(n) <= MAX_TOP:
         raise InvalidInput(f"N must be from 1 to {MAX_TOP}", where="n")
-    return get_store().top(collection.key, tree, attribute, int(n))
+    store = get_store()
+    with store.session():
+        events = store.top(collection.key, tree, attribute, int(n))
+        missing = store.count_missing(collection.key, attribute, tree)
+    return TopList(attribute, events, missing)
 
 
 def files_touched(

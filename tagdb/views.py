@@ -28,7 +28,6 @@ from . import actions
 from .forms import BuildForm, GoodRunForm, PickForm, QueryForm, SaveQueryForm
 from .models import CollectionState
 from .plots import histogram_svg
-from .schema import MISSING
 from .selection import INT, SelectionError
 
 
@@ -143,11 +142,6 @@ def _results(collection, q: dict) -> dict:
         integer_bins = info.type != "float" and len(hist.counts) == hist.edges[-1] - hist.edges[0]
         ctx["hist"] = hist
         ctx["hist_info"] = info
-        if hist.underflow and info.type != "bool":
-            # -999 marks "no such object in this event" (schema convention); say so.
-            ctx["hist_sentinel"] = actions.count_only(
-                collection, actions.combine_selections(text, f"{info.name} == {MISSING}")
-            )
         ctx["hist_svg"] = mark_safe(  # noqa: S308 - built from numbers and escaped text
             histogram_svg(
                 hist,
@@ -173,7 +167,8 @@ def _results(collection, q: dict) -> dict:
                 }
             )
         )
-        ctx["top"] = actions.top(collection, text, q["top_attribute"], q["top_n"])
+        top = actions.top(collection, text, q["top_attribute"], q["top_n"])
+        ctx["top"], ctx["top_missing"] = top.events, top.missing
     except DSSError as e:
         ctx.update(error_context(e, text))
     return ctx

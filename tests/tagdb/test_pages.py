@@ -313,6 +313,19 @@ def test_another_attribute_starts_from_automatic_binning(tagged, physicist):  # 
 
 
 def test_the_histogram_says_which_events_have_no_such_object(tagged, physicist):  # noqa: F811
-    html = client_for(physicist).get(tagged.hzz.get_absolute_url()).content.decode()
+    c = client_for(physicist)
+    html = c.get(tagged.hzz.get_absolute_url()).content.decode()
     assert "Distribution of lead_muon_pt" in html
-    assert "59 at -999 (no such object in the event)" in html
+    assert "2,421 events: 2,362 in the plot." in html  # nothing below the range
+    assert "59 events have no lead_muon_pt</strong>" in html
+    query = {"attribute": "lead_jet_pt", "top_attribute": "lead_jet_pt", "top_n": "5"}
+    html = c.get(tagged.hzz.get_absolute_url(), query).content.decode()
+    assert "716 events have no lead_jet_pt</strong>" in html
+    assert "716 passing events have no lead_jet_pt and are not listed" in html
+    svg = text_of(c.get(f"/tags/{tagged.hzz.pk}/histogram.svg", {"attribute": "lead_jet_pt"}))
+    assert ">716 events have no lead_jet_pt</text>" in svg
+    # Every event of a selection of events without jets: all of them counted apart.
+    query = {"selection": "n_jet == 0", "attribute": "lead_jet_pt", "top_attribute": "lead_jet_pt"}
+    html = c.get(tagged.hzz.get_absolute_url(), query).content.decode()
+    assert "716 events: 0 in the plot." in html and "716 events have no lead_jet_pt" in html
+    assert "No passing event has a value of lead_jet_pt." in html
