@@ -184,7 +184,10 @@ class HistogramResponse(serializers.Serializer):
     counts = serializers.ListField(child=serializers.IntegerField())
     underflow = serializers.IntegerField()
     overflow = serializers.IntegerField()
-    missing = serializers.IntegerField(help_text="passing events without a value (NULL)")
+    missing = serializers.IntegerField(
+        help_text="passing events where the attribute is missing (in no bin, nor under- or "
+        "overflow)"
+    )
     total = serializers.IntegerField()
 
 
@@ -213,6 +216,9 @@ class TopResponse(serializers.Serializer):
     attribute = serializers.CharField()
     selection = serializers.CharField()
     events = TagTopEventSerializer(many=True)
+    missing = serializers.IntegerField(
+        help_text="passing events without a value of the attribute (not in the list)"
+    )
 
 
 class TouchedFileSerializer(serializers.Serializer):
@@ -484,16 +490,17 @@ class Top(TagAPIView):
     def post(self, request, pk):
         collection = self.collection(pk)
         d = validated(TopRequest, request.data)
-        rows = actions.top(collection, d["selection"], d["attribute"], d["n"], d.get("good_runs"))
+        top = actions.top(collection, d["selection"], d["attribute"], d["n"], d.get("good_runs"))
         _, normal = actions.query_selection(collection, d["selection"], d.get("good_runs"))
         return Response(
             {
-                "attribute": d["attribute"].strip(),
+                "attribute": top.attribute,
                 "selection": normal,
                 "events": [
                     {"rank": i, "value": ev.value, **_event_dict(ev)}
-                    for i, ev in enumerate(rows, start=1)
+                    for i, ev in enumerate(top.events, start=1)
                 ],
+                "missing": top.missing,
             }
         )
 

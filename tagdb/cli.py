@@ -209,9 +209,9 @@ def text_histogram(h: dict, width: int = BAR_WIDTH) -> list[str]:
     lines = [f"{h['attribute']}{unit} for {h['selection'] or 'all events'}"]
     if not any(counts):
         # Fifty empty bars say less than one line.
-        if h["total"] and edges:
+        if h["total"] > (h.get("missing") or 0) and edges:
             lines.append(f"none of them in [{_edge(edges[0])}, {_edge(edges[-1])}]")
-        else:
+        elif not h["total"]:
             lines.append("no events pass")
         counts, labels = [], []
     for label, n in zip(labels, counts, strict=True):
@@ -220,14 +220,15 @@ def text_histogram(h: dict, width: int = BAR_WIDTH) -> list[str]:
         lines.append(f"{label:>{label_width}} {n:>{count_width},} {bar}")
     extra = [
         f"{h[key]:,} {what}"
-        for key, what in (
-            ("underflow", "below"),
-            ("overflow", "above"),
-            ("missing", "without a value"),
-        )
+        for key, what in (("underflow", "below"), ("overflow", "above"))
         if h.get(key)
     ]
-    lines.append(f"{h['total']:,} events" + (f" ({', '.join(extra)})" if extra else ""))
+    events = "event" if h["total"] == 1 else "events"
+    lines.append(f"{h['total']:,} {events}" + (f" ({', '.join(extra)})" if extra else ""))
+    missing = h.get("missing") or 0
+    if missing:
+        have = "event has" if missing == 1 else "events have"
+        lines.append(f"{missing:,} {have} no {h['attribute']} (counted apart, not drawn)")
     return lines
 
 

@@ -114,6 +114,22 @@ def test_histogram_bins_sum_to_the_count(api, hzz):
     assert r.status_code == 400 and r.json()["where"] == "range"
 
 
+def test_histogram_and_top_count_missing_values_apart(api, hzz):
+    body = {"selection": "met > 20", "attribute": "lead_jet_pt"}
+    h = post(api, f"/api/tags/{hzz.pk}/histogram", {**body, "bins": 10, "lo": 0, "hi": 1000})
+    h = h.json()
+    passing = post(api, f"/api/tags/{hzz.pk}/count", {"selection": "met > 20"}).json()["count"]
+    without = post(
+        api, f"/api/tags/{hzz.pk}/count", {"selection": "met > 20 && missing(lead_jet_pt)"}
+    ).json()["count"]
+    assert 0 < without < passing
+    assert h["missing"] == without and h["underflow"] == 0
+    assert sum(h["counts"]) + h["overflow"] == passing - without
+    top = post(api, f"/api/tags/{hzz.pk}/top", {**body, "n": 1000}).json()
+    assert top["missing"] == without and len(top["events"]) == passing - without
+    assert all(e["value"] is not None for e in top["events"])
+
+
 def test_events_come_as_json_pages_or_csv(api, hzz, zmumu):
     r = post(api, f"/api/tags/{hzz.pk}/events", {"selection": "n_muon >= 2", "limit": 1000})
     body = r.json()
