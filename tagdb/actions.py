@@ -10,7 +10,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -790,34 +790,64 @@ def histogram(
     )
 
 
+MAX_EVENT_ATTRIBUTES = 50
+
+
+def event_attributes(collection: TagCollection, names: Sequence[str] | None) -> list[str]:
+    """The attribute names an event list was asked to carry, checked against the
+    collection (each once, in the order given)."""
+    names = list(names or [])
+    if len(names) > MAX_EVENT_ATTRIBUTES:
+        raise InvalidInput(
+            f"at most {MAX_EVENT_ATTRIBUTES} attributes per event list", where="attributes"
+        )
+    known = attribute_types(collection)
+    for name in names:
+        if not isinstance(name, str) or name.strip() not in known:
+            raise InvalidInput(
+                f"unknown attribute '{name}'{suggest(str(name).strip(), sorted(known))}",
+                where="attributes",
+            )
+    return list(dict.fromkeys(name.strip() for name in names))
+
+
 def events(
     collection: TagCollection,
     selection: str | None,
     limit: int = 100,
     offset: int = 0,
     good_runs: Any = None,
+    attributes: Sequence[str] | None = None,
 ) -> list[EventRef]:
-    """A page of the passing events (file GUID, entry, run, event), file by file."""
+    """A page of the passing events (file GUID, entry, run, event), file by file, with
+    the values of ``attributes`` in ``.values`` (None where the event has none)."""
     tree, _ = query_selection(collection, selection, good_runs)
+    names = event_attributes(collection, attributes)
     require_ready(collection)
     if limit < 0 or offset < 0:
         raise InvalidInput("limit and offset must not be negative", where="limit")
-    return get_store().events(collection.key, tree, limit=limit, offset=offset)
+    return get_store().events(collection.key, tree, limit=limit, offset=offset, attributes=names)
 
 
 def iter_events(
-    collection: TagCollection, selection: str | None, good_runs: Any = None
+    collection: TagCollection,
+    selection: str | None,
+    good_runs: Any = None,
+    attributes: Sequence[str] | None = None,
 ) -> Iterator[EventRef]:
-    """Every passing event, fetched a batch at a time (for exports). The selection is
-    checked before the first event is asked for."""
+    """Every passing event, fetched a batch at a time (for exports), with the values of
+    ``attributes``. The selection is checked before the first event is asked for."""
     tree, _ = query_selection(collection, selection, good_runs)
+    names = event_attributes(collection, attributes)
     require_ready(collection)
     store = get_store()
 
     def generate() -> Iterator[EventRef]:
         offset = 0
         while True:
-            batch = store.events(collection.key, tree, limit=EXPORT_BATCH, offset=offset)
+            batch = store.events(
+                collection.key, tree, limit=EXPORT_BATCH, offset=offset, attributes=names
+            )
             yield from batch
             if len(batch) < EXPORT_BATCH:
                 return

@@ -251,22 +251,22 @@ def cmd_hist(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     return 0
 
 
-def _pages(api: Client, collection: dict, selection: str) -> Any:
+def _pages(api: Client, collection: dict, selection: str, attributes: Sequence[str]) -> Any:
     offset: int | None = 0
+    body = {"selection": selection, "format": "json", "limit": EVENT_PAGE}
+    if attributes:
+        body["attributes"] = list(attributes)
     while offset is not None:
-        page = _query(
-            api,
-            collection,
-            "events",
-            {"selection": selection, "format": "json", "limit": EVENT_PAGE, "offset": offset},
-        )
+        page = _query(api, collection, "events", {**body, "offset": offset})
         yield page
         offset = page["next_offset"]
 
 
 def cmd_events(client: Any, args: argparse.Namespace, out: Any = None) -> int:
-    """The passing events (file GUID, entry, run, event) as CSV or JSON."""
+    """The passing events (file GUID, entry, run, event, and the attributes asked for)
+    as CSV or JSON; a missing attribute value is an empty field, or null."""
     api, out = _client(args, client), _stream(out)
+    names = list(dict.fromkeys(args.attribute or []))
     collection = resolve_collection(api, args.collection)
     target: TextIO
     if args.output and args.output != "-":
@@ -277,22 +277,16 @@ def cmd_events(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     try:
         if args.format == "csv":
             writer = csv.writer(target)
-            writer.writerow(["file_guid", "entry", "run", "event"])
-            for page in _pages(api, collection, args.selection):
+            columns = ["file_guid", "entry", "run", "event", *names]
+            writer.writerow(columns)
+            for page in _pages(api, collection, args.selection, names):
                 for ev in page["events"]:
-                    writer.writerow(
-                        [
-                            ev["file_guid"],
-                            ev["entry"],
-                            "" if ev["run"] is None else ev["run"],
-                            "" if ev["event"] is None else ev["event"],
-                        ]
-                    )
+                    writer.writerow(["" if ev[c] is None else ev[c] for c in columns])
                 n += len(page["events"])
         else:
             events: list[dict] = []
             selection = ""
-            for page in _pages(api, collection, args.selection):
+            for page in _pages(api, collection, args.selection, names):
                 events.extend(page["events"])
                 selection = page["selection"]
             n = len(events)
@@ -399,6 +393,13 @@ def register(
     p = add("events", cmd_events, "export the passing events (file GUID, entry, run, event)")
     p.add_argument("collection", metavar="COLLECTION", help=collection_help)
     p.add_argument("selection", metavar="SELECTION", nargs="?", default="")
+    p.add_argument(
+        "-a",
+        "--attribute",
+        action="append",
+        metavar="ATTR",
+        help="add this attribute's value to each event (repeatable; missing: empty or null)",
+    )
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
 

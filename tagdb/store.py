@@ -375,6 +375,8 @@ class EventRef:
     run: int | None
     event: int | None
     value: Any = None  # the attribute value, for top()
+    # The attributes events() was asked for, by name; None where one is missing.
+    values: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -1123,19 +1125,40 @@ class TagStore:
 
     @_in_session
     def events(
-        self, key: str, tree: Node | None = None, limit: int = 100, offset: int = 0
+        self,
+        key: str,
+        tree: Node | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        attributes: Sequence[str] = (),
     ) -> list[EventRef]:
-        """A page of the passing events, in load order (file by file, entry by entry)."""
+        """A page of the passing events, in load order (file by file, entry by entry),
+        with the values of ``attributes`` in ``.values`` (None where one is missing)."""
         _, table, types = self._bound(key)
+        for name in attributes:
+            if name not in types:
+                raise InvalidInput(
+                    f"unknown attribute '{name}'{suggest(name, sorted(types))}", where="attributes"
+                )
+        names = list(dict.fromkeys(attributes))
         stmt = (
-            sa.select(table.c.file_guid, table.c.entry, table.c.run, table.c.event)
+            sa.select(
+                table.c.file_guid,
+                table.c.entry,
+                table.c.run,
+                table.c.event,
+                *(table.c[name].label(f"v{i}") for i, name in enumerate(names)),
+            )
             .where(where_clause(table, types, tree))
             .order_by(table.c.id)
             .limit(int(limit))
             .offset(int(offset))
         )
         with self._reading() as conn:
-            return [EventRef(*row) for row in conn.execute(stmt)]
+            return [
+                EventRef(*row[:4], values=dict(zip(names, row[4:], strict=True)))
+                for row in conn.execute(stmt)
+            ]
 
     @_in_session
     def count_missing(self, key: str, attr: str, tree: Node | None = None) -> int:

@@ -145,6 +145,20 @@ def test_events_come_as_json_pages_or_csv(api, hzz, zmumu):
     assert len(rows) == 5 and rows[1][2:] == ["148031", "425778251"]
 
 
+def test_events_carry_attribute_values_null_where_missing(api, hzz):
+    body = {"selection": "n_muon <= 1", "attributes": ["lead_muon_pt", "n_muon"]}
+    events = post(api, f"/api/tags/{hzz.pk}/events", body).json()["events"]
+    assert set(events[0]) == {"file_guid", "entry", "run", "event", "lead_muon_pt", "n_muon"}
+    without = [e["lead_muon_pt"] for e in events if e["n_muon"] == 0]
+    assert len(without) == 59 and set(without) == {None}
+    r = post(api, f"/api/tags/{hzz.pk}/events", {**body, "format": "csv"})
+    rows = list(csv.reader(io.StringIO(b"".join(r.streaming_content).decode())))
+    assert rows[0][4:] == ["lead_muon_pt", "n_muon"]
+    assert [row[4] for row in rows[1:] if row[5] == "0"] == [""] * 59
+    r = post(api, f"/api/tags/{hzz.pk}/events", {**body, "attributes": ["lead_muon_ptt"]})
+    assert r.status_code == 400 and r.json()["where"] == "attributes"
+
+
 def test_top_lists_the_largest_values(api, hzz):
     r = post(
         api, f"/api/tags/{hzz.pk}/top", {"selection": "n_muon >= 2", "attribute": "met", "n": 3}

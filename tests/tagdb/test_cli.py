@@ -106,6 +106,21 @@ def test_tag_events_writes_csv_and_json(portal, tagged, tmp_path):  # noqa: F811
     assert doc["selection"] == "n_muon >= 2" and len(doc["events"]) == 1413
 
 
+def test_tag_events_with_attributes_leave_missing_values_empty(portal, tagged, tmp_path):  # noqa: F811
+    target = tmp_path / "events.csv"
+    code, _, _ = run(
+        portal, "tag", "events", "demo.hzz", "n_jet <= 1", "-a", "lead_jet_pt", "-a", "n_jet",
+        "-o", str(target),
+    )  # fmt: skip
+    rows = list(csv.reader(target.open()))
+    assert code == 0 and rows[0] == ["file_guid", "entry", "run", "event", "lead_jet_pt", "n_jet"]
+    assert [r[4] for r in rows[1:] if r[5] == "0"] == [""] * 716
+    code, out, _ = run(portal, "tag", "events", "demo.hzz", "n_jet == 0", "-a", "lead_jet_pt",
+                       "--format", "json")  # fmt: skip
+    events = json.loads(out)["events"]
+    assert len(events) == 716 and {e["lead_jet_pt"] for e in events} == {None}
+
+
 def test_tag_pick_reports_found_missing_and_duplicated(portal, tagged, tmp_path):  # noqa: F811
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("# run event\n148031 10507008\n1 2\n")

@@ -157,6 +157,22 @@ def test_the_event_list_downloads_as_csv_and_json(tagged, physicist):  # noqa: F
     assert r.status_code == 400 and "met_x" in r.content.decode()
 
 
+def test_event_list_downloads_show_a_missing_value_as_empty_or_null(tagged, physicist):  # noqa: F811
+    c = client_for(physicist)
+    query = {"selection": "n_muon <= 1", "attribute": ["lead_muon_pt", "n_muon"]}
+    rows = list(csv.reader(io.StringIO(text_of(c.get(f"/tags/{tagged.hzz.pk}/events.csv", query)))))
+    assert rows[0] == ["file_guid", "entry", "run", "event", "lead_muon_pt", "n_muon"]
+    without = [r for r in rows[1:] if r[5] == "0"]
+    assert len(without) == 59 and {r[4] for r in without} == {""}
+    assert all(float(r[4]) > 0 for r in rows[1:] if r[5] == "1")
+    doc = json.loads(text_of(c.get(f"/tags/{tagged.hzz.pk}/events.json", query)))
+    values = [e["lead_muon_pt"] for e in doc["events"] if e["n_muon"] == 0]
+    assert len(values) == 59 and set(values) == {None}
+    assert "-999" not in text_of(c.get(f"/tags/{tagged.hzz.pk}/events.csv", query))
+    r = c.get(f"/tags/{tagged.hzz.pk}/events.csv", {"attribute": "lead_muon_ptt"})
+    assert r.status_code == 400 and "did you mean 'lead_muon_pt'" in r.content.decode()
+
+
 def test_the_histogram_downloads_as_svg(tagged, physicist):  # noqa: F811
     r = client_for(physicist).get(
         f"/tags/{tagged.zmumu.pk}/histogram.svg",

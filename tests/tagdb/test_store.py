@@ -240,6 +240,28 @@ def test_events_pages_through_the_selection(store, hzz, hzz_tags):
     assert first[0].run is None and first[0].event is None
 
 
+def test_event_lists_carry_attribute_values_and_none_where_missing(
+    store, hzz, legacy_hzz, hzz_tags
+):
+    tree = parse("n_muon <= 1")
+    names = ["lead_muon_pt", "lead_muon_charge", "os_dimuon", "n_muon"]
+    expected = np.flatnonzero(evaluate(tree, hzz_tags))
+    for key in (hzz, legacy_hzz):  # -999 in an older collection is None too
+        rows = store.events(key, tree, limit=5000, attributes=names)
+        assert [e.entry for e in rows] == expected.tolist()
+        for e in rows:
+            assert list(e.values) == names
+            for name in names:
+                value = hzz_tags[name][e.entry]
+                if value is np.ma.masked:
+                    assert e.values[name] is None, (key, name, e.entry)
+                else:
+                    assert e.values[name] == pytest.approx(value.item()), (key, name, e.entry)
+        assert sum(e.values["lead_muon_pt"] is None for e in rows) == 59
+    with pytest.raises(InvalidInput, match="did you mean 'lead_muon_pt'"):
+        store.events(hzz, tree, attributes=["lead_muon_ptt"])
+
+
 def test_top_orders_by_the_attribute(store, hzz, hzz_tags):
     top = store.top(hzz, parse("n_muon >= 2"), "met", 5)
     mask = hzz_tags["n_muon"] >= 2
