@@ -338,6 +338,14 @@ def test_the_histogram_says_which_events_have_no_such_object(tagged, physicist):
     html = c.get(tagged.hzz.get_absolute_url(), query).content.decode()
     assert "716 events have no lead_jet_pt</strong>" in html
     assert "716 passing events have no lead_jet_pt and are not listed" in html
+    # The attribute list's ranges are those of the values there are.
+    assert "-999" not in html and "<code>has(x)</code> and <code>missing(x)</code>" in html
+    lo, hi = re.search(
+        r"<tr><td><code>lead_jet_pt</code>.*?<td class=\"num range\">([\d.,]+) … ([\d.,]+)</td>",
+        html,
+        re.S,
+    ).groups()
+    assert 0 < float(lo) < float(hi.replace(",", ""))
     svg = text_of(c.get(f"/tags/{tagged.hzz.pk}/histogram.svg", {"attribute": "lead_jet_pt"}))
     assert ">716 events have no lead_jet_pt</text>" in svg
     # Every event of a selection of events without jets: all of them counted apart.
