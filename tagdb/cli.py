@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 import time
@@ -268,6 +269,10 @@ def cmd_events(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     api, out = _client(args, client), _stream(out)
     names = list(dict.fromkeys(args.attribute or []))
     collection = resolve_collection(api, args.collection)
+    # The first page answers for the selection and the attributes: a mistake in either
+    # is reported before anything is written (and no half-written file is left).
+    pages = _pages(api, collection, args.selection, names)
+    pages = itertools.chain([next(pages)], pages)
     target: TextIO
     if args.output and args.output != "-":
         target = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
@@ -279,14 +284,14 @@ def cmd_events(client: Any, args: argparse.Namespace, out: Any = None) -> int:
             writer = csv.writer(target)
             columns = ["file_guid", "entry", "run", "event", *names]
             writer.writerow(columns)
-            for page in _pages(api, collection, args.selection, names):
+            for page in pages:
                 for ev in page["events"]:
                     writer.writerow(["" if ev[c] is None else ev[c] for c in columns])
                 n += len(page["events"])
         else:
             events: list[dict] = []
             selection = ""
-            for page in _pages(api, collection, args.selection, names):
+            for page in pages:
                 events.extend(page["events"])
                 selection = page["selection"]
             n = len(events)

@@ -119,6 +119,11 @@ def test_tag_events_with_attributes_leave_missing_values_empty(portal, tagged, t
                        "--format", "json")  # fmt: skip
     events = json.loads(out)["events"]
     assert len(events) == 716 and {e["lead_jet_pt"] for e in events} == {None}
+    # A wrong name is reported before anything is written.
+    bad = tmp_path / "bad.csv"
+    code, out, err = run(portal, "tag", "events", "demo.hzz", "-a", "lead_jet_ptt", "-o", str(bad))
+    assert code == 2 and "did you mean 'lead_jet_pt'" in err
+    assert out == "" and not bad.exists()
 
 
 def test_tag_pick_reports_found_missing_and_duplicated(portal, tagged, tmp_path):  # noqa: F811
