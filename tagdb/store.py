@@ -376,7 +376,7 @@ class EventRef:
     event: int | None
     value: Any = None  # the attribute value, for top()
     # The attributes events() was asked for, by name; None where one is missing.
-    values: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
