@@ -10,7 +10,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,7 +49,7 @@ from .models import (
     TagCollection,
     TagSchema,
 )
-from .schema import Schema, auto_schema, compute_tags, load_schema
+from .schema import Schema, auto_schema, compute_tags, load_schema, pack_tags, unpack_tags
 from .selection import INT, Node, check, normalise, parse, parse_good_run_list, suggest
 from .store import EventRef, Histogram, TagStore
 
@@ -542,11 +542,11 @@ def do_tag_file(lease: leases.Lease) -> int:
         for start in range(0, max(n, 1), FILE_CHUNK_ENTRIES):
             lease.check()
             parts.append(compute_tags(schema, tree, start, min(n, start + FILE_CHUNK_ENTRIES)))
-    tags = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    tags = {name: np.ma.concatenate([p[name] for p in parts]) for name in parts[0]}
     scratch_dir(build).mkdir(parents=True, exist_ok=True)
     partial = partial_tags_path(build, unit.guid, lease.token)
     with open(partial, "wb") as fh:
-        np.savez(fh, **tags)
+        np.savez(fh, **pack_tags(tags))  # values and the masks of missing ones
     failpoints.reach("tags.file")
     with lease.committing():
         os.replace(partial, tags_path(build, unit.guid))
@@ -655,7 +655,7 @@ def do_publish_build(lease: leases.Lease) -> bool:
                     where=unit.file.lfn,
                 )
             with np.load(path) as arrays:
-                builder.load(unit.guid, {name: arrays[name] for name in arrays.files})
+                builder.load(unit.guid, unpack_tags(arrays, unit.file.lfn))
         failpoints.reach("tags.publish")
         lease.check()
         info = builder.prepare()
@@ -1000,34 +1000,64 @@ def histogram(
     )
 
 
+MAX_EVENT_ATTRIBUTES = 50
+
+
+def event_attributes(collection: TagCollection, names: Sequence[str] | None) -> list[str]:
+    """The attribute names an event list was asked to carry, checked against the
+    collection (each once, in the order given)."""
+    names = list(names or [])
+    if len(names) > MAX_EVENT_ATTRIBUTES:
+        raise InvalidInput(
+            f"at most {MAX_EVENT_ATTRIBUTES} attributes per event list", where="attributes"
+        )
+    known = attribute_types(collection)
+    for name in names:
+        if not isinstance(name, str) or name.strip() not in known:
+            raise InvalidInput(
+                f"unknown attribute '{name}'{suggest(str(name).strip(), sorted(known))}",
+                where="attributes",
+            )
+    return list(dict.fromkeys(name.strip() for name in names))
+
+
 def events(
     collection: TagCollection,
     selection: str | None,
     limit: int = 100,
     offset: int = 0,
     good_runs: Any = None,
+    attributes: Sequence[str] | None = None,
 ) -> list[EventRef]:
-    """A page of the passing events (file GUID, entry, run, event), file by file."""
+    """A page of the passing events (file GUID, entry, run, event), file by file, with
+    the values of ``attributes`` in ``.values`` (None where the event has none)."""
     tree, _ = query_selection(collection, selection, good_runs)
+    names = event_attributes(collection, attributes)
     require_ready(collection)
     if limit < 0 or offset < 0:
         raise InvalidInput("limit and offset must not be negative", where="limit")
-    return get_store().events(collection.key, tree, limit=limit, offset=offset)
+    return get_store().events(collection.key, tree, limit=limit, offset=offset, attributes=names)
 
 
 def iter_events(
-    collection: TagCollection, selection: str | None, good_runs: Any = None
+    collection: TagCollection,
+    selection: str | None,
+    good_runs: Any = None,
+    attributes: Sequence[str] | None = None,
 ) -> Iterator[EventRef]:
-    """Every passing event, fetched a batch at a time (for exports). The selection is
-    checked before the first event is asked for."""
+    """Every passing event, fetched a batch at a time (for exports), with the values of
+    ``attributes``. The selection is checked before the first event is asked for."""
     tree, _ = query_selection(collection, selection, good_runs)
+    names = event_attributes(collection, attributes)
     require_ready(collection)
     store = get_store()
 
     def generate() -> Iterator[EventRef]:
         offset = 0
         while True:
-            batch = store.events(collection.key, tree, limit=EXPORT_BATCH, offset=offset)
+            batch = store.events(
+                collection.key, tree, limit=EXPORT_BATCH, offset=offset, attributes=names
+            )
             yield from batch
             if len(batch) < EXPORT_BATCH:
                 return
@@ -1036,20 +1066,35 @@ def iter_events(
     return generate()
 
 
+@dataclass(frozen=True)
+class TopList:
+    """The passing events with the largest value of ``attribute``, and how many passing
+    events have no value of it (they are not in the list)."""
+
+    attribute: str
+    events: list[EventRef]
+    missing: int
+
+
 def top(
     collection: TagCollection,
     selection: str | None,
     attribute: str,
     n: int = 20,
     good_runs: Any = None,
-) -> list[EventRef]:
-    """The ``n`` passing events with the largest ``attribute`` (value in ``.value``)."""
+) -> TopList:
+    """The ``n`` passing events with the largest ``attribute`` (value in ``.value``), and
+    the count of passing events where ``attribute`` is missing."""
     attribute = _attribute_name(collection, attribute)
     tree, _ = query_selection(collection, selection, good_runs)
     require_ready(collection)
     if not 1 <= int(n) <= MAX_TOP:
         raise InvalidInput(f"N must be from 1 to {MAX_TOP}", where="n")
-    return get_store().top(collection.key, tree, attribute, int(n))
+    store = get_store()
+    with store.session():
+        events = store.top(collection.key, tree, attribute, int(n))
+        missing = store.count_missing(collection.key, attribute, tree)
+    return TopList(attribute, events, missing)
 
 
 def files_touched(

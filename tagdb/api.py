@@ -130,6 +130,14 @@ class EventsRequest(QuerySerializer):
         help_text="JSON: at most this many (default 10000); CSV: every event unless given",
     )
     offset = serializers.IntegerField(required=False, min_value=0, default=0)
+    attributes = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        default=list,
+        max_length=actions.MAX_EVENT_ATTRIBUTES,
+        help_text="attribute values to add to each event (a missing one is null, or an "
+        "empty CSV field)",
+    )
 
 
 class TopRequest(QuerySerializer):
@@ -184,7 +192,10 @@ class HistogramResponse(serializers.Serializer):
     counts = serializers.ListField(child=serializers.IntegerField())
     underflow = serializers.IntegerField()
     overflow = serializers.IntegerField()
-    missing = serializers.IntegerField(help_text="passing events without a value (NULL)")
+    missing = serializers.IntegerField(
+        help_text="passing events where the attribute is missing (in no bin, nor under- or "
+        "overflow)"
+    )
     total = serializers.IntegerField()
 
 
@@ -213,6 +224,9 @@ class TopResponse(serializers.Serializer):
     attribute = serializers.CharField()
     selection = serializers.CharField()
     events = TagTopEventSerializer(many=True)
+    missing = serializers.IntegerField(
+        help_text="passing events without a value of the attribute (not in the list)"
+    )
 
 
 class TouchedFileSerializer(serializers.Serializer):
@@ -428,11 +442,19 @@ class HistogramView(TagAPIView):
 
 
 def _event_dict(ev) -> dict:
-    return {"file_guid": ev.file_guid, "entry": ev.entry, "run": ev.run, "event": ev.event}
+    # Attribute values (None: missing, null in JSON) follow the event's own columns.
+    return {
+        "file_guid": ev.file_guid,
+        "entry": ev.entry,
+        "run": ev.run,
+        "event": ev.event,
+        **ev.values,
+    }
 
 
 class Events(TagAPIView):
-    """The passing events (file GUID, entry, run, event) as JSON pages or a CSV file."""
+    """The passing events (file GUID, entry, run, event, and any attributes asked for)
+    as JSON pages or a CSV file; a missing attribute value is null, or an empty field."""
 
     @extend_schema(
         request=EventsRequest,
@@ -442,18 +464,21 @@ class Events(TagAPIView):
         collection = self.collection(pk)
         d = validated(EventsRequest, request.data)
         selection, good_runs = d["selection"], d.get("good_runs")
+        names = actions.event_attributes(collection, d["attributes"])
         if d["format"] == "csv":
             if "limit" in d:
-                rows = actions.events(collection, selection, d["limit"], d["offset"], good_runs)
+                rows = actions.events(
+                    collection, selection, d["limit"], d["offset"], good_runs, names
+                )
             else:
-                rows = actions.iter_events(collection, selection, good_runs)
+                rows = actions.iter_events(collection, selection, good_runs, names)
 
             def generate():
                 buffer = io.StringIO()
-                writer = csv.writer(buffer)
-                writer.writerow(["file_guid", "entry", "run", "event"])
+                writer = csv.writer(buffer)  # None (a missing value) is an empty field
+                writer.writerow(["file_guid", "entry", "run", "event", *names])
                 for i, ev in enumerate(rows):
-                    writer.writerow([ev.file_guid, ev.entry, ev.run, ev.event])
+                    writer.writerow([ev.file_guid, ev.entry, ev.run, ev.event, *ev.values.values()])
                     if i % 5000 == 4999:
                         yield buffer.getvalue()
                         buffer.seek(0)
@@ -462,7 +487,7 @@ class Events(TagAPIView):
 
             return StreamingHttpResponse(generate(), content_type="text/csv; charset=utf-8")
         limit = d.get("limit", 10_000)
-        rows = actions.events(collection, selection, limit + 1, d["offset"], good_runs)
+        rows = actions.events(collection, selection, limit + 1, d["offset"], good_runs, names)
         more = len(rows) > limit
         _, normal = actions.query_selection(collection, selection, good_runs)
         return Response(
@@ -484,16 +509,17 @@ class Top(TagAPIView):
     def post(self, request, pk):
         collection = self.collection(pk)
         d = validated(TopRequest, request.data)
-        rows = actions.top(collection, d["selection"], d["attribute"], d["n"], d.get("good_runs"))
+        top = actions.top(collection, d["selection"], d["attribute"], d["n"], d.get("good_runs"))
         _, normal = actions.query_selection(collection, d["selection"], d.get("good_runs"))
         return Response(
             {
-                "attribute": d["attribute"].strip(),
+                "attribute": top.attribute,
                 "selection": normal,
                 "events": [
                     {"rank": i, "value": ev.value, **_event_dict(ev)}
-                    for i, ev in enumerate(rows, start=1)
+                    for i, ev in enumerate(top.events, start=1)
                 ],
+                "missing": top.missing,
             }
         )
 

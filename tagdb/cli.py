@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import sys
 import time
@@ -209,9 +210,9 @@ def text_histogram(h: dict, width: int = BAR_WIDTH) -> list[str]:
     lines = [f"{h['attribute']}{unit} for {h['selection'] or 'all events'}"]
     if not any(counts):
         # Fifty empty bars say less than one line.
-        if h["total"] and edges:
+        if h["total"] > (h.get("missing") or 0) and edges:
             lines.append(f"none of them in [{_edge(edges[0])}, {_edge(edges[-1])}]")
-        else:
+        elif not h["total"]:
             lines.append("no events pass")
         counts, labels = [], []
     for label, n in zip(labels, counts, strict=True):
@@ -220,14 +221,15 @@ def text_histogram(h: dict, width: int = BAR_WIDTH) -> list[str]:
         lines.append(f"{label:>{label_width}} {n:>{count_width},} {bar}")
     extra = [
         f"{h[key]:,} {what}"
-        for key, what in (
-            ("underflow", "below"),
-            ("overflow", "above"),
-            ("missing", "without a value"),
-        )
+        for key, what in (("underflow", "below"), ("overflow", "above"))
         if h.get(key)
     ]
-    lines.append(f"{h['total']:,} events" + (f" ({', '.join(extra)})" if extra else ""))
+    events = "event" if h["total"] == 1 else "events"
+    lines.append(f"{h['total']:,} {events}" + (f" ({', '.join(extra)})" if extra else ""))
+    missing = h.get("missing") or 0
+    if missing:
+        have = "event has" if missing == 1 else "events have"
+        lines.append(f"{missing:,} {have} no {h['attribute']} (counted apart, not drawn)")
     return lines
 
 
@@ -250,23 +252,27 @@ def cmd_hist(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     return 0
 
 
-def _pages(api: Client, collection: dict, selection: str) -> Any:
+def _pages(api: Client, collection: dict, selection: str, attributes: Sequence[str]) -> Any:
     offset: int | None = 0
+    body = {"selection": selection, "format": "json", "limit": EVENT_PAGE}
+    if attributes:
+        body["attributes"] = list(attributes)
     while offset is not None:
-        page = _query(
-            api,
-            collection,
-            "events",
-            {"selection": selection, "format": "json", "limit": EVENT_PAGE, "offset": offset},
-        )
+        page = _query(api, collection, "events", {**body, "offset": offset})
         yield page
         offset = page["next_offset"]
 
 
 def cmd_events(client: Any, args: argparse.Namespace, out: Any = None) -> int:
-    """The passing events (file GUID, entry, run, event) as CSV or JSON."""
+    """The passing events (file GUID, entry, run, event, and the attributes asked for)
+    as CSV or JSON; a missing attribute value is an empty field, or null."""
     api, out = _client(args, client), _stream(out)
+    names = list(dict.fromkeys(args.attribute or []))
     collection = resolve_collection(api, args.collection)
+    # The first page answers for the selection and the attributes: a mistake in either
+    # is reported before anything is written (and no half-written file is left).
+    pages = _pages(api, collection, args.selection, names)
+    pages = itertools.chain([next(pages)], pages)
     target: TextIO
     if args.output and args.output != "-":
         target = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115
@@ -276,22 +282,16 @@ def cmd_events(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     try:
         if args.format == "csv":
             writer = csv.writer(target)
-            writer.writerow(["file_guid", "entry", "run", "event"])
-            for page in _pages(api, collection, args.selection):
+            columns = ["file_guid", "entry", "run", "event", *names]
+            writer.writerow(columns)
+            for page in pages:
                 for ev in page["events"]:
-                    writer.writerow(
-                        [
-                            ev["file_guid"],
-                            ev["entry"],
-                            "" if ev["run"] is None else ev["run"],
-                            "" if ev["event"] is None else ev["event"],
-                        ]
-                    )
+                    writer.writerow(["" if ev[c] is None else ev[c] for c in columns])
                 n += len(page["events"])
         else:
             events: list[dict] = []
             selection = ""
-            for page in _pages(api, collection, args.selection):
+            for page in pages:
                 events.extend(page["events"])
                 selection = page["selection"]
             n = len(events)
@@ -398,6 +398,13 @@ def register(
     p = add("events", cmd_events, "export the passing events (file GUID, entry, run, event)")
     p.add_argument("collection", metavar="COLLECTION", help=collection_help)
     p.add_argument("selection", metavar="SELECTION", nargs="?", default="")
+    p.add_argument(
+        "-a",
+        "--attribute",
+        action="append",
+        metavar="ATTR",
+        help="add this attribute's value to each event (repeatable; missing: empty or null)",
+    )
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
 

@@ -37,6 +37,14 @@ def tick_label(value: float, step: float) -> str:
     return f"{value:,.{decimals}f}"
 
 
+def missing_text(hist: Histogram) -> str:
+    """'716 events have no lead_jet_pt', or '' when every passing event has a value."""
+    n = hist.missing
+    if not n:
+        return ""
+    return f"{n:,} {'event has' if n == 1 else 'events have'} no {hist.attribute}"
+
+
 def _fmt(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".")
 
@@ -45,7 +53,8 @@ def histogram_svg(
     hist: Histogram, unit: str = "", title: str = "", integer_bins: bool = False
 ) -> str:
     """The SVG markup of ``hist``: one bar per bin, with a tooltip giving its range and
-    count. ``integer_bins`` labels bins by the integer at their centre."""
+    count. ``integer_bins`` labels bins by the integer at their centre. Passing events
+    without a value of the attribute are in no bar; a line under the plot counts them."""
     edges = [float(e) for e in hist.edges]
     counts = [int(c) for c in hist.counts]
     lo, hi = edges[0], edges[-1]
@@ -65,6 +74,7 @@ def histogram_svg(
         return MARGIN_TOP + plot_h - v / y_max * plot_h
 
     label = escape(hist.attribute + (f" [{unit}]" if unit else ""))
+    missing_note = missing_text(hist)
     heading = escape(title or f"Distribution of {hist.attribute}")
     parts = [
         f'<svg class="histogram" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" '
@@ -72,7 +82,8 @@ def histogram_svg(
         f'font-size="12">',
         f'<title id="hist-title">{heading}</title>',
         f'<desc id="hist-desc">{len(counts)} bins from {_fmt(lo)} to {_fmt(hi)}; '
-        f"{sum(counts):,} events in range, the fullest bin holds {top:,}.</desc>",
+        f"{sum(counts):,} events in range, the fullest bin holds {top:,}."
+        f"{(' ' + escape(missing_note)) if missing_note else ''}</desc>",
         f'<rect x="{MARGIN_LEFT}" y="{MARGIN_TOP}" width="{plot_w}" height="{plot_h}" '
         f'fill="#fbfcfe" stroke="none"/>',
     ]
@@ -144,5 +155,10 @@ def histogram_svg(
         f'<text transform="translate(16 {MARGIN_TOP + plot_h / 2:.1f}) rotate(-90)" '
         f'text-anchor="middle" font-size="13" font-weight="600" fill="#1b2430">{y_label}</text>'
     )
+    if missing_note:
+        parts.append(
+            f'<text class="missing" x="{WIDTH - MARGIN_RIGHT}" y="{HEIGHT - 12}" '
+            f'text-anchor="end" font-size="11" fill="#5b6878">{escape(missing_note)}</text>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)

@@ -24,7 +24,7 @@ column-wise with awkward arrays (one call per node for the whole chunk of events
 ``count(x)``                elements per event; of a condition, how many are true
 ``sum(x)``, ``any(x)``,     per-event sum / any true / all true of a list
 ``all(x)``
-``max(x)``, ``min(x)``      per-event largest / smallest (-999 for an empty list);
+``max(x)``, ``min(x)``      per-event largest / smallest (missing for an empty list);
                             with two or more arguments, element-wise
 ``lead(x)``, ``sublead(x)`` largest / second-largest value in the event
 ``lead(x, by)``,            ``x`` of the object with the largest / second-largest ``by``
@@ -38,11 +38,12 @@ column-wise with awkward arrays (one call per node for the whole chunk of events
 ``hypot``
 ==========================  =============================================================
 
-Missing values: ``lead``, ``sublead``, per-event ``max``/``min`` and ``pair_mass`` give
-**-999** when the event has too few objects. That is the TAG convention and it compares
-the same in numpy and in every database, where NaN and NULL do not. Results that are
-not finite (``eta`` of an object along the beam, a division by zero) are NaN in the
-arrays and NULL in the TAG store; comparisons with them are false.
+Missing values: ``lead``, ``sublead``, per-event ``max``/``min`` and ``pair_mass`` have no
+value when the event has too few objects (None in awkward), and results that are not
+finite (``eta`` of an object along the beam, a division by zero) have none either.
+:func:`compute_tags` returns every attribute as a numpy masked array whose mask marks
+them, whatever the attribute's type; the TAG store keeps them as NULL. Conditions in
+expressions follow the selection language's three-valued logic.
 """
 
 from __future__ import annotations
@@ -75,7 +76,6 @@ from tagdb.selection import (
     walk,
 )
 
-MISSING = -999
 # Columns every TAG row has; attributes may not take these names.
 RESERVED = frozenset({"id", "file_guid", "entry", "run", "lumi", "event"})
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,59}")
@@ -367,6 +367,16 @@ class _SchemaEvaluator(ArrayEvaluator):
     def __init__(self, arrays: ak.Array):
         super().__init__(lambda node: arrays[node.name], {})
 
+    # Kleene's logic over awkward arrays, whose missing values are None.
+    def fill(self, x: Any, value: bool) -> Any:
+        return ak.fill_none(x, value) if isinstance(x, ak.Array) else super().fill(x, value)
+
+    def known_where(self, values: Any, known: Any) -> Any:
+        if isinstance(values, ak.Array) or isinstance(known, ak.Array):
+            values, known = ak.broadcast_arrays(values, known)
+            return ak.mask(values, known)
+        return super().known_where(values, known)
+
     def divide(self, left: Any, right: Any) -> Any:
         return left / right  # NaN/inf here become NULL in the store, as documented
 
@@ -405,7 +415,7 @@ class _SchemaEvaluator(ArrayEvaluator):
     def fn_max(self, *args: Any) -> Any:
         if len(args) == 1:
             x = args[0]
-            return ak.fill_none(ak.max(x, axis=1), MISSING) if _is_list(x) else x
+            return ak.max(x, axis=1) if _is_list(x) else x  # None for no objects
         result = args[0]
         for other in args[1:]:
             result = np.maximum(result, other)
@@ -414,7 +424,7 @@ class _SchemaEvaluator(ArrayEvaluator):
     def fn_min(self, *args: Any) -> Any:
         if len(args) == 1:
             x = args[0]
-            return ak.fill_none(ak.min(x, axis=1), MISSING) if _is_list(x) else x
+            return ak.min(x, axis=1) if _is_list(x) else x
         result = args[0]
         for other in args[1:]:
             result = np.minimum(result, other)
@@ -428,8 +438,7 @@ class _SchemaEvaluator(ArrayEvaluator):
         if not ak.all(ak.num(x, axis=1) == ak.num(by, axis=1)):
             raise _Misuse("needs both arguments to have the same number of objects per event")
         ordered = x[ak.argsort(by, axis=1, ascending=False, stable=True)]
-        picked = ak.pad_none(ordered, rank + 1, axis=1)[:, rank]
-        return ak.fill_none(picked, MISSING)
+        return ak.pad_none(ordered, rank + 1, axis=1)[:, rank]  # None: too few objects
 
     def fn_lead(self, x: Any, by: Any = None) -> Any:
         return self.ranked(x, x if by is None else by, 0)
@@ -461,7 +470,7 @@ class _SchemaEvaluator(ArrayEvaluator):
         two = [x[order][:, :2] for x in (e, px, py, pz)]
         e2, px2, py2, pz2 = (ak.sum(x, axis=1) for x in two)
         mass = self.fn_mass(e2, px2, py2, pz2)
-        return ak.where(ak.num(e, axis=1) >= 2, mass, MISSING)
+        return ak.mask(mass, ak.num(e, axis=1) >= 2)
 
     @staticmethod
     def fn_abs(x: Any) -> Any:
@@ -480,8 +489,13 @@ class _Misuse(Exception):
     """A schema function got arguments of the wrong shape."""
 
 
-def _as_column(attribute: Attribute, value: Any, n: int) -> np.ndarray:
-    """The attribute's values as a flat numpy array of its declared type."""
+# What a masked array holds under its mask: never read as a value, but deterministic.
+_FILL = {BOOL: False, INT: 0, FLOAT: np.nan}
+
+
+def _as_column(attribute: Attribute, value: Any, n: int) -> np.ma.MaskedArray:
+    """The attribute's values as a flat masked array of its declared type, masked where
+    the event has no value (too few objects, or a result that is not finite)."""
     where = f"attribute {attribute.name}"
     if _is_list(value):
         raise SchemaError(
@@ -491,9 +505,8 @@ def _as_column(attribute: Attribute, value: Any, n: int) -> np.ndarray:
         )
     if isinstance(value, ak.Array):
         value = ak.to_numpy(value, allow_missing=True)
-        if isinstance(value, np.ma.MaskedArray):
-            value = value.astype(np.float64).filled(np.nan)
-    array = np.broadcast_to(np.asarray(value), (n,))
+    array = np.broadcast_to(np.ma.getdata(value), (n,))
+    missing = np.broadcast_to(np.ma.getmaskarray(value), (n,))
     kind = array.dtype.kind
     wanted = attribute.type
     if wanted == BOOL and kind != "b":
@@ -514,7 +527,10 @@ def _as_column(attribute: Attribute, value: Any, n: int) -> np.ndarray:
             where=where,
         )
     dtype = {BOOL: np.bool_, INT: np.int64, FLOAT: np.float64}[wanted]
-    return np.ascontiguousarray(array, dtype=dtype)
+    array = np.asarray(array, dtype=dtype)
+    if wanted == FLOAT:
+        missing = missing | ~np.isfinite(array)
+    return np.ma.array(np.where(missing, _FILL[wanted], array), mask=missing.copy())
 
 
 def _tree_where(tree: Any) -> str:
@@ -530,9 +546,11 @@ def compute_tags(
 ) -> dict[str, np.ndarray]:
     """Compute every attribute of ``schema`` for the entries of an uproot ``tree``.
 
-    Reads only the branches the schema needs. Returns one flat numpy array per attribute
-    (int64, float64 or bool), plus ``run``, ``event`` and ``lumi`` (int64) for those the
-    schema names. ``tree`` may also be a file path, opened at ``schema.tree``.
+    Reads only the branches the schema needs. Returns one flat numpy masked array per
+    attribute (int64, float64 or bool), masked where the event has no value, plus
+    ``run``, ``event`` and ``lumi`` (plain int64 arrays) for those the schema names.
+    ``tree`` may also be a file path, opened at ``schema.tree``. Join the tags of
+    several chunks with ``np.ma.concatenate`` (``np.concatenate`` drops the masks).
     """
     if isinstance(tree, str | Path):
         import uproot
@@ -592,11 +610,38 @@ def compute_tags(
                 value = evaluator.visit(attribute.tree)
             except SelectionError as exc:
                 raise _attribute_error(attribute.name, exc) from None
-            column = _as_column(attribute, value, n)
-            if column.dtype.kind == "f":
-                column = np.where(np.isfinite(column), column, np.nan)
-            columns[attribute.name] = column
+            columns[attribute.name] = _as_column(attribute, value, n)
     return columns
+
+
+def pack_tags(tags: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Plain arrays for ``np.savez``, which would drop masks: each array's values, and
+    its mask under ``<name>.missing`` (a name no attribute can have)."""
+    packed = {}
+    for name, values in tags.items():
+        packed[name] = np.ma.getdata(values)
+        packed[f"{name}{_MASK_SUFFIX}"] = np.ma.getmaskarray(values)
+    return packed
+
+
+def unpack_tags(arrays: Mapping[str, np.ndarray], where: str = "") -> dict[str, Any]:
+    """The tags that :func:`pack_tags` packed, as masked arrays again.
+
+    Raises InvalidInput for arrays packed without masks (by a DSS from before missing
+    values were kept apart), whose missing values cannot be told from real ones.
+    """
+    names = [name for name in arrays if not name.endswith(_MASK_SUFFIX)]
+    lacking = [name for name in names if f"{name}{_MASK_SUFFIX}" not in arrays]
+    if lacking:
+        raise InvalidInput(
+            f"the TAGs of {where or 'a file'} were saved without the marks of missing values "
+            f"(first: '{lacking[0]}'); build them again",
+            where=where or lacking[0],
+        )
+    return {name: np.ma.array(arrays[name], mask=arrays[f"{name}{_MASK_SUFFIX}"]) for name in names}
+
+
+_MASK_SUFFIX = ".missing"
 
 
 # --------------------------------------------------------------------------- auto

@@ -21,12 +21,17 @@ Grammar (lowest to highest precedence)::
 ``!`` and ``not`` bind looser than comparisons, so ``!met > 40`` means ``!(met > 40)``.
 Keywords are case-insensitive. Comparisons do not chain (``1 < x < 3`` is an error).
 
-Semantics shared by :func:`evaluate` (numpy) and :func:`to_sql` (any database):
-``/`` is floating-point division and a division by zero gives a missing value; ``sqrt``
-of a negative number gives a missing value; a comparison with a missing value (NaN in
-numpy, NULL in SQL) is false, and ``!`` of it is true. SQL gets this by coalescing
-possibly-NULL conditions to false wherever a negation or a boolean equality could
-otherwise turn SQL's "unknown" into a different answer than numpy's.
+Missing values and three-valued logic, shared by :func:`evaluate` (numpy) and
+:func:`to_sql` (any database). An attribute may have no value in an event (the leading
+muon's pT of an event without muons): masked or NaN in numpy, NULL in SQL. Arithmetic
+and functions of a missing value give a missing value, and so do ``x / 0``, ``sqrt``
+of a negative number and ``min``/``max`` with any missing argument. A comparison with
+a missing value, ``x in [..]`` of one, and ``==``/``!=`` between conditions one of
+which is unknown are *unknown*; the logic is SQL's (Kleene's): ``!unknown`` is unknown,
+``unknown && false`` is false, ``unknown || true`` is true, and otherwise ``&&``/``||``
+with an unknown operand are unknown. A selection keeps an event only where it is true:
+``lead_muon_pt < 20`` and ``!(lead_muon_pt >= 20)`` both skip events without muons.
+``has(x)`` and ``missing(x)`` take one attribute name and are never unknown.
 
 The parser is a small hand-written Pratt parser: it gives precise columns in errors and
 bounds its own recursion, so hostile input ends in :class:`SelectionError`, never in a
@@ -65,7 +70,11 @@ SELECTION_FUNCTIONS: dict[str, tuple[int, int | None]] = {
     "hypot": (2, 2),
     "min": (2, None),
     "max": (2, None),
+    "has": (1, 1),
+    "missing": (1, 1),
 }
+# Functions of an attribute's presence: their argument is a name, never an expression.
+PRESENCE_FUNCTIONS = frozenset({"has", "missing"})
 
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false"})
 COMPARISONS = frozenset({"<", "<=", ">", ">=", "==", "!="})
@@ -648,6 +657,17 @@ class _Checker:
             return _replace(node, operand=operand, type=BOOL)
         if isinstance(node, Call):
             check_arity(node, SELECTION_FUNCTIONS)
+            if node.function in PRESENCE_FUNCTIONS:
+                (arg,) = node.args
+                if not isinstance(arg, Name):
+                    start = min(n.column for n in walk(arg))  # not the operator's column
+                    raise SelectionError(
+                        f"{node.function}() takes an attribute name, e.g. "
+                        f"{node.function}(lead_muon_pt); {_label(arg)} at column "
+                        f"{start} is not one",
+                        start,
+                    )
+                return _replace(node, args=(self.visit(arg),), type=BOOL)
             args = tuple(self.visit(a) for a in node.args)
             for a in args:
                 self.need(a, NUMERIC, f"{node.function}() needs numbers")
@@ -706,6 +726,9 @@ def _canonical_ranges(
     return merged
 
 
+_PRESENCE_RE = re.compile(r"(has|missing)\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
 def _normal(node: Node) -> tuple[str, int]:
     """Canonical text of ``node`` and the precedence of its outermost operator."""
     if isinstance(node, Number):
@@ -720,6 +743,11 @@ def _normal(node: Node) -> tuple[str, int]:
     if isinstance(node, Unary):
         prec = _PRECEDENCE["!" if node.op == "!" else "neg"]
         inner, inner_prec = _normal(node.operand)
+        presence = _PRESENCE_RE.fullmatch(inner) if node.op == "!" else None
+        if presence:
+            # has() and missing() are never unknown, so each is the other's negation.
+            other = "missing" if presence[1] == "has" else "has"
+            return f"{other}({presence[2]})", 9
         # '!' binds looser than comparisons, so '!x > 3' already means '!(x > 3)'.
         if inner_prec < prec or (node.op == "-" and inner_prec == prec):
             inner = f"({inner})"
@@ -759,8 +787,9 @@ def normalise(tree: Node) -> str:
     """Canonical text of a selection: the same for any spelling of the same tree.
 
     Whitespace, keyword spelling (``and``/``&&``), redundant parentheses, the order of
-    ``&&``/``||`` operands and of ``in`` list items, and ``40`` vs ``40.0`` do not matter.
-    Parsing the result gives back an equivalent tree.
+    ``&&``/``||`` operands and of ``in`` list items, ``40`` vs ``40.0``, and ``!has(x)``
+    vs ``missing(x)`` (and ``!missing(x)`` vs ``has(x)``) do not matter. Parsing the
+    result gives back an equivalent tree.
     """
     return _normal(tree)[0]
 
@@ -854,12 +883,22 @@ def _literal(value: int | float) -> sa.ColumnElement:
 class _SQLCompiler:
     """Turns a checked tree into SQLAlchemy constructs.
 
-    SQL has three-valued logic: a comparison with NULL (a missing value) is "unknown".
-    At the top of a WHERE clause "unknown" drops the row exactly as numpy's False does,
-    and AND/OR keep that agreement. A negation or a boolean equality would not, so below
-    those every comparison that can meet a NULL is made definite by AND-ing it with
-    guards (``x IS NOT NULL``, ``divisor != 0``, ``sqrt argument >= 0``). Guards are plain
-    conditions, so they stay valid on Oracle and leave indexes usable.
+    SQL's own three-valued logic is the language's: a NULL (missing) operand makes a
+    comparison "unknown", NOT, AND and OR treat unknown as Kleene's logic does, and a
+    WHERE clause keeps only rows where the condition is true. Most of the language
+    therefore compiles to the plain SQL operator, which keeps indexes usable. Two
+    functions need help so that every backend agrees with numpy:
+
+    - ``sqrt`` is computed as ``sqrt(abs(x))`` (PostgreSQL and DuckDB raise on a
+      negative argument, SQLite and MySQL give NULL);
+    - ``LEAST``/``GREATEST`` skip NULL arguments on PostgreSQL and DuckDB (not on MySQL,
+      SQLite or Oracle).
+
+    A comparison (or ``in`` list) over either is made unknown where a ``sqrt`` argument
+    is negative or a ``min``/``max`` argument is NULL: ``CASE WHEN <guards> THEN <cmp>
+    END``, whose missing ELSE is NULL. Guards repeat an argument once per comparison,
+    never nested in one another, so the SQL grows at most quadratically with the
+    selection however its calls are nested.
     """
 
     def __init__(self, columns: Mapping[str, sa.ColumnElement]):
@@ -876,64 +915,70 @@ class _SQLCompiler:
             ) from None
 
     def guards(self, node: Node) -> list[sa.ColumnElement]:
-        """Conditions under which ``node`` evaluates to a non-NULL value."""
+        """Conditions that must hold for the functions inside the comparison ``node`` to
+        have the value numpy gives them (see the class docstring)."""
         result: list[sa.ColumnElement] = []
-        seen: set[str] = set()
+        seen: set[tuple[str, Node]] = set()
         for n in walk(node):
-            if isinstance(n, Name) and n.name not in seen:
-                seen.add(n.name)
-                col = self.column(n)
-                if getattr(col, "nullable", True):
-                    result.append(col.is_not(None))
-            elif isinstance(n, Binary) and n.op == "/":
-                result.append(self.number(n.right) != _literal(0.0))
-            elif isinstance(n, Call) and n.function == "sqrt":
-                result.append(self.number(n.args[0]) >= _literal(0.0))
+            if not isinstance(n, Call) or n.function not in ("sqrt", "min", "max"):
+                continue
+            for arg in n.args:
+                key = ("sqrt" if n.function == "sqrt" else "present", arg)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if n.function == "sqrt":
+                    result.append(self.number(arg) >= _literal(0.0))
+                elif not isinstance(arg, Number):  # a literal is never missing
+                    result.append(self.visit(arg).is_not(None))
         return result
 
-    @staticmethod
-    def needs_guards(node: Node) -> bool:
-        """Whether a comparison must be guarded even where "unknown" would do: sqrt and
-        min/max are compiled in forms that do not yield NULL for every missing input."""
-        return any(isinstance(n, Call) and n.function != "abs" for n in walk(node))
-
-    def definite(self, node: Node, expr: sa.ColumnElement) -> sa.ColumnElement:
+    def unknown_unless_guarded(self, node: Node, expr: sa.ColumnElement) -> sa.ColumnElement:
         guards = self.guards(node)
-        return sa.and_(expr, *guards) if guards else expr
+        if not guards:
+            return expr
+        return sa.case((sa.and_(*guards), expr))
 
     def number(self, node: Node) -> sa.ColumnElement:
-        expr = self.visit(node, False)
+        expr = self.visit(node)
         return to_double(expr) if node.type == INT else expr
 
-    def as_int(self, node: Node) -> sa.ColumnElement:
-        # Comparing two conditions: CASE keeps it valid where SQL has no boolean values.
-        cond = self.visit(node, True)
-        return sa.case((cond, _literal(1)), else_=_literal(0))
+    def bool_equality(self, op: str, left: Node, right: Node) -> sa.ColumnElement:
+        # A literal side turns '==' into the other side or its negation; otherwise the
+        # backends compare two conditions directly, and unknown on either side gives
+        # unknown. (SQLAlchemy would compile 'x == true' as 'x IS true', which is false,
+        # not unknown, for NULL.)
+        negate = op == "!="
+        if isinstance(right, Boolean):
+            left, right = right, left
+        if isinstance(left, Boolean):
+            expr = self.visit(right)
+            return expr if left.value != negate else sa.not_(expr)
+        lhs, rhs = self.visit(left), self.visit(right)
+        return (lhs != rhs) if negate else (lhs == rhs)
 
-    def visit(self, node: Node, definite: bool) -> sa.ColumnElement:
+    def visit(self, node: Node) -> sa.ColumnElement:
         if isinstance(node, Number):
             return _literal(node.value)
         if isinstance(node, Boolean):
             return sa.true() if node.value else sa.false()
         if isinstance(node, Name):
-            col = self.column(node)
-            return self.definite(node, col) if definite and node.type == BOOL else col
+            return self.column(node)
         if isinstance(node, Unary):
             if node.op == "!":
-                return sa.not_(self.visit(node.operand, True))
-            return -self.visit(node.operand, False)
+                return sa.not_(self.visit(node.operand))
+            return -self.visit(node.operand)
         if isinstance(node, Logical):
-            parts = [self.visit(o, definite) for o in node.operands]
+            parts = [self.visit(o) for o in node.operands]
             return sa.and_(*parts) if node.op == "&&" else sa.or_(*parts)
         if isinstance(node, Binary):
             if node.op == "/":
-                # Float division as in numpy; x/0 is NULL (NaN in numpy), not an error.
+                # Float division as in numpy; x/0 is NULL (missing), not an error.
                 divisor = sa.func.nullif(self.number(node.right), _literal(0.0), type_=sa.Double())
                 return self.number(node.left) / divisor
             if node.op in ("==", "!=") and node.left.type == BOOL:
-                left, right = self.as_int(node.left), self.as_int(node.right)
-                return (left == right) if node.op == "==" else (left != right)
-            left, right = self.visit(node.left, False), self.visit(node.right, False)
+                return self.bool_equality(node.op, node.left, node.right)
+            left, right = self.visit(node.left), self.visit(node.right)
             expr = {
                 "+": operator.add,
                 "-": operator.sub,
@@ -945,11 +990,11 @@ class _SQLCompiler:
                 "==": operator.eq,
                 "!=": operator.ne,
             }[node.op](left, right)
-            if node.op in COMPARISONS and (definite or self.needs_guards(node)):
-                return self.definite(node, expr)
+            if node.op in COMPARISONS:
+                return self.unknown_unless_guarded(node, expr)
             return expr
         if isinstance(node, InList):
-            operand = self.visit(node.operand, False)
+            operand = self.visit(node.operand)
             ranges = _canonical_ranges(node.ranges)
             singles = [_literal(lo) for lo, hi in ranges if lo == hi]
             parts = [operand.between(_literal(lo), _literal(hi)) for lo, hi in ranges if lo != hi]
@@ -958,20 +1003,21 @@ class _SQLCompiler:
             elif singles:
                 parts.insert(0, operand.in_(singles))
             expr = sa.or_(*parts) if len(parts) > 1 else parts[0]
-            return self.definite(node, expr) if definite or self.needs_guards(node) else expr
+            return self.unknown_unless_guarded(node, expr)
         if isinstance(node, Call):
+            if node.function in PRESENCE_FUNCTIONS:
+                col = self.column(node.args[0])  # type: ignore[arg-type]
+                return col.is_not(None) if node.function == "has" else col.is_(None)
             if node.function == "abs":
-                return sa.func.abs(self.visit(node.args[0], False))
+                return sa.func.abs(self.visit(node.args[0]))
             if node.function == "sqrt":
                 # abs() keeps the database from raising on a negative argument; the
-                # guard 'x >= 0' of the enclosing comparison makes such rows false.
+                # guard 'x >= 0' of the enclosing comparison makes such rows unknown.
                 return sa.func.sqrt(sa.func.abs(self.number(node.args[0])))
             if node.function == "hypot":
                 x, y = (self.number(a) for a in node.args)
                 return sa.func.sqrt(x * x + y * y)
-            # LEAST/GREATEST skip NULLs on some backends; the guards of the enclosing
-            # comparison make any missing argument give false, as NaN does in numpy.
-            args = [self.visit(a, False) for a in node.args]
+            args = [self.visit(a) for a in node.args]
             return (least if node.function == "min" else greatest)(*args)
         raise TypeError(f"not a selection node: {node!r}")
 
@@ -980,11 +1026,12 @@ def to_sql(tree: Node, columns: Mapping[str, sa.ColumnElement]) -> sa.ColumnElem
     """Compile a checked selection into a SQLAlchemy boolean expression over ``columns``.
 
     Built from SQLAlchemy constructs only: literals become bound parameters and no part
-    of the selection's text reaches the SQL. Rows where numpy's :func:`evaluate` says
-    False are exactly the rows this condition does not select.
+    of the selection's text reaches the SQL. The condition is true, false or NULL
+    (unknown) in exactly the rows where numpy's :func:`truth` is true, false or masked,
+    so a WHERE clause keeps the rows :func:`evaluate` keeps.
     """
     _require_checked(tree)
-    return _SQLCompiler(columns).visit(tree, False)
+    return _SQLCompiler(columns).visit(tree)
 
 
 # --------------------------------------------------------------------------- numpy
@@ -993,8 +1040,15 @@ def to_sql(tree: Node, columns: Mapping[str, sa.ColumnElement]) -> sa.ColumnElem
 class ArrayEvaluator:
     """Evaluates a tree column-wise over whole arrays, one numpy call per node.
 
+    Values are numpy masked arrays: a masked entry is a missing number or an unknown
+    condition. numpy's ufuncs carry the masks through arithmetic and comparisons, and
+    ``np.ma`` masks ``x / 0`` and the square root of a negative number; ``&&`` and
+    ``||`` follow Kleene's logic (:meth:`logical_and`, :meth:`logical_or`), written
+    with :meth:`fill` and :meth:`known_where` so that tagdb.schema can run the same
+    logic over awkward arrays, whose missing values are None.
+
     ``functions`` maps a function name to a callable over arrays; ``resolve`` maps a name
-    to its array. tagdb.schema reuses this with awkward arrays and a larger library.
+    to its array.
     """
 
     def __init__(self, resolve: Callable[[Name], Any], functions: Mapping[str, Callable[..., Any]]):
@@ -1008,15 +1062,13 @@ class ArrayEvaluator:
             return self.resolve(node)
         if isinstance(node, Unary):
             value = self.visit(node.operand)
-            if node.op == "-":
-                return -value
-            # ~ on a Python bool would give -2, so literals go through numpy first.
-            return ~np.bool_(value) if isinstance(value, bool) else ~value
+            # The negation of a missing number or of an unknown condition stays missing.
+            return -value if node.op == "-" else np.logical_not(value)
         if isinstance(node, Logical):
-            values = [self.visit(o) for o in node.operands]
-            result = values[0]
-            for v in values[1:]:
-                result = (result & v) if node.op == "&&" else (result | v)
+            combine = self.logical_and if node.op == "&&" else self.logical_or
+            result = self.visit(node.operands[0])
+            for operand in node.operands[1:]:
+                result = combine(result, self.visit(operand))
             return result
         if isinstance(node, Binary):
             left, right = self.visit(node.left), self.visit(node.right)
@@ -1038,41 +1090,78 @@ class ArrayEvaluator:
             result = None
             for lo, hi in _canonical_ranges(node.ranges):
                 hit = (value == lo) if lo == hi else ((value >= lo) & (value <= hi))
-                result = hit if result is None else (result | hit)
+                result = hit if result is None else self.logical_or(result, hit)
             return result
         if isinstance(node, Call):
             return self.functions[node.function](*(self.visit(a) for a in node.args))
         raise TypeError(f"not a selection node: {node!r}")
 
+    def fill(self, x: Any, value: bool) -> Any:
+        """The condition ``x`` as plain booleans, with ``value`` where it is unknown."""
+        # np.ma.masked (a condition over constants only, such as 'sqrt(-1) > 0') is a float.
+        return np.asarray(np.ma.filled(x, value), dtype=bool)
+
+    def known_where(self, values: Any, known: Any) -> Any:
+        """``values`` where ``known``, unknown elsewhere."""
+        return np.ma.array(values, mask=np.logical_not(known))
+
+    def logical_and(self, a: Any, b: Any) -> Any:
+        """Kleene's AND: false if either side is false, even when the other is unknown."""
+        true = self.fill(a, False) & self.fill(b, False)
+        false = ~self.fill(a, True) | ~self.fill(b, True)
+        return self.known_where(true, true | false)
+
+    def logical_or(self, a: Any, b: Any) -> Any:
+        """Kleene's OR: true if either side is true, even when the other is unknown."""
+        true = self.fill(a, False) | self.fill(b, False)
+        false = ~self.fill(a, True) & ~self.fill(b, True)
+        return self.known_where(true, true | false)
+
     def divide(self, left: Any, right: Any) -> Any:
-        """Floating-point ``left / right``; dividing by zero gives NaN."""
-        left = np.asarray(left, dtype=np.float64)
-        right = np.asarray(right, dtype=np.float64)
-        # x/0 is a missing value (NaN), matching NULLIF(x, 0) in SQL.
-        return np.divide(left, np.where(right == 0, np.nan, right))
+        """Floating-point ``left / right``; dividing by zero gives a missing value."""
+        left = np.ma.asarray(left, dtype=np.float64)
+        right = np.ma.asarray(right, dtype=np.float64)
+        return np.ma.divide(left, right)  # masks x/0, as NULLIF(x, 0) gives NULL in SQL
 
 
 def _sqrt(x: Any) -> Any:
-    x = np.asarray(x, dtype=np.float64)
-    return np.sqrt(np.where(x >= 0, x, np.nan))
+    return np.ma.sqrt(np.ma.asarray(x, dtype=np.float64))  # masked where x < 0
 
 
-def _reduce(ufunc: np.ufunc) -> Callable[..., Any]:
+def _reduce(ufunc: Callable[[Any, Any], Any]) -> Callable[..., Any]:
     def apply(*args: Any) -> Any:
-        result = args[0]
+        result = np.ma.asarray(args[0])
         for a in args[1:]:
-            result = ufunc(result, a)  # np.minimum/maximum propagate NaN, like SQL NULL
+            result = ufunc(result, np.ma.asarray(a))  # masked if either argument is
         return result
 
     return apply
 
 
+def _hypot(x: Any, y: Any) -> Any:
+    # Spelled as the databases compute it (np.hypot rounds differently in the last bit),
+    # so that a scan of the event files keeps exactly the events the TAG DB keeps.
+    x = np.ma.asarray(x, dtype=np.float64)
+    y = np.ma.asarray(y, dtype=np.float64)
+    return np.ma.sqrt(x * x + y * y)
+
+
+def _has(x: Any) -> np.ndarray:
+    return ~np.ma.getmaskarray(x)
+
+
+def _missing(x: Any) -> np.ndarray:
+    return np.ma.getmaskarray(x).copy()
+
+
 _NUMPY_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "abs": np.abs,
     "sqrt": _sqrt,
-    "hypot": np.hypot,
-    "min": _reduce(np.minimum),
-    "max": _reduce(np.maximum),
+    "hypot": _hypot,
+    "min": _reduce(np.ma.minimum),
+    "max": _reduce(np.ma.maximum),
+    "has": _has,
+    "missing": _missing,
 }
 
 
@@ -1087,14 +1176,30 @@ def type_of_dtype(dtype: np.dtype) -> str:
     raise TypeError(f"no selection type for dtype {dtype}")
 
 
-def evaluate(tree: Node, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Evaluate a selection over flat arrays (one entry per event) without a database.
+def as_masked(values: Any) -> np.ma.MaskedArray:
+    """An attribute's values as a masked array whose mask marks the missing ones: the
+    entries masked already, and NaN or infinite floats."""
+    data = np.ma.getdata(values)
+    mask = np.ma.getmaskarray(values)
+    if data.dtype.kind == "f":
+        mask = mask | ~np.isfinite(data)
+    return np.ma.array(data, mask=mask)
 
-    Returns a numpy bool array with one entry per event: the same answer that
-    :func:`to_sql` gives in the database for the same values.
+
+def truth(tree: Node, arrays: Mapping[str, Any]) -> np.ma.MaskedArray:
+    """The three-valued answer of a selection over flat arrays (one entry per event),
+    without a database: a masked bool array, masked where the selection is unknown.
+
+    ``arrays`` may be plain numpy arrays, where NaN marks a missing float, or masked
+    arrays (as :func:`tagdb.schema.compute_tags` returns), whose mask marks missing
+    values of any type. True, false and unknown are where :func:`to_sql` gives TRUE,
+    FALSE and NULL in the database for the same values.
     """
-    arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    usable = {k: v for k, v in arrays.items() if v.ndim == 1 and v.dtype.kind in "biuf"}
+    usable = {}
+    for name, values in arrays.items():
+        values = np.ma.asanyarray(values)
+        if values.ndim == 1 and values.dtype.kind in "biuf":
+            usable[name] = as_masked(values)
     typed = check(tree, {k: type_of_dtype(v.dtype) for k, v in usable.items()})
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         result = ArrayEvaluator(lambda n: usable[n.name], _NUMPY_FUNCTIONS).visit(typed)
@@ -1102,7 +1207,19 @@ def evaluate(tree: Node, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
     if len(lengths) > 1:
         raise ValueError(f"arrays have different lengths: {sorted(lengths)}")
     n = lengths.pop() if lengths else 1
-    return np.broadcast_to(np.asarray(result, dtype=bool), (n,)).copy()
+    values = np.broadcast_to(np.ma.getdata(result).astype(bool), (n,))
+    unknown = np.broadcast_to(np.ma.getmaskarray(result), (n,))
+    return np.ma.array(values, mask=unknown, copy=True)
+
+
+def evaluate(tree: Node, arrays: Mapping[str, Any]) -> np.ndarray:
+    """Which events a selection keeps, over flat arrays and without a database: a numpy
+    bool array, true where the selection is true (not where it is false or unknown).
+
+    The same events that a WHERE clause with :func:`to_sql` selects in the database;
+    see :func:`truth` for what ``arrays`` may hold.
+    """
+    return np.ma.filled(truth(tree, arrays), False)
 
 
 # --------------------------------------------------------------------------- good runs

@@ -6,10 +6,13 @@ their shape) but are not exercised against a server.
 
 A collection ``key`` (``c42``) names its table (``tag_c42``); keys are checked against
 :data:`KEY_RE` and never come from user text. Each table has ``id``, ``file_guid``,
-``entry``, nullable ``run``/``lumi``/``event`` and one column per attribute: BIGINT
-(NOT NULL), DOUBLE (NULL where the value was NaN/inf, as MySQL cannot store those) or
-BOOLEAN (NOT NULL). A small catalog table, ``tagdb_catalog``, records each published
-collection's schema, attribute types and counts, so queries need no reflection.
+``entry``, nullable ``run``/``lumi``/``event`` and one nullable column per attribute
+(BIGINT, DOUBLE or BOOLEAN): NULL where the event has no value (masked in
+:func:`tagdb.schema.compute_tags`' arrays, or a float that is NaN or infinite, which
+MySQL cannot store). A small catalog table, ``tagdb_catalog``, records each published
+collection's schema, attribute types, counts and how it marks missing values, so
+queries need no reflection. Collections published before missing values were NULL
+hold -999 instead; they are read through :func:`legacy_view` (see there).
 
 Builds load into a staging table and :meth:`TagBuilder.publish` swaps it in: in one
 transaction on PostgreSQL, SQLite and DuckDB (transactional DDL), with one atomic
@@ -43,7 +46,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from dss.errors import InvalidInput, NotFound
-from tagdb.schema import MISSING, Schema
+from tagdb.schema import Schema
 from tagdb.selection import BOOL, FLOAT, INT, Node, check, names_in, suggest, to_sql
 
 KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,23}")
@@ -62,6 +65,10 @@ T = TypeVar("T")
 # them exactly.
 GRID_CELLS = 16384
 GRID_CELLS_PER_BIN = 20
+# What collections published before missing values were NULL hold for "no value"; their
+# catalog rows have no 'missing' entry. New collections record MISSING_IS_NULL there.
+LEGACY_MISSING = -999
+MISSING_IS_NULL = "null"
 
 
 def table_name(key: str) -> str:
@@ -120,8 +127,30 @@ def tag_table(
         *(sa.Column(c, sa.BigInteger, nullable=True) for c in NUMBERING),
     ]
     for attr, type_ in attributes.items():
-        columns.append(sa.Column(attr, _SA_TYPES[type_](), nullable=type_ == FLOAT))
+        columns.append(sa.Column(attr, _SA_TYPES[type_](), nullable=True))
     return sa.Table(name, metadata or sa.MetaData(), *columns)
+
+
+def legacy_view(table: sa.Table | sa.Subquery, attributes: Mapping[str, str]) -> sa.Subquery:
+    """``table`` as queries see a collection published before missing values were NULL.
+
+    Such collections hold -999 (:data:`LEGACY_MISSING`) in numeric attributes where the
+    event had no such object, and their catalog rows record no convention. Reading every
+    numeric attribute column as ``NULLIF(col, -999)`` makes their answers right without
+    a rebuild: -999 is then missing in selections (unknown, never passing a comparison),
+    in histograms (counted as missing, not as underflow), in ranges and in top lists.
+    Boolean attributes never held -999 and are read as they are. The databases fold
+    this subquery into the query; the one cost is that B-tree indexes on the wrapped
+    columns go unused until the collection is rebuilt.
+    """
+    columns: list[sa.ColumnElement] = []
+    for column in table.c:
+        type_ = attributes.get(column.name)
+        if type_ in (INT, FLOAT):
+            sentinel = sa.literal(LEGACY_MISSING, _SA_TYPES[type_]())
+            column = sa.func.nullif(column, sentinel, type_=column.type).label(column.name)
+        columns.append(column)
+    return sa.select(*columns).subquery(table.name)
 
 
 def _selection_columns(table: sa.Table, info_types: Mapping[str, str]) -> dict[str, Any]:
@@ -152,23 +181,22 @@ def _histogram_value(table: sa.Table, attr: str, type_: str) -> sa.ColumnElement
 def select_range(
     table: sa.Table, types: Mapping[str, str], attr: str, tree: Node | None
 ) -> sa.Select:
-    """SELECT min, max of ``attr`` over the passing rows, ignoring the -999 'missing'
-    value so that an automatic histogram range shows the physics, not the sentinel."""
+    """SELECT min, max of ``attr`` over the passing rows (missing values, NULL, are
+    ignored by the aggregates)."""
     x = _histogram_value(table, attr, types[attr])
     return (
         sa.select(sa.func.min(x), sa.func.max(x))
         .select_from(table)
-        .where(where_clause(table, types, tree), x != sa.literal(MISSING, sa.BigInteger()))
+        .where(where_clause(table, types, tree))
     )
 
 
 def select_ranges(table: sa.Table, types: Mapping[str, str]) -> sa.Select:
-    """SELECT min, max of every column in ``types`` (in order) over the whole table,
-    treating the -999 'missing' value as absent."""
+    """SELECT min, max of every column in ``types`` (in order) over the whole table;
+    missing values (NULL) are ignored."""
     parts = []
     for name, type_ in types.items():
         x = _histogram_value(table, name, type_)
-        x = sa.case((x == sa.literal(MISSING, sa.BigInteger()), sa.null()), else_=x)
         parts += [sa.func.min(x), sa.func.max(x)]
     return sa.select(*parts).select_from(table)
 
@@ -252,8 +280,8 @@ def select_cells(
     cells ``width`` wide from ``origin`` (cell = floor((x - origin) / width)).
 
     The grid spans the collection's range of ``attr``, so every value lands in one of
-    a bounded number of cells (the -999 'missing' value in one more, NULL in a NULL
-    cell) and no clamping is needed: one cheap expression per row. ``guard_nulls``
+    a bounded number of cells (a missing value, NULL, in a NULL cell) and no clamping
+    is needed: one cheap expression per row. ``guard_nulls``
     keeps NULL away from floor() where the driver supplies it as a Python function
     (SQLite)."""
     x = _histogram_value(table, attr, types[attr])
@@ -311,10 +339,13 @@ class CollectionInfo:
     n_events: int
     n_files: int
     built_at: datetime | None = None
-    # (min, max) of every attribute and number, ignoring -999 'missing' values, as
-    # measured when the collection was published; empty for collections published
-    # before the catalog kept ranges (they are measured on first use).
+    # (min, max) of every attribute and number, ignoring missing values, as measured
+    # when the collection was published; empty for collections published before the
+    # catalog kept ranges (they are measured on first use).
     ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict, compare=False)
+    # False for a collection published before missing values were NULL: its numeric
+    # attributes hold -999 for them and are read through legacy_view().
+    missing_is_null: bool = True
 
     def attribute_types(self) -> dict[str, str]:
         """Everything a selection on this collection may name, with its type."""
@@ -326,7 +357,8 @@ class CollectionInfo:
 @dataclass(frozen=True)
 class Histogram:
     """Counts of ``attribute`` in ``len(edges) - 1`` bins; values outside ``edges``
-    are in ``underflow``/``overflow``, rows without a value in ``missing``."""
+    are in ``underflow``/``overflow``; passing events without a value (the attribute
+    is missing) are in ``missing``, never in a bin or the underflow."""
 
     attribute: str
     edges: np.ndarray
@@ -350,6 +382,8 @@ class EventRef:
     run: int | None
     event: int | None
     value: Any = None  # the attribute value, for top()
+    # The attributes events() was asked for, by name; None where one is missing.
+    values: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -385,7 +419,7 @@ def _merge_cells(
         if cell is None:
             missing += n
         elif cell < 0:
-            underflow += n  # the -999 'missing' value, below the collection's range
+            underflow += n  # not expected (the grid starts at the lowest value): kept apart
         else:
             cells[min(int(cell), grid.n - 1)] += n  # the top value may round into cell n
     occupied = np.flatnonzero(cells)
@@ -517,14 +551,20 @@ class TagBuilder:
                 np.asarray(tags[name], dtype=np.int64) if name in self.numbering else None
             )
         for name, type_ in self.types.items():
-            columns[name] = np.asarray(tags[name]).astype(_NP_TYPES[type_], copy=False)
+            values = tags[name]
+            data = np.ma.getdata(values).astype(_NP_TYPES[type_], copy=False)
+            missing = np.ma.getmaskarray(values)
+            if type_ == FLOAT:
+                missing = missing | ~np.isfinite(data)
+            columns[name] = np.ma.array(data, mask=missing)
         return columns
 
     def load(self, file_guid: str, tags: Mapping[str, Any], entry_start: int = 0) -> int:
         """Bulk-load the TAGs of one file (or one chunk of it) into the staging table.
 
         ``tags`` is what :func:`tagdb.schema.compute_tags` returns; entries are numbered
-        from ``entry_start`` unless ``tags`` has an ``entry`` array. Returns rows loaded.
+        from ``entry_start`` unless ``tags`` has an ``entry`` array. Masked entries, and
+        floats that are NaN or infinite, are stored as NULL: missing. Returns rows loaded.
         """
         if self.state != "open":
             raise RuntimeError(f"this build was already {self.state}")
@@ -560,8 +600,8 @@ class TagBuilder:
                 arrays[column.name] = pa.nulls(n, pa.int64())
             elif isinstance(value, str):
                 arrays[column.name] = pa.array([value] * n, pa.string())
-            elif value.dtype.kind == "f":
-                arrays[column.name] = pa.array(value, mask=~np.isfinite(value))
+            elif isinstance(value, np.ma.MaskedArray):
+                arrays[column.name] = pa.array(value.data, mask=np.ma.getmaskarray(value))
             else:
                 arrays[column.name] = pa.array(value)
         return pa.table(arrays)
@@ -614,12 +654,8 @@ class TagBuilder:
             value = columns[name]
             if value is None or isinstance(value, str):
                 lists.append([value] * n)
-            elif value.dtype.kind == "f":
-                finite = np.isfinite(value)
-                lists.append(
-                    value.tolist() if finite.all() else np.where(finite, value, None).tolist()
-                )
             else:
+                # tolist() gives None for masked (missing) entries, Python numbers else.
                 lists.append(value.tolist())
         insert = sa.insert(self.table)
         for start in range(0, n, _INSERT_BATCH):
@@ -756,10 +792,15 @@ class TagStore:
             sa.Column("n_files", sa.BigInteger, nullable=False),
             sa.Column("built_at", sa.DateTime, nullable=True),
             sa.Column("ranges", sa.Text, nullable=True),
+            # How missing values are stored: MISSING_IS_NULL, or NULL (the column was
+            # added later) for a collection that holds -999 for them.
+            sa.Column("missing", sa.String(16), nullable=True),
         )
         self._catalog_ready = False
         self._held = threading.local()  # the connection of a session() in this thread
-        self._tables: dict[str, tuple[CollectionInfo, sa.Table, dict[str, sa.Table]]] = {}
+        self._tables: dict[
+            str, tuple[CollectionInfo, sa.Table | sa.Subquery, dict[str, sa.Table | sa.Subquery]]
+        ] = {}
 
     def __repr__(self) -> str:
         return f"TagStore({self.engine.url.render_as_string(hide_password=True)!r})"
@@ -809,15 +850,18 @@ class TagStore:
             # Another process created it between our check and our CREATE.
             if not sa.inspect(self.engine).has_table(CATALOG_TABLE):
                 raise
-        present = {c["name"] for c in sa.inspect(self.engine).get_columns(CATALOG_TABLE)}
-        if "ranges" not in present:
-            # A catalog written before collections recorded their attribute ranges.
+        # Columns a catalog written by an older DSS lacks: the attribute ranges, and how
+        # missing values are stored (its rows stay NULL there: they hold -999).
+        for name, sql_type in (("ranges", "TEXT"), ("missing", "VARCHAR(16)")):
+            present = {c["name"] for c in sa.inspect(self.engine).get_columns(CATALOG_TABLE)}
+            if name in present:
+                continue
             try:
                 with self.engine.begin() as conn:
-                    _ddl(conn, "ALTER TABLE {} ADD COLUMN ranges TEXT", CATALOG_TABLE)
+                    _ddl(conn, f"ALTER TABLE {{}} ADD COLUMN {{}} {sql_type}", CATALOG_TABLE, name)
             except sa.exc.DBAPIError:
                 columns = sa.inspect(self.engine).get_columns(CATALOG_TABLE)
-                if "ranges" not in {c["name"] for c in columns}:
+                if name not in {c["name"] for c in columns}:
                     raise  # not another process adding it at the same moment
         self._catalog_ready = True
 
@@ -835,6 +879,7 @@ class TagStore:
             n_files=row.n_files,
             built_at=row.built_at,
             ranges={k: tuple(v) for k, v in json.loads(row.ranges or "{}").items()},
+            missing_is_null=row.missing == MISSING_IS_NULL,
         )
 
     def collection(self, key: str) -> CollectionInfo:
@@ -900,6 +945,7 @@ class TagStore:
             "n_files": info.n_files,
             "built_at": info.built_at,
             "ranges": json.dumps(info.ranges),
+            "missing": MISSING_IS_NULL if info.missing_is_null else None,
         }
         if self.dialect == "mysql":
             # MySQL commits around DDL; one multi-table RENAME swaps atomically instead.
@@ -951,15 +997,18 @@ class TagStore:
 
     # -- queries
 
-    def _bound(self, key: str) -> tuple[CollectionInfo, sa.Table, dict[str, str]]:
+    def _bound(self, key: str) -> tuple[CollectionInfo, sa.Table | sa.Subquery, dict[str, str]]:
         info = self.collection(key)
         # The catalog is read on every query, so a rebuild by another process is seen at
         # once; the Table objects are reused while the catalog entry stays the same,
         # which also lets SQLAlchemy reuse its compiled statements.
         cached = self._tables.get(key)
         if cached is None or cached[0] != info:
+            table: sa.Table | sa.Subquery
             table = tag_table(info.table, info.attributes, dialect=self.dialect)
-            copies: dict[str, sa.Table] = {}
+            if not info.missing_is_null:
+                table = legacy_view(table, info.attributes)
+            copies: dict[str, sa.Table | sa.Subquery] = {}
             if self.dialect == "duckdb":
                 types = info.attribute_types()
                 with self._reading() as conn:
@@ -969,13 +1018,15 @@ class TagStore:
                     if copy in present:
                         column = sa.Column(name, _SA_TYPES[types[name]]())
                         copies[name] = sa.Table(copy, sa.MetaData(), column)
+                        if not info.missing_is_null:
+                            copies[name] = legacy_view(copies[name], {name: types[name]})
             cached = (info, table, copies)
             self._tables[key] = cached
         return info, cached[1], info.attribute_types()
 
     def _source(
         self, key: str, tree: Node | None, attr: str | None = None
-    ) -> tuple[CollectionInfo, sa.Table, dict[str, str]]:
+    ) -> tuple[CollectionInfo, sa.Table | sa.Subquery, dict[str, str]]:
         """Like :meth:`_bound`, but where the selection (and the histogrammed ``attr``)
         names a single attribute that has a sorted copy, that copy and its one type."""
         info, table, types = self._bound(key)
@@ -1010,9 +1061,10 @@ class TagStore:
     ) -> Histogram:
         """Histogram of ``attr`` over the events passing ``tree``, binned in the database.
 
-        With ``lo`` and ``hi``: ``bins`` equal bins between them, in one scan. Without
-        them the range covers the passing events, ignoring the -999 'missing' value
-        (which then counts as underflow): one scan counts them on a fine grid over the
+        Passing events where ``attr`` is missing are counted in ``missing``, apart from
+        the bins and the under- and overflow. With ``lo`` and ``hi``: ``bins`` equal bins
+        between them, in one scan. Without them the range covers the passing events'
+        values: one scan counts them on a fine grid over the
         collection's range of ``attr`` (:data:`GRID_CELLS` cells) and the cells are
         merged into ``bins`` bins of whole cells, starting at the lowest passing cell
         and ending less than one bin past the highest. Where the passing events span too
@@ -1112,23 +1164,56 @@ class TagStore:
 
     @_in_session
     def events(
-        self, key: str, tree: Node | None = None, limit: int = 100, offset: int = 0
+        self,
+        key: str,
+        tree: Node | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        attributes: Sequence[str] = (),
     ) -> list[EventRef]:
-        """A page of the passing events, in load order (file by file, entry by entry)."""
+        """A page of the passing events, in load order (file by file, entry by entry),
+        with the values of ``attributes`` in ``.values`` (None where one is missing)."""
         _, table, types = self._bound(key)
+        for name in attributes:
+            if name not in types:
+                raise InvalidInput(
+                    f"unknown attribute '{name}'{suggest(name, sorted(types))}", where="attributes"
+                )
+        names = list(dict.fromkeys(attributes))
         stmt = (
-            sa.select(table.c.file_guid, table.c.entry, table.c.run, table.c.event)
+            sa.select(
+                table.c.file_guid,
+                table.c.entry,
+                table.c.run,
+                table.c.event,
+                *(table.c[name].label(f"v{i}") for i, name in enumerate(names)),
+            )
             .where(where_clause(table, types, tree))
             .order_by(table.c.id)
             .limit(int(limit))
             .offset(int(offset))
         )
         with self._reading() as conn:
-            return [EventRef(*row) for row in conn.execute(stmt)]
+            return [
+                EventRef(*row[:4], values=dict(zip(names, row[4:], strict=True)))
+                for row in conn.execute(stmt)
+            ]
+
+    @_in_session
+    def count_missing(self, key: str, attr: str, tree: Node | None = None) -> int:
+        """How many events passing ``tree`` have no value of ``attr``."""
+        _, table, types = self._source(key, tree, attr)
+        if attr not in types:
+            raise InvalidInput(
+                f"unknown attribute '{attr}'{suggest(attr, sorted(types))}", where="attribute"
+            )
+        stmt = select_count(table, types, tree).where(table.c[attr].is_(None))
+        return int(self._scalar(stmt))
 
     @_in_session
     def top(self, key: str, tree: Node | None, attr: str, n: int = 10) -> list[EventRef]:
-        """The ``n`` passing events with the largest ``attr`` (its value in ``.value``)."""
+        """The ``n`` passing events with the largest ``attr`` (its value in ``.value``);
+        events where ``attr`` is missing are not among them (see :meth:`count_missing`)."""
         _, table, types = self._bound(key)
         if attr not in types:
             raise InvalidInput(
@@ -1225,8 +1310,8 @@ class TagStore:
 
     @_in_session
     def attribute_ranges(self, key: str) -> dict[str, tuple[Any, Any]]:
-        """(min, max) of every attribute and run/lumi/event number, ignoring -999
-        'missing' values; (None, None) where nothing is left. Measured when the
+        """(min, max) of every attribute and run/lumi/event number, ignoring missing
+        values; (None, None) where no event has one. Measured when the
         collection was published (for an older collection: now, once, and recorded)."""
         info, table, types = self._bound(key)
         if info.ranges:

@@ -28,7 +28,6 @@ from . import actions
 from .forms import BuildForm, GoodRunForm, PickForm, QueryForm, SaveQueryForm
 from .models import CollectionState
 from .plots import histogram_svg
-from .schema import MISSING
 from .selection import INT, SelectionError
 
 
@@ -143,11 +142,6 @@ def _results(collection, q: dict) -> dict:
         integer_bins = info.type != "float" and len(hist.counts) == hist.edges[-1] - hist.edges[0]
         ctx["hist"] = hist
         ctx["hist_info"] = info
-        if hist.underflow and info.type != "bool":
-            # -999 marks "no such object in this event" (schema convention); say so.
-            ctx["hist_sentinel"] = actions.count_only(
-                collection, actions.combine_selections(text, f"{info.name} == {MISSING}")
-            )
         ctx["hist_svg"] = mark_safe(  # noqa: S308 - built from numbers and escaped text
             histogram_svg(
                 hist,
@@ -173,7 +167,8 @@ def _results(collection, q: dict) -> dict:
                 }
             )
         )
-        ctx["top"] = actions.top(collection, text, q["top_attribute"], q["top_n"])
+        top = actions.top(collection, text, q["top_attribute"], q["top_n"])
+        ctx["top"], ctx["top_missing"] = top.events, top.missing
     except DSSError as e:
         ctx.update(error_context(e, text))
     return ctx
@@ -241,19 +236,21 @@ def _download_name(collection, ext: str) -> str:
 
 
 def events_csv(request, pk: int):
-    """The passing events as CSV: file GUID, entry, run, event."""
+    """The passing events as CSV: file GUID, entry, run, event, and the value of each
+    ``attribute`` asked for (an empty field where the event has none)."""
     collection = _collection(pk)
     try:
-        rows = actions.iter_events(collection, request.GET.get("selection", ""))
+        names = actions.event_attributes(collection, request.GET.getlist("attribute"))
+        rows = actions.iter_events(collection, request.GET.get("selection", ""), attributes=names)
     except DSSError as e:
         return _plain_error(e)
 
     def generate():
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["file_guid", "entry", "run", "event"])
+        writer = csv.writer(buffer)  # writes None (a missing value) as an empty field
+        writer.writerow(["file_guid", "entry", "run", "event", *names])
         for i, ev in enumerate(rows):
-            writer.writerow([ev.file_guid, ev.entry, ev.run, ev.event])
+            writer.writerow([ev.file_guid, ev.entry, ev.run, ev.event, *ev.values.values()])
             if i % 5000 == 4999:
                 yield buffer.getvalue()
                 buffer.seek(0)
@@ -266,12 +263,14 @@ def events_csv(request, pk: int):
 
 
 def events_json(request, pk: int):
-    """The passing events as JSON: {"collection", "selection", "events": [...]}."""
+    """The passing events as JSON: {"collection", "selection", "events": [...]}, each event
+    with the value of every ``attribute`` asked for (null where the event has none)."""
     collection = _collection(pk)
     text = request.GET.get("selection", "")
     try:
         _, normal = actions.query_selection(collection, text)
-        rows = actions.iter_events(collection, text)
+        names = actions.event_attributes(collection, request.GET.getlist("attribute"))
+        rows = actions.iter_events(collection, text, attributes=names)
     except DSSError as e:
         return _plain_error(e)
 
@@ -282,7 +281,7 @@ def events_json(request, pk: int):
         yield json.dumps(head)[:-1] + ', "events": ['
         for i, ev in enumerate(rows):
             item = {"file_guid": ev.file_guid, "entry": ev.entry, "run": ev.run, "event": ev.event}
-            yield ("," if i else "") + json.dumps(item)
+            yield ("," if i else "") + json.dumps({**item, **ev.values})
         yield "]}\n"
 
     response = StreamingHttpResponse(generate(), content_type="application/json")

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
 import uproot
 
-from tagdb.schema import Schema, builtin_schemas, compute_tags
+from tagdb.schema import Schema, builtin_schemas, compute_tags, schema_from_dict
+from tagdb.selection import Node, Unary, truth
 from tagdb.store import TagStore
 from tests.services import MARIADB_URL, POSTGRES_URL, require_port
 
@@ -89,3 +91,49 @@ def new_key(store) -> Iterator[str]:
     key = unique_key()
     yield key
     store.drop(key)
+
+
+ARRAYS_GUID = "5b0c9d2e-3333-4f6a-8b7c-1d2e3f4a5b6c"
+
+
+def load_arrays(store: TagStore, arrays: dict, key: str | None = None) -> str:
+    """A collection in ``store`` holding ``arrays`` (name -> one value per event; masked
+    or NaN entries are missing) as one file whose entries are the array indices, so that
+    a selection's rows in SQL can be set beside numpy's. ``run`` is the run number."""
+    types = {"b": "bool", "i": "int", "f": "float"}
+    schema = schema_from_dict(
+        {
+            "name": "arrays",
+            "version": 1,
+            "tree": "t",
+            **({"run": "run"} if "run" in arrays else {}),
+            "attributes": [
+                {"name": name, "type": types[np.asarray(values).dtype.kind], "expression": name}
+                for name, values in arrays.items()
+                if name != "run"
+            ],
+        }
+    )
+    key = key or unique_key("a")
+    with store.begin_build(key, schema) as builder:
+        builder.load(ARRAYS_GUID, arrays)
+        builder.publish()
+    return key
+
+
+def sql_truth(store: TagStore, key: str, tree: Node) -> tuple[list[int], list[int]]:
+    """The entries where ``tree`` is true in the TAG DB, and those where it is false
+    (where its negation is true); the rest are unknown."""
+
+    def rows(t: Node) -> list[int]:
+        return store.entries_by_file(key, t).get(ARRAYS_GUID, np.array([], int)).tolist()
+
+    return rows(tree), rows(Unary("!", tree))
+
+
+def numpy_truth(tree: Node, arrays: dict) -> tuple[list[int], list[int]]:
+    """What :func:`sql_truth` should give, from numpy: true and false entries."""
+    result = truth(tree, arrays)
+    known = ~np.ma.getmaskarray(result)
+    values = np.ma.getdata(result)
+    return np.flatnonzero(known & values).tolist(), np.flatnonzero(known & ~values).tolist()

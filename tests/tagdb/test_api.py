@@ -114,6 +114,22 @@ def test_histogram_bins_sum_to_the_count(api, hzz):
     assert r.status_code == 400 and r.json()["where"] == "range"
 
 
+def test_histogram_and_top_count_missing_values_apart(api, hzz):
+    body = {"selection": "met > 20", "attribute": "lead_jet_pt"}
+    h = post(api, f"/api/tags/{hzz.pk}/histogram", {**body, "bins": 10, "lo": 0, "hi": 1000})
+    h = h.json()
+    passing = post(api, f"/api/tags/{hzz.pk}/count", {"selection": "met > 20"}).json()["count"]
+    without = post(
+        api, f"/api/tags/{hzz.pk}/count", {"selection": "met > 20 && missing(lead_jet_pt)"}
+    ).json()["count"]
+    assert 0 < without < passing
+    assert h["missing"] == without and h["underflow"] == 0
+    assert sum(h["counts"]) + h["overflow"] == passing - without
+    top = post(api, f"/api/tags/{hzz.pk}/top", {**body, "n": 1000}).json()
+    assert top["missing"] == without and len(top["events"]) == passing - without
+    assert all(e["value"] is not None for e in top["events"])
+
+
 def test_events_come_as_json_pages_or_csv(api, hzz, zmumu):
     r = post(api, f"/api/tags/{hzz.pk}/events", {"selection": "n_muon >= 2", "limit": 1000})
     body = r.json()
@@ -127,6 +143,20 @@ def test_events_come_as_json_pages_or_csv(api, hzz, zmumu):
     assert r.status_code == 200 and r["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(b"".join(r.streaming_content).decode())))
     assert len(rows) == 5 and rows[1][2:] == ["148031", "425778251"]
+
+
+def test_events_carry_attribute_values_null_where_missing(api, hzz):
+    body = {"selection": "n_muon <= 1", "attributes": ["lead_muon_pt", "n_muon"]}
+    events = post(api, f"/api/tags/{hzz.pk}/events", body).json()["events"]
+    assert set(events[0]) == {"file_guid", "entry", "run", "event", "lead_muon_pt", "n_muon"}
+    without = [e["lead_muon_pt"] for e in events if e["n_muon"] == 0]
+    assert len(without) == 59 and set(without) == {None}
+    r = post(api, f"/api/tags/{hzz.pk}/events", {**body, "format": "csv"})
+    rows = list(csv.reader(io.StringIO(b"".join(r.streaming_content).decode())))
+    assert rows[0][4:] == ["lead_muon_pt", "n_muon"]
+    assert [row[4] for row in rows[1:] if row[5] == "0"] == [""] * 59
+    r = post(api, f"/api/tags/{hzz.pk}/events", {**body, "attributes": ["lead_muon_ptt"]})
+    assert r.status_code == 400 and r.json()["where"] == "attributes"
 
 
 def test_top_lists_the_largest_values(api, hzz):

@@ -72,6 +72,15 @@ def test_tag_hist_draws_a_text_histogram(portal, tagged):  # noqa: F811
     assert "[0, 10)" in out and "[40, 50]" in out and "above" in out
 
 
+def test_tag_hist_counts_the_events_without_a_value_apart(portal, tagged):  # noqa: F811
+    code, out, _ = run(portal, "tag", "hist", "demo.hzz", "lead_jet_pt", "--bins", "10")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 1 + 10 + 2
+    assert lines[-2] == "2,421 events"
+    assert lines[-1] == "716 events have no lead_jet_pt (counted apart, not drawn)"
+    assert sum(int(line.split()[2].replace(",", "")) for line in lines[1:-2]) == 2421 - 716
+
+
 def test_tag_hist_of_nothing_says_so_in_one_line():
     from tagdb.cli import text_histogram
 
@@ -81,6 +90,9 @@ def test_tag_hist_of_nothing_says_so_in_one_line():
     outside = {**empty, "selection": "n_muon >= 2", "total": 57, "overflow": 57}
     lines = text_histogram({**outside, "edges": [0.0, 5.0, 10.0], "counts": [0, 0]})
     assert lines[1:] == ["none of them in [0, 10]", "57 events (57 above)"]
+    nothing = {**empty, "selection": "n_jet == 0", "total": 1, "missing": 1}
+    lines = text_histogram({**nothing, "edges": [0.0, 0.5, 1.0], "counts": [0, 0]})
+    assert lines[1:] == ["1 event", "1 event has no met (counted apart, not drawn)"]
 
 
 def test_tag_events_writes_csv_and_json(portal, tagged, tmp_path):  # noqa: F811
@@ -92,6 +104,26 @@ def test_tag_events_writes_csv_and_json(portal, tagged, tmp_path):  # noqa: F811
     code, out, _ = run(portal, "tag", "events", "demo.hzz", "n_muon >= 2", "--format", "json")
     doc = json.loads(out)
     assert doc["selection"] == "n_muon >= 2" and len(doc["events"]) == 1413
+
+
+def test_tag_events_with_attributes_leave_missing_values_empty(portal, tagged, tmp_path):  # noqa: F811
+    target = tmp_path / "events.csv"
+    code, _, _ = run(
+        portal, "tag", "events", "demo.hzz", "n_jet <= 1", "-a", "lead_jet_pt", "-a", "n_jet",
+        "-o", str(target),
+    )  # fmt: skip
+    rows = list(csv.reader(target.open()))
+    assert code == 0 and rows[0] == ["file_guid", "entry", "run", "event", "lead_jet_pt", "n_jet"]
+    assert [r[4] for r in rows[1:] if r[5] == "0"] == [""] * 716
+    code, out, _ = run(portal, "tag", "events", "demo.hzz", "n_jet == 0", "-a", "lead_jet_pt",
+                       "--format", "json")  # fmt: skip
+    events = json.loads(out)["events"]
+    assert len(events) == 716 and {e["lead_jet_pt"] for e in events} == {None}
+    # A wrong name is reported before anything is written.
+    bad = tmp_path / "bad.csv"
+    code, out, err = run(portal, "tag", "events", "demo.hzz", "-a", "lead_jet_ptt", "-o", str(bad))
+    assert code == 2 and "did you mean 'lead_jet_pt'" in err
+    assert out == "" and not bad.exists()
 
 
 def test_tag_pick_reports_found_missing_and_duplicated(portal, tagged, tmp_path):  # noqa: F811

@@ -157,6 +157,22 @@ def test_the_event_list_downloads_as_csv_and_json(tagged, physicist):  # noqa: F
     assert r.status_code == 400 and "met_x" in r.content.decode()
 
 
+def test_event_list_downloads_show_a_missing_value_as_empty_or_null(tagged, physicist):  # noqa: F811
+    c = client_for(physicist)
+    query = {"selection": "n_muon <= 1", "attribute": ["lead_muon_pt", "n_muon"]}
+    rows = list(csv.reader(io.StringIO(text_of(c.get(f"/tags/{tagged.hzz.pk}/events.csv", query)))))
+    assert rows[0] == ["file_guid", "entry", "run", "event", "lead_muon_pt", "n_muon"]
+    without = [r for r in rows[1:] if r[5] == "0"]
+    assert len(without) == 59 and {r[4] for r in without} == {""}
+    assert all(float(r[4]) > 0 for r in rows[1:] if r[5] == "1")
+    doc = json.loads(text_of(c.get(f"/tags/{tagged.hzz.pk}/events.json", query)))
+    values = [e["lead_muon_pt"] for e in doc["events"] if e["n_muon"] == 0]
+    assert len(values) == 59 and set(values) == {None}
+    assert "-999" not in text_of(c.get(f"/tags/{tagged.hzz.pk}/events.csv", query))
+    r = c.get(f"/tags/{tagged.hzz.pk}/events.csv", {"attribute": "lead_muon_ptt"})
+    assert r.status_code == 400 and "did you mean 'lead_muon_pt'" in r.content.decode()
+
+
 def test_the_histogram_downloads_as_svg(tagged, physicist):  # noqa: F811
     r = client_for(physicist).get(
         f"/tags/{tagged.zmumu.pk}/histogram.svg",
@@ -313,6 +329,27 @@ def test_another_attribute_starts_from_automatic_binning(tagged, physicist):  # 
 
 
 def test_the_histogram_says_which_events_have_no_such_object(tagged, physicist):  # noqa: F811
-    html = client_for(physicist).get(tagged.hzz.get_absolute_url()).content.decode()
+    c = client_for(physicist)
+    html = c.get(tagged.hzz.get_absolute_url()).content.decode()
     assert "Distribution of lead_muon_pt" in html
-    assert "59 at -999 (no such object in the event)" in html
+    assert "2,421 events: 2,362 in the plot." in html  # nothing below the range
+    assert "59 events have no lead_muon_pt</strong>" in html
+    query = {"attribute": "lead_jet_pt", "top_attribute": "lead_jet_pt", "top_n": "5"}
+    html = c.get(tagged.hzz.get_absolute_url(), query).content.decode()
+    assert "716 events have no lead_jet_pt</strong>" in html
+    assert "716 passing events have no lead_jet_pt and are not listed" in html
+    # The attribute list's ranges are those of the values there are.
+    assert "-999" not in html and "<code>has(x)</code> and <code>missing(x)</code>" in html
+    lo, hi = re.search(
+        r"<tr><td><code>lead_jet_pt</code>.*?<td class=\"num range\">([\d.,]+) … ([\d.,]+)</td>",
+        html,
+        re.S,
+    ).groups()
+    assert 0 < float(lo) < float(hi.replace(",", ""))
+    svg = text_of(c.get(f"/tags/{tagged.hzz.pk}/histogram.svg", {"attribute": "lead_jet_pt"}))
+    assert ">716 events have no lead_jet_pt</text>" in svg
+    # Every event of a selection of events without jets: all of them counted apart.
+    query = {"selection": "n_jet == 0", "attribute": "lead_jet_pt", "top_attribute": "lead_jet_pt"}
+    html = c.get(tagged.hzz.get_absolute_url(), query).content.decode()
+    assert "716 events: 0 in the plot." in html and "716 events have no lead_jet_pt" in html
+    assert "No passing event has a value of lead_jet_pt." in html

@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 import yaml
 
+from dss.errors import InvalidInput
 from tagdb.schema import (
-    MISSING,
     SchemaError,
     auto_schema,
     builtin_schemas,
     compute_tags,
     load_schema,
+    pack_tags,
+    unpack_tags,
 )
 from tagdb.selection import evaluate, parse
 from tests.tagdb.conftest import HZZ_PATH
@@ -76,24 +78,58 @@ def test_hzz_kinematics(hzz_tags, hzz_tree):
     met = np.hypot(arrays.MET_px.to_numpy().astype(np.float64), arrays.MET_py.to_numpy())
     assert np.allclose(hzz_tags["met"], met)
     pt = np.hypot(arrays.Muon_Px, arrays.Muon_Py)
-    lead = ak.fill_none(ak.max(pt, axis=1), MISSING).to_numpy()
-    assert np.allclose(hzz_tags["lead_muon_pt"], lead, rtol=1e-6)
+    lead = ak.to_numpy(ak.max(pt, axis=1), allow_missing=True)
+    assert np.ma.allclose(hzz_tags["lead_muon_pt"], lead, rtol=1e-6)
+    # An event without muons has no leading muon: its value is missing, not a number.
+    no_muon = hzz_tags["n_muon"] == 0
+    assert no_muon.sum() == 59
+    assert (np.ma.getmaskarray(hzz_tags["lead_muon_pt"]) == no_muon).all()
     has_two = hzz_tags["n_muon"] >= 2
-    assert (hzz_tags["sublead_muon_pt"][~has_two] == MISSING).all()
+    assert (np.ma.getmaskarray(hzz_tags["sublead_muon_pt"]) == ~has_two).all()
     assert (hzz_tags["sublead_muon_pt"][has_two] <= hzz_tags["lead_muon_pt"][has_two]).all()
     # The leading muon's eta is the eta of the highest-pt muon, not the largest eta.
     best = ak.argmax(pt, axis=1, keepdims=True)
     eta = np.arcsinh(arrays.Muon_Pz / pt)[best]
-    expected = ak.fill_none(ak.firsts(eta), MISSING).to_numpy()
-    assert np.allclose(hzz_tags["lead_muon_eta"], expected, rtol=1e-6)
+    expected = ak.to_numpy(ak.firsts(eta), allow_missing=True)
+    assert np.ma.allclose(hzz_tags["lead_muon_eta"], expected, rtol=1e-6)
+    assert (np.ma.getmaskarray(hzz_tags["lead_muon_eta"]) == no_muon).all()
     assert (hzz_tags["n_bjet"] == ak.sum(arrays.Jet_btag > 0.5, axis=1).to_numpy()).all()
     assert hzz_tags["trigger_isomu24"].dtype == np.bool_
 
 
 def test_dimuon_mass_is_near_the_z_for_opposite_charges(hzz_tags):
     mass = hzz_tags["dimuon_mass"][hzz_tags["os_dimuon"] & (hzz_tags["n_muon"] == 2)]
-    assert 85 < np.median(mass) < 95
-    assert (hzz_tags["dimuon_mass"][hzz_tags["n_muon"] < 2] == MISSING).all()
+    assert 85 < np.ma.median(mass) < 95
+    assert (np.ma.getmaskarray(hzz_tags["dimuon_mass"]) == (hzz_tags["n_muon"] < 2)).all()
+
+
+def test_missing_values_are_masked_for_every_type(hzz_tags):
+    # lead() of an integer branch has no value in an event without muons either.
+    charge = hzz_tags["lead_muon_charge"]
+    assert charge.dtype == np.int64
+    assert np.ma.count_masked(charge) == 59
+    assert set(np.unique(charge.compressed()).tolist()) == {-1, 1}
+    jets = hzz_tags["lead_jet_pt"]
+    assert np.ma.count_masked(jets) == int((hzz_tags["n_jet"] == 0).sum()) == 716
+    assert np.isnan(jets.data[jets.mask]).all()  # a float's missing entries hold NaN too
+    assert np.ma.count_masked(hzz_tags["n_muon"]) == 0
+
+
+def test_packed_tags_keep_their_missing_values(hzz_tags, tmp_path):
+    path = tmp_path / "tags.npz"
+    np.savez(path, **pack_tags(hzz_tags))
+    with np.load(path) as arrays:
+        again = unpack_tags(arrays, "uproot-HZZ.root")
+    for name, values in hzz_tags.items():
+        assert (np.ma.getmaskarray(again[name]) == np.ma.getmaskarray(values)).all(), name
+        assert (again[name].compressed() == values.compressed()).all(), name
+
+
+def test_tags_saved_without_masks_are_refused(hzz_tags, tmp_path):
+    path = tmp_path / "tags.npz"
+    np.savez(path, **{name: np.ma.getdata(values) for name, values in hzz_tags.items()})
+    with np.load(path) as arrays, pytest.raises(InvalidInput, match="uproot-HZZ.root"):
+        unpack_tags(arrays, "uproot-HZZ.root")
 
 
 def test_zmumu_has_run_and_event_numbers(zmumu_tags, zmumu_tree):
@@ -108,8 +144,9 @@ def test_zmumu_has_run_and_event_numbers(zmumu_tags, zmumu_tree):
 def test_chunks_give_the_same_tags(hzz_schema, hzz_tree, hzz_tags):
     parts = [compute_tags(hzz_schema, hzz_tree, start, start + 1000) for start in (0, 1000, 2000)]
     for name, values in hzz_tags.items():
-        joined = np.concatenate([p[name] for p in parts])
-        assert np.array_equal(joined, values, equal_nan=values.dtype.kind == "f"), name
+        joined = np.ma.concatenate([p[name] for p in parts])
+        assert (np.ma.getmaskarray(joined) == np.ma.getmaskarray(values)).all(), name
+        assert (joined.compressed() == values.compressed()).all(), name
 
 
 def test_compute_tags_accepts_a_path(hzz_schema):
@@ -117,10 +154,20 @@ def test_compute_tags_accepts_a_path(hzz_schema):
     assert len(tags["n_muon"]) == 5
 
 
-def test_non_finite_values_become_nan(hzz_tree):
+def test_non_finite_values_are_missing(hzz_tree):
     schema = load_schema(one_attribute("MET_px / (NJet - NJet)"))
     tags = compute_tags(schema, hzz_tree, entry_stop=50)
-    assert np.isnan(tags["x"]).all()
+    assert tags["x"].mask.all()
+
+
+def test_conditions_in_expressions_use_three_valued_logic(hzz_tree, hzz_tags):
+    # Unknown for events without muons, unless the other side decides it.
+    schema = load_schema(one_attribute("lead(Muon_Charge) > 0 || NJet > 2", "bool"))
+    x = compute_tags(schema, hzz_tree)["x"]
+    no_muon = hzz_tags["n_muon"] == 0
+    many_jets = hzz_tags["n_jet"] > 2
+    assert (x.mask == (no_muon & ~many_jets)).all()
+    assert x[no_muon & many_jets].all()
 
 
 def test_to_dict_round_trips(hzz_schema):

@@ -10,7 +10,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 
 from dss.errors import InvalidInput, NotFound
-from tagdb.schema import MISSING
 from tagdb.selection import SelectionError, check, evaluate, parse
 from tagdb.store import (
     TagStore,
@@ -22,7 +21,7 @@ from tagdb.store import (
     table_name,
     tag_table,
 )
-from tests.tagdb.conftest import unique_key
+from tests.tagdb.conftest import open_backend, unique_key
 
 # The HZZ events are loaded as two files: entries 0..1199 and 1200..2420.
 SPLIT = 1200
@@ -115,16 +114,20 @@ def test_histogram_matches_numpy(store, hzz, hzz_tags):
     assert hist.underflow == int((values < 0).sum())
 
 
-def test_automatic_range_skips_missing_values(store, hzz, hzz_tags):
+def test_missing_values_are_counted_apart_from_the_bins(store, hzz, hzz_tags):
     hist = store.histogram(hzz, "sublead_muon_pt")
-    present = hzz_tags["sublead_muon_pt"][hzz_tags["sublead_muon_pt"] != MISSING]
+    present = hzz_tags["sublead_muon_pt"].compressed()
     assert len(hist.counts) == 50
     # The range starts at the lowest value and ends less than a bin past the highest.
     assert hist.edges[0] == pytest.approx(present.min())
     assert 0 <= hist.edges[-1] - present.max() < hist.edges[1] - hist.edges[0]
     assert hist.counts.tolist() == np.histogram(present, bins=hist.edges)[0].tolist()
-    assert hist.underflow == int((hzz_tags["sublead_muon_pt"] == MISSING).sum())
+    assert hist.missing == int((hzz_tags["n_muon"] < 2).sum()) == 1008
+    assert hist.underflow == hist.overflow == 0
     assert hist.total == 2421
+    # With a range given, too: a missing value is neither below nor above it.
+    ranged = store.histogram(hzz, "lead_jet_pt", bins=10, lo=0, hi=100)
+    assert ranged.missing == 716 and ranged.underflow == 0
 
 
 @pytest.mark.parametrize(
@@ -143,7 +146,7 @@ def test_automatic_histograms_put_every_event_in_its_bin(
     tree = parse(text) if text else None
     hist = store.histogram(key, attr, tree, bins=40)
     values = tags[attr] if tree is None else tags[attr][evaluate(tree, tags)]
-    values = values[values != MISSING]
+    values = np.ma.compressed(values)
     assert len(hist.counts) == 40
     assert hist.edges[0] <= values.min() and values.max() <= hist.edges[-1]
     width = hist.edges[1] - hist.edges[0]
@@ -186,7 +189,7 @@ def test_given_ranges_bin_like_numpy(store, hzz, hzz_tags, attr, bins, lo, hi):
 
 def test_ranges_are_recorded_when_the_collection_is_published(store, hzz, hzz_tags):
     ranges = store.collection(hzz).ranges
-    present = hzz_tags["lead_muon_pt"][hzz_tags["lead_muon_pt"] != MISSING]
+    present = hzz_tags["lead_muon_pt"].compressed()
     assert ranges["lead_muon_pt"] == pytest.approx((present.min(), present.max()))
     assert ranges["n_muon"] == (0, int(hzz_tags["n_muon"].max()))
     assert store.attribute_ranges(hzz) == ranges
@@ -237,6 +240,28 @@ def test_events_pages_through_the_selection(store, hzz, hzz_tags):
     assert first[0].run is None and first[0].event is None
 
 
+def test_event_lists_carry_attribute_values_and_none_where_missing(
+    store, hzz, legacy_hzz, hzz_tags
+):
+    tree = parse("n_muon <= 1")
+    names = ["lead_muon_pt", "lead_muon_charge", "os_dimuon", "n_muon"]
+    expected = np.flatnonzero(evaluate(tree, hzz_tags))
+    for key in (hzz, legacy_hzz):  # -999 in an older collection is None too
+        rows = store.events(key, tree, limit=5000, attributes=names)
+        assert [e.entry for e in rows] == expected.tolist()
+        for e in rows:
+            assert list(e.values) == names
+            for name in names:
+                value = hzz_tags[name][e.entry]
+                if value is np.ma.masked:
+                    assert e.values[name] is None, (key, name, e.entry)
+                else:
+                    assert e.values[name] == pytest.approx(value.item()), (key, name, e.entry)
+        assert sum(e.values["lead_muon_pt"] is None for e in rows) == 59
+    with pytest.raises(InvalidInput, match="did you mean 'lead_muon_pt'"):
+        store.events(hzz, tree, attributes=["lead_muon_ptt"])
+
+
 def test_top_orders_by_the_attribute(store, hzz, hzz_tags):
     top = store.top(hzz, parse("n_muon >= 2"), "met", 5)
     mask = hzz_tags["n_muon"] >= 2
@@ -259,7 +284,7 @@ def test_files_touched_and_entries_by_file(store, hzz, hzz_tags):
 def test_attribute_ranges(store, hzz, hzz_tags):
     ranges = store.attribute_ranges(hzz)
     assert ranges["n_muon"] == (0, 4)
-    present = hzz_tags["lead_jet_pt"][hzz_tags["lead_jet_pt"] != MISSING]
+    present = hzz_tags["lead_jet_pt"].compressed()
     assert ranges["lead_jet_pt"] == pytest.approx((present.min(), present.max()))
     assert ranges["trigger_isomu24"] == (True, True)
 
@@ -347,13 +372,24 @@ def test_bad_tags_are_refused(store, new_key, hzz_schema, hzz_tags):
 def test_missing_values_are_null(store, new_key, hzz_schema, hzz_tags):
     tags = part(hzz_tags, 0, 10)
     tags["met"] = tags["met"].copy()
-    tags["met"][:3] = [np.nan, np.inf, -np.inf]
+    tags["met"][:3] = [np.nan, np.inf, -np.inf]  # not finite: missing
+    tags["n_jet"] = np.ma.array(tags["n_jet"], mask=[True, True] + [False] * 8)
+    tags["os_dimuon"] = np.ma.array(tags["os_dimuon"], mask=[True] + [False] * 9)
     with store.begin_build(new_key, hzz_schema) as builder:
         builder.load(GUID_A, tags)
         builder.publish()
     assert store.count(new_key, parse("met > -1")) == 7
-    assert store.count(new_key, parse("!(met > -1)")) == 3
+    assert store.count(new_key, parse("!(met > -1)")) == 0  # unknown, not true
+    assert store.count(new_key, parse("missing(met)")) == 3
     assert store.histogram(new_key, "met").missing == 3
+    assert store.count(new_key, parse("missing(n_jet) && missing(os_dimuon)")) == 1
+    assert store.count(new_key, parse("n_jet >= 0 || os_dimuon || !os_dimuon")) == 9
+    with store.engine.connect() as conn:
+        table = sa.table(table_name(new_key), sa.column("n_jet"), sa.column("os_dimuon"))
+        nulls = conn.execute(
+            sa.select(sa.func.count()).where(table.c.n_jet.is_(None) | table.c.os_dimuon.is_(None))
+        ).scalar()
+    assert nulls == 2
 
 
 def test_drop_removes_the_collection(store, hzz_schema, hzz_tags):
@@ -508,3 +544,92 @@ def test_a_session_opens_an_embedded_tag_db_once(tmp_path, hzz_schema, hzz_tags)
         store.files_touched(key, tree)
         store.histogram(key, "met", tree)
     assert len(opened) == 2
+
+
+# Collections published before missing values were NULL hold -999 for them.
+README_SELECTIONS = [
+    "hypot(met, lead_jet_pt) > 100",
+    "lead_muon_pt < 20",
+    "!(lead_muon_pt >= 20)",
+    "abs(lead_muon_eta) < 2.4 and not os_dimuon and hypot(met, lead_jet_pt) > 100",
+    "missing(lead_jet_pt)",
+    "has(sublead_muon_pt) && lead_muon_charge == -1",
+]
+
+
+def as_published_before(tags):
+    """TAGs as DSS computed them before: -999 where a number is missing."""
+    return {
+        name: np.ma.filled(values, -999) if values.dtype.kind in "if" else np.ma.getdata(values)
+        for name, values in tags.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def legacy_hzz(store, hzz_schema, hzz_tags):
+    key = unique_key("l")
+    with store.begin_build(key, hzz_schema) as builder:
+        builder.load(GUID_A, as_published_before(part(hzz_tags, 0, SPLIT)))
+        builder.load(GUID_B, as_published_before(part(hzz_tags, SPLIT, None)), entry_start=SPLIT)
+        builder.publish()
+    # Its catalog row says nothing about missing values, and its ranges are measured anew.
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(store.catalog)
+            .where(store.catalog.c.key == key)
+            .values(missing=None, ranges=None)
+        )
+    yield key
+    store.drop(key)
+
+
+def test_new_collections_record_that_missing_values_are_null(store, hzz, legacy_hzz):
+    assert store.collection(hzz).missing_is_null
+    assert not store.collection(legacy_hzz).missing_is_null
+
+
+@pytest.mark.parametrize("text", SELECTIONS + README_SELECTIONS)
+def test_an_older_collection_answers_as_if_missing_values_were_null(
+    store, legacy_hzz, hzz_tags, text
+):
+    tree = parse(text)
+    assert store.count(legacy_hzz, tree) == int(evaluate(tree, hzz_tags).sum())
+
+
+def test_an_older_collection_counts_missing_values_apart(store, legacy_hzz, hzz, hzz_tags):
+    old = store.histogram(legacy_hzz, "lead_jet_pt", bins=30)
+    new = store.histogram(hzz, "lead_jet_pt", bins=30)
+    assert old.missing == new.missing == 716 and old.underflow == 0
+    assert old.edges.tolist() == new.edges.tolist()
+    assert old.counts.tolist() == new.counts.tolist()
+    present = hzz_tags["lead_jet_pt"].compressed()
+    assert store.attribute_ranges(legacy_hzz)["lead_jet_pt"] == pytest.approx(
+        (present.min(), present.max())
+    )
+    assert store.attribute_ranges(legacy_hzz)["lead_muon_charge"] == (-1, 1)
+    assert store.count_missing(legacy_hzz, "lead_muon_pt", parse("n_jet >= 0")) == 59
+    bottom = store.top(legacy_hzz, None, "lead_muon_charge", 2421)
+    assert len(bottom) == 2421 - 59 and min(e.value for e in bottom) == -1
+    # Where DuckDB answers from an attribute's sorted copy, the copy is read the same way.
+    assert store.count(legacy_hzz, parse("lead_muon_pt < 20")) == 4
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "sqlite"])  # a catalog of their own
+def test_a_catalog_from_before_missing_values_were_null_is_read_as_such(
+    backend, tmp_path, hzz_schema, hzz_tags
+):
+    store = open_backend(backend, tmp_path)
+    key = unique_key()
+    with store.begin_build(key, hzz_schema) as builder:
+        builder.load(GUID_A, as_published_before(part(hzz_tags, 0, 300)))
+        builder.publish()
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE tagdb_catalog DROP COLUMN missing"))
+    store.dispose()
+    reopened = TagStore(store.engine.url)
+    try:
+        assert not reopened.collection(key).missing_is_null  # the column is back, empty
+        tree = parse("!(lead_muon_pt >= 20)")
+        assert reopened.count(key, tree) == int(evaluate(tree, part(hzz_tags, 0, 300)).sum())
+    finally:
+        reopened.dispose()
