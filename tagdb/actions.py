@@ -28,6 +28,7 @@ from django.utils import timezone
 from sqlalchemy.pool import NullPool
 
 from dmu.actions import get_dataset
+from dmu.eventfiles import open_event_file
 from dmu.models import Dataset, File, ReplicaState
 from dss.errors import BadEventFile, Conflict, DSSError, InvalidInput, NotFound, StorageError
 from dss.jobs import FINAL_STATES, JobState
@@ -267,11 +268,10 @@ def get_schema(name: str, version: int | None = None) -> TagSchema:
 
 @contextmanager
 def open_event_tree(file: File, tree: str | None = None) -> Iterator[Any]:
-    """The event tree of one dataset file, read from an available replica: through the
-    local file system for a file:// storage element, else by URL (root://, https://).
-    Raises StorageError when no replica is available, BadEventFile when it cannot be read."""
-    import uproot
-
+    """The event tree (TTree, RNTuple or Parquet table, see dmu.eventfiles) of one dataset
+    file, read from an available replica: through the local file system for a file://
+    storage element, else by URL (root://, https://). Raises StorageError when no replica
+    is available, BadEventFile when it cannot be read."""
     replicas = sorted(
         (r for r in file.replicas.all() if r.state == ReplicaState.AVAILABLE),
         key=lambda r: not r.storage_element.url.startswith("file://"),
@@ -287,20 +287,18 @@ def open_event_tree(file: File, tree: str | None = None) -> Iterator[Any]:
     )
     name = tree or file.tree
     try:
-        handle = uproot.open(source)
+        handle = open_event_file(source, where=file.lfn)
     except FileNotFoundError:
         raise StorageError(
             f"replica of {file.lfn} on {replica.storage_element.name} is missing ({source})",
             where=file.lfn,
         ) from None
-    except Exception as exc:  # uproot raises many types for damaged or unreachable input
+    except DSSError:
+        raise
+    except Exception as exc:  # unreachable input raises many types
         raise BadEventFile(f"cannot open {source}: {exc}", where=file.lfn) from None
     try:
-        try:
-            event_tree = handle[name]
-        except Exception:
-            raise BadEventFile(f"has no tree '{name}'", where=file.lfn) from None
-        yield event_tree
+        yield handle.tree(name)
     finally:
         handle.close()
 
