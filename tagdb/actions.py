@@ -34,6 +34,7 @@ from dss.errors import BadEventFile, Conflict, DSSError, InvalidInput, NotFound,
 from dss.jobs import FINAL_STATES, JobState
 
 from .models import CollectionState, SavedQuery, TagBuild, TagCollection, TagSchema
+from .numbering import check_unsigned
 from .schema import Schema, auto_schema, compute_tags, load_schema
 from .selection import INT, Node, check, normalise, parse, parse_good_run_list, suggest
 from .store import EventRef, Histogram, TagStore
@@ -892,7 +893,7 @@ def parse_event_pairs(text: str | bytes) -> list[tuple[int, int]]:
                 f"line {number}: {line.strip()[:60]!r} is not 'run event' (two whole numbers)",
                 where=f"line {number}",
             )
-        pairs.append((int(match[1]), int(match[2])))
+        pairs.append(_number_pair(int(match[1]), int(match[2]), f"line {number}"))
     if not pairs:
         raise InvalidInput("the event list is empty", where="events")
     if len(pairs) > MAX_PICK:
@@ -917,8 +918,16 @@ def pairs_from_json(data: Any) -> list[tuple[int, int]]:
                 f"item {i + 1}: {str(item)[:60]} is not a [run, event] pair of whole numbers",
                 where=f"item {i + 1}",
             )
-        pairs.append((int(item[0]), int(item[1])))
+        pairs.append(_number_pair(int(item[0]), int(item[1]), f"item {i + 1}"))
     return pairs
+
+
+def _number_pair(run: int, event: int, where: str) -> tuple[int, int]:
+    """(run, event) if both are unsigned 64-bit numbers; else InvalidInput naming ``where``."""
+    try:
+        return check_unsigned(run, "run", where), check_unsigned(event, "event", where)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc.message}", where=where) from None
 
 
 @dataclass(frozen=True)

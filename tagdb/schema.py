@@ -60,6 +60,7 @@ import yaml
 
 from dmu.eventfiles import EventTree, as_event_tree, open_event_file
 from dss.errors import BadEventFile, InvalidInput
+from tagdb.numbering import numbering_array
 from tagdb.selection import (
     BOOL,
     FLOAT,
@@ -514,8 +515,24 @@ def _as_column(attribute: Attribute, value: Any, n: int) -> np.ndarray:
             "floating-point numbers; declare it float",
             where=where,
         )
+    if wanted == INT:
+        _check_fits_int64(attribute, array)
     dtype = {BOOL: np.bool_, INT: np.int64, FLOAT: np.float64}[wanted]
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _check_fits_int64(attribute: Attribute, array: np.ndarray) -> None:
+    """Int attributes are signed 64-bit: an unsigned value beyond that would wrap around
+    to a negative number, so it is an error naming the entry instead."""
+    if array.dtype.kind == "u" and array.size:
+        beyond = np.flatnonzero(array > np.iinfo(np.int64).max)
+        if len(beyond):
+            raise SchemaError(
+                f"attribute '{attribute.name}' is {array[beyond[0]]} at entry {beyond[0]}, "
+                "beyond a signed 64-bit int attribute; only the run, lumi and event numbers "
+                "are unsigned 64-bit",
+                where=f"attribute {attribute.name}",
+            )
 
 
 def _tree_where(tree: Any) -> str:
@@ -582,7 +599,7 @@ def compute_tags(
                 f"the {column} number branch '{branch}' must hold one whole number per event",
                 where=_tree_where(tree),
             )
-        columns[column] = ak.to_numpy(values).astype(np.int64)
+        columns[column] = _numbering_column(column, branch, values, _tree_where(tree))
     evaluator = _SchemaEvaluator(widened)  # type: ignore[arg-type]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for attribute in schema.attributes:
@@ -595,6 +612,14 @@ def compute_tags(
                 column = np.where(np.isfinite(column), column, np.nan)
             columns[attribute.name] = column
     return columns
+
+
+def _numbering_column(column: str, branch: str, values: Any, where: str) -> np.ndarray:
+    """The run/lumi/event numbers of a chunk as unsigned 64-bit integers."""
+    try:
+        return numbering_array(values, f"the {column} number branch '{branch}'", where)
+    except InvalidInput as exc:
+        raise SchemaError(exc.message, where=exc.where) from None
 
 
 # --------------------------------------------------------------------------- auto

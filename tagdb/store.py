@@ -6,7 +6,8 @@ their shape) but are not exercised against a server.
 
 A collection ``key`` (``c42``) names its table (``tag_c42``); keys are checked against
 :data:`KEY_RE` and never come from user text. Each table has ``id``, ``file_guid``,
-``entry``, nullable ``run``/``lumi``/``event`` and one column per attribute: BIGINT
+``entry``, nullable ``run``/``lumi``/``event`` (unsigned 64-bit on every backend, see
+:mod:`tagdb.numbering`) and one column per attribute: BIGINT
 (NOT NULL), DOUBLE (NULL where the value was NaN/inf, as MySQL cannot store those) or
 BOOLEAN (NOT NULL). A small catalog table, ``tagdb_catalog``, records each published
 collection's schema, attribute types and counts, so queries need no reflection.
@@ -43,6 +44,14 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from dss.errors import InvalidInput, NotFound
+from tagdb.numbering import (
+    UInt64,
+    check_unsigned,
+    is_unsigned,
+    numbering_array,
+    sort_key,
+    unsigned_value,
+)
 from tagdb.schema import MISSING, Schema
 from tagdb.selection import BOOL, FLOAT, INT, Node, check, names_in, suggest, to_sql
 
@@ -110,7 +119,7 @@ def tag_table(
         sa.Column("id", id_type, primary_key=dialect != "duckdb", autoincrement=False),
         sa.Column("file_guid", sa.CHAR(36), nullable=False),
         sa.Column("entry", sa.BigInteger, nullable=False),
-        *(sa.Column(c, sa.BigInteger, nullable=True) for c in NUMBERING),
+        *(sa.Column(c, UInt64(signed_bits=dialect == "sqlite"), nullable=True) for c in NUMBERING),
     ]
     for attr, type_ in attributes.items():
         columns.append(sa.Column(attr, _SA_TYPES[type_](), nullable=type_ == FLOAT))
@@ -139,6 +148,8 @@ def select_count(table: sa.Table, types: Mapping[str, str], tree: Node | None) -
 
 def _histogram_value(table: sa.Table, attr: str, type_: str) -> sa.ColumnElement:
     col = table.c[attr]
+    if is_unsigned(col):
+        return unsigned_value(col)
     return sa.cast(col, sa.Integer) if type_ == BOOL else col
 
 
@@ -160,6 +171,9 @@ def select_ranges(table: sa.Table, types: Mapping[str, str]) -> sa.Select:
     treating the -999 'missing' value as absent."""
     parts = []
     for name, type_ in types.items():
+        if is_unsigned(table.c[name]):  # run/lumi/event numbers: exact, and never -999
+            parts += [sa.func.min(sort_key(table.c[name])), sa.func.max(sort_key(table.c[name]))]
+            continue
         x = _histogram_value(table, name, type_)
         x = sa.case((x == sa.literal(MISSING, sa.BigInteger()), sa.null()), else_=x)
         parts += [sa.func.min(x), sa.func.max(x)]
@@ -507,7 +521,9 @@ class TagBuilder:
         }
         for name in NUMBERING:
             columns[name] = (
-                np.asarray(tags[name], dtype=np.int64) if name in self.numbering else None
+                numbering_array(tags[name], f"the {name} number", f"file {guid}")
+                if name in self.numbering
+                else None
             )
         for name, type_ in self.types.items():
             columns[name] = np.asarray(tags[name]).astype(_NP_TYPES[type_], copy=False)
@@ -1099,7 +1115,7 @@ class TagStore:
         stmt = (
             sa.select(table.c.file_guid, table.c.entry, table.c.run, table.c.event, col)
             .where(where_clause(table, types, tree), col.is_not(None))
-            .order_by(col.desc(), table.c.id)
+            .order_by(sort_key(col).desc(), table.c.id)
             .limit(int(n))
         )
         with self._reading() as conn:
@@ -1154,7 +1170,8 @@ class TagStore:
                 raise InvalidInput(
                     f"{pair!r} is not a (run, event) pair of whole numbers", where="events"
                 ) from None
-            wanted.append((run, event))
+            check_unsigned(run, "run", "events")
+            wanted.append((run, check_unsigned(event, "event", "events")))
         wanted = list(dict.fromkeys(wanted))
         found: list[PickedEvent] = []
         for key in keys:
