@@ -236,22 +236,26 @@ class _TTree(EventTree):
         return [int(o) for o in offsets]
 
     def check_readable(self, names: Sequence[str] | None = None) -> None:
-        # A branch uproot cannot interpret cannot be skimmed or tagged either; its
-        # baskets are still decompressed, which is where damage usually shows.
-        interpretable = []
-        for name in self.keys() if names is None else names:
-            branch = self.tree[name]
+        # Numeric branches are read and interpreted. Others (objects, strings, what uproot
+        # cannot interpret) would be slow to interpret or cannot be: their baskets are
+        # decompressed, which is where damage usually shows.
+        numeric = {b.name for b in self.branches() if b.dtype is not None}
+        wanted = list(self.keys() if names is None else names)
+        for name in wanted:
+            if name not in numeric:
+                self._check_baskets(self.tree[name], name)
+        super().check_readable([name for name in wanted if name in numeric])
+
+    def _check_baskets(self, branch: Any, name: str) -> None:
+        """Decompress every basket of ``branch`` and of the branches below it."""
+        for i in range(branch.num_baskets):
             try:
-                _ = branch.interpretation
-                interpretable.append(name)
-            except Exception:
-                for i in range(branch.num_baskets):
-                    try:
-                        branch.basket(i)
-                    except Exception as exc:
-                        lo, hi = branch.entry_offsets[i], branch.entry_offsets[i + 1]
-                        raise _unreadable(self.where, name, lo, hi, exc) from None
-        super().check_readable(interpretable)
+                branch.basket(i)
+            except Exception as exc:
+                lo, hi = int(branch.entry_offsets[i]), int(branch.entry_offsets[i + 1])
+                raise _unreadable(self.where, name, lo, hi, exc) from None
+        for sub in branch.branches:
+            self._check_baskets(sub, name)
 
 
 class _RNTuple(EventTree):

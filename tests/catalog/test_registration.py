@@ -113,3 +113,10 @@ def test_a_file_with_a_damaged_basket_is_refused_naming_the_branch(local_se, sto
     assert e.value.where == "LOCAL:damaged.root"
     assert "branch 'Muon_Px' cannot be read" in e.value.message
     assert not Dataset.objects.exists() and not File.objects.exists()
+
+
+def test_a_damaged_string_branch_is_refused_too(local_se, storage_root):
+    bad = put_file(storage_root, ZMUMU, "strings.root")
+    corrupt_basket(storage_root / bad, "Type")
+    with pytest.raises(BadEventFile, match="branch 'Type' cannot be read"):
+        actions.check_register_dataset("demo.strings", local_se, [bad])

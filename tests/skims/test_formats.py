@@ -8,6 +8,7 @@ import uuid
 
 import awkward as ak
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import uproot
@@ -16,6 +17,7 @@ from rest_framework.test import APIClient
 
 from dmu import actions as dmu_actions
 from dmu.eventfiles import open_event_file
+from dss.errors import BadEventFile, DSSError
 from skims import actions
 from skims.eventio import EXTENSIONS, write_events
 from tagdb import actions as tag_actions
@@ -242,3 +244,45 @@ def test_a_parquet_file_without_a_dss_guid_gets_one_from_its_content(local_se, s
     guid = dataset.files.get().guid
     assert guid == uuid.uuid5(uuid.NAMESPACE_URL, f"dss:parquet:md5:{md5}")
     assert other.files.get().guid == guid  # the same bytes, the same GUID
+
+
+def test_the_portal_writes_parquet_with_its_guid_tree_and_page_checksums(tmp_path):
+    written = write_events(demo_events(), str(tmp_path / "out.parquet"), "parquet")
+    parquet = pq.ParquetFile(tmp_path / "out.parquet")
+    metadata = parquet.schema_arrow.metadata
+    assert metadata[b"dss_guid"] == written.guid.encode() and metadata[b"dss_tree"] == b"events"
+    # A page damaged on disk is found by its checksum, and named by its column.
+    group = parquet.metadata.row_group(0)
+    (chunk,) = [
+        group.column(i)
+        for i in range(group.num_columns)
+        if group.column(i).path_in_schema == "MET_px"
+    ]
+    first = min(o for o in (chunk.dictionary_page_offset, chunk.data_page_offset) if o)
+    start = first + chunk.total_compressed_size // 2
+    with open(tmp_path / "out.parquet", "r+b") as fh:
+        fh.seek(start)
+        damaged = bytes(x ^ 0xFF for x in fh.read(16))
+        fh.seek(start)
+        fh.write(damaged)
+    with open_event_file(str(tmp_path / "out.parquet"), "SE:out.parquet") as f:
+        with pytest.raises(BadEventFile) as caught:
+            f.tree().check_readable()
+    assert caught.value.message.startswith("branch 'MET_px' cannot be read")
+    assert "CRC" in caught.value.message
+
+
+def test_a_missing_event_number_fails_the_build_naming_the_entry(
+    local_se, storage_root, tag_collections
+):
+    table = pa.table(
+        {"EventNumber": pa.array([1, None, 3], pa.uint64()), "x": pa.array([1.0, 2.0, 3.0])}
+    )
+    pq.write_table(table, storage_root / "holes.parquet")
+    dataset, _ = dmu_actions.check_register_dataset("fmt.holes", local_se, ["holes.parquet"])
+    schema = tag_actions.do_auto_schema(dataset)
+    collection = tag_actions.get_or_create_collection(dataset, schema)
+    tag_collections.append(collection)
+    with pytest.raises(DSSError) as caught:
+        tag_actions.check_build_now(collection)
+    assert "the event number branch 'EventNumber' is missing at entry 1" in str(caught.value)
