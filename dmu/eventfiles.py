@@ -35,7 +35,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from dss.errors import BadEventFile
+from dss.errors import BadEventFile, StorageError
 
 from .rootfiles import DEFAULT_TREE, check_root_header, short_reason
 
@@ -122,6 +122,12 @@ class EventTree(ABC):
             raise
         except MemoryError:
             raise
+        except (ConnectionError, TimeoutError) as exc:  # the storage, not the file
+            raise StorageError(
+                f"reading {', '.join(wanted)} failed: {short_reason(exc)}",
+                where=self.where,
+                transient=True,
+            ) from None
         except Exception as exc:
             culprit = self._culprit(wanted, start, stop)
             raise _unreadable(self.where, culprit or ", ".join(wanted), start, stop, exc) from None
