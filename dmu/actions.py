@@ -20,6 +20,7 @@ from dss.jobs import JobState
 
 from . import transfer as engine
 from .checksum import file_checksum
+from .eventfiles import PARQUET, inspect_event_file, sniff_format
 from .models import (
     Dataset,
     File,
@@ -32,7 +33,6 @@ from .models import (
     TransferFileState,
 )
 from .names import check_dataset_name, check_se_name
-from .rootfiles import inspect_root_file
 from .storage import StorageEndpoint, deterministic_path, safe_relpath
 
 log = logging.getLogger(__name__)
@@ -115,14 +115,19 @@ def relative_path(se: StorageElement, path: str) -> str:
 
 
 def inspect_file(se: StorageElement, rel: str, tree: str | None = None) -> InspectedFile:
-    """Checksum a file on ``se`` by streaming it, then read its GUID and event count."""
+    """Checksum a file on ``se`` by streaming it, then read its GUID and event count and
+    every branch of its event tree (a ROOT TTree or RNTuple, or a Parquet table), so that
+    a damaged file is refused now, naming the branch. A Parquet file also gets its md5
+    in the same pass: it makes the GUID of a file that carries none."""
     endpoint = se.endpoint()
     where = f"{se.name}:{rel}"
     size = endpoint.size(rel)
     with endpoint.open_read(rel) as fh:
-        adler32, nbytes, _ = file_checksum(fh)
+        parquet = sniff_format(fh.read(4)) == PARQUET
         fh.seek(0)
-        info = inspect_root_file(fh, where, nbytes, tree)
+        adler32, nbytes, md5 = file_checksum(fh, md5=parquet)
+        fh.seek(0)
+        info = inspect_event_file(fh, where, nbytes, tree, md5=md5)
     if nbytes != size:
         raise Conflict(f"file changed while it was read ({size} then {nbytes} bytes)", where=where)
     return InspectedFile(
@@ -147,7 +152,8 @@ def check_register_dataset(
     progress: Callable[[int, int], None] | None = None,
     before_commit: Callable[[], None] | None = None,
 ) -> tuple[Dataset, int]:
-    """Register ROOT files on ``se`` as (part of) dataset ``name``.
+    """Register event files (ROOT TTree or RNTuple, Parquet) on ``se`` as (part of)
+    dataset ``name``.
 
     Every file is read and checksummed before anything is written; then all of them are
     recorded in one transaction (in which ``before_commit`` runs first: a registration job

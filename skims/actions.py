@@ -30,12 +30,21 @@ from dmu import actions as dmu_actions
 from dmu import catalogs as dmu_catalogs
 from dmu.audit import Finding
 from dmu.checksum import file_checksum
+from dmu.eventfiles import open_event_file
 from dmu.models import Dataset, File, Replica, ReplicaState, StorageElement
 from dmu.names import check_dataset_name, scope_of
 from dmu.storage import deterministic_path, temp_name
 from dmu.transfer import copy
 from dss import failpoints, leases
-from dss.errors import ChecksumMismatch, Conflict, DSSError, InvalidInput, NotFound, StorageError
+from dss.errors import (
+    BadEventFile,
+    ChecksumMismatch,
+    Conflict,
+    DSSError,
+    InvalidInput,
+    NotFound,
+    StorageError,
+)
 from dss.jobs import FINAL_STATES, JobState
 from tagdb.actions import check_selection, get_store
 from tagdb.models import CollectionState, TagCollection
@@ -139,7 +148,7 @@ def _require_present(file: File) -> None:
 
 def _branches_of(file: File) -> list[str]:
     with _open_event_file(file) as (tree, _):
-        return list(tree.keys(recursive=False))
+        return list(tree.keys())
 
 
 def available_replica(file: File) -> Replica:
@@ -158,27 +167,30 @@ def available_replica(file: File) -> Replica:
 
 
 class _open_event_file:
-    """Open a file's tree with uproot from its first available replica."""
+    """Open a file's event tree (TTree, RNTuple or Parquet table) from its first available
+    replica."""
 
     def __init__(self, file: File):
         self.file = file
         self.handle = None
 
     def __enter__(self):
-        import uproot
-
         replica = available_replica(self.file)
         endpoint = replica.storage_element.endpoint()
         where = f"{replica.storage_element.name}:{replica.path}"
         try:
-            self.handle = uproot.open(
-                endpoint.local_path(replica.path) or endpoint.url(replica.path)
+            self.handle = open_event_file(
+                endpoint.local_path(replica.path) or endpoint.url(replica.path), where
             )
-            tree = self.handle[self.file.tree]
+            tree = self.handle.tree(self.file.tree)
         except FileNotFoundError:
             raise NotFound(f"input file {self.file.lfn} is missing", where=where) from None
+        except DSSError:
+            self.__exit__()
+            raise
         except Exception as e:
-            raise DSSError(
+            self.__exit__()
+            raise BadEventFile(
                 f"cannot open {self.file.lfn}: {type(e).__name__}: {e}", where=where
             ) from None
         return tree, where
@@ -524,7 +536,7 @@ def do_run_part(lease: leases.Lease) -> SkimPart:
     endpoint = skim.output_se.endpoint()
     try:
         with _open_event_file(file) as (tree, where):
-            branches = eventio.resolve_branches(list(tree.keys(recursive=False)), skim.branches)
+            branches = eventio.resolve_branches(list(tree.keys()), skim.branches)
             arrays = eventio.read_entries(
                 tree, branches, entries, where, progress=lambda done: lease.check()
             )

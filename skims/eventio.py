@@ -1,12 +1,13 @@
-"""Reading selected events out of ROOT files and writing them as ROOT or Parquet.
+"""Reading selected events out of event files and writing them as ROOT or Parquet.
 
 Plain Python (uproot, awkward, numpy; no Django) so that a skim part runs the same on a
 portal worker, a batch node or a laptop, and can be benchmarked alone.
 
-A skim reads only the entry ranges that hold selected events: the tree's common basket
-boundaries ("clusters") cut the file into ranges that can be read independently, and only
-the ranges containing a selected entry are read and decompressed. When most ranges hold a
-selected entry, the ranges merge into one read of the whole file.
+A skim reads only the entry ranges that hold selected events: the clusters (a TTree's
+common basket boundaries, an RNTuple's clusters, a Parquet file's row groups) cut the file
+into ranges that can be read independently, and only the ranges containing a selected
+entry are read and decompressed. When most ranges hold a selected entry, the ranges merge
+into one read of the whole file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import uproot
 
+from dmu.eventfiles import PARQUET_GUID_KEY, PARQUET_TREE_KEY, as_event_tree, open_event_file
 from dss.errors import BadEventFile, InvalidInput
 
 FORMATS = {"root": "ROOT TTree", "rntuple": "ROOT RNTuple", "parquet": "Parquet"}
@@ -84,31 +86,26 @@ def read_entries(
     progress: Callable[[int], None] | None = None,
 ) -> ak.Array:
     """The given entries (sorted, unique, int64) of ``branches``, reading only the clusters
-    that hold them. ``where`` names the file in errors."""
+    that hold them. ``tree`` is a TTree, an RNTuple or a Parquet table (see
+    :mod:`dmu.eventfiles`); ``where`` names the file in errors. Data that cannot be read
+    is a BadEventFile naming the branch and the entries."""
+    tree = as_event_tree(tree, where)
     n = int(tree.num_entries)
     if len(entries) and (entries[0] < 0 or entries[-1] >= n):
         bad = entries[0] if entries[0] < 0 else entries[-1]
         raise BadEventFile(f"entry {bad} is outside the tree ({n} entries)", where=where)
-    try:
-        offsets = tree.common_entry_offsets(filter_name=list(branches))
-    except Exception:
-        offsets = [0, n]
+    offsets = tree.cluster_offsets(list(branches))
     pieces = []
     done = 0
     for start, stop in selected_ranges(offsets, entries):
-        try:
-            arrays = tree.arrays(list(branches), entry_start=start, entry_stop=stop, library="ak")
-        except Exception as e:
-            raise BadEventFile(
-                f"cannot read entries {start}-{stop - 1}: {type(e).__name__}: {e}", where=where
-            ) from None
+        arrays = tree.arrays(list(branches), start, stop)
         lo, hi = np.searchsorted(entries, [start, stop])
         pieces.append(arrays[entries[lo:hi] - start])
         done += int(hi - lo)
         if progress:
             progress(done)
     if not pieces:
-        return tree.arrays(list(branches), entry_start=0, entry_stop=0, library="ak")
+        return tree.arrays(list(branches), 0, 0)
     return pieces[0] if len(pieces) == 1 else ak.concatenate(pieces)
 
 
@@ -193,7 +190,9 @@ def write_events(
     """Write ``arrays`` to ``path`` as a ROOT TTree, a ROOT RNTuple or Parquet; describe it.
 
     The GUID of a ROOT output is the UUID that its header holds; a Parquet file has none, so
-    it gets a fresh one, stored in the file's key-value metadata.
+    it gets a fresh one, stored in the file's key-value metadata (``dss_guid``, with the
+    tree name as ``dss_tree``). Every ``batch`` entries start a new cluster (TTree baskets,
+    RNTuple cluster, Parquet row group), so that later skims can read the file in parts.
     """
     if fmt not in FORMATS:
         raise InvalidInput(
@@ -205,13 +204,22 @@ def write_events(
         guid = str(uuid.uuid4())
         table = ak.to_arrow_table(arrays, extensionarray=False)
         table = table.replace_schema_metadata(
-            {**(table.schema.metadata or {}), b"dss_guid": guid.encode()}
+            {
+                **(table.schema.metadata or {}),
+                PARQUET_GUID_KEY: guid.encode(),
+                PARQUET_TREE_KEY: tree_name.encode(),
+            }
         )
-        pq.write_table(table, path, compression="zstd")
+        # Page checksums let a reader tell a damaged page from data.
+        pq.write_table(
+            table, path, compression="zstd", row_group_size=batch, write_page_checksum=True
+        )
     else:
         with uproot.recreate(path) as f:
             if fmt == "rntuple":
-                f.mkrntuple(tree_name, arrays)
+                ntuple = f.mkrntuple(tree_name, arrays[:batch])
+                for start in range(batch, len(arrays), batch):
+                    ntuple.extend(arrays[start : start + batch])
             else:
                 writer = TTreeWriter(f, tree_name)
                 for start in range(0, max(len(arrays), 1), batch):
@@ -223,7 +231,5 @@ def write_events(
 
 def read_output(path: str, fmt: str, tree_name: str = "events") -> ak.Array:
     """Read a skim output back whole (tests, verification)."""
-    if fmt == "parquet":
-        return ak.from_parquet(path)
-    with uproot.open(path) as f:
-        return f[tree_name].arrays(library="ak")
+    with open_event_file(path) as f:
+        return f.tree(tree_name).arrays()

@@ -29,6 +29,7 @@ from sqlalchemy.pool import NullPool
 
 from dmu.actions import get_dataset
 from dmu.audit import Finding
+from dmu.eventfiles import open_event_file
 from dmu.models import Dataset, File, ReplicaState
 from dss import failpoints, leases
 from dss.errors import (
@@ -49,6 +50,7 @@ from .models import (
     TagCollection,
     TagSchema,
 )
+from .numbering import check_unsigned
 from .schema import Schema, auto_schema, compute_tags, load_schema, pack_tags, unpack_tags
 from .selection import INT, Node, check, normalise, parse, parse_good_run_list, suggest
 from .store import EventRef, Histogram, TagStore
@@ -283,11 +285,10 @@ def get_schema(name: str, version: int | None = None) -> TagSchema:
 
 @contextmanager
 def open_event_tree(file: File, tree: str | None = None) -> Iterator[Any]:
-    """The event tree of one dataset file, read from an available replica: through the
-    local file system for a file:// storage element, else by URL (root://, https://).
-    Raises StorageError when no replica is available, BadEventFile when it cannot be read."""
-    import uproot
-
+    """The event tree (TTree, RNTuple or Parquet table, see dmu.eventfiles) of one dataset
+    file, read from an available replica: through the local file system for a file://
+    storage element, else by URL (root://, https://). Raises StorageError when no replica
+    is available, BadEventFile when it cannot be read."""
     replicas = sorted(
         (r for r in file.replicas.all() if r.state == ReplicaState.AVAILABLE),
         key=lambda r: not r.storage_element.url.startswith("file://"),
@@ -303,20 +304,18 @@ def open_event_tree(file: File, tree: str | None = None) -> Iterator[Any]:
     )
     name = tree or file.tree
     try:
-        handle = uproot.open(source)
+        handle = open_event_file(source, where=file.lfn)
     except FileNotFoundError:
         raise StorageError(
             f"replica of {file.lfn} on {replica.storage_element.name} is missing ({source})",
             where=file.lfn,
         ) from None
-    except Exception as exc:  # uproot raises many types for damaged or unreachable input
+    except DSSError:
+        raise
+    except Exception as exc:  # unreachable input raises many types
         raise BadEventFile(f"cannot open {source}: {exc}", where=file.lfn) from None
     try:
-        try:
-            event_tree = handle[name]
-        except Exception:
-            raise BadEventFile(f"has no tree '{name}'", where=file.lfn) from None
-        yield event_tree
+        yield handle.tree(name)
     finally:
         handle.close()
 
@@ -1149,7 +1148,7 @@ def parse_event_pairs(text: str | bytes) -> list[tuple[int, int]]:
                 f"line {number}: {line.strip()[:60]!r} is not 'run event' (two whole numbers)",
                 where=f"line {number}",
             )
-        pairs.append((int(match[1]), int(match[2])))
+        pairs.append(_number_pair(int(match[1]), int(match[2]), f"line {number}"))
     if not pairs:
         raise InvalidInput("the event list is empty", where="events")
     if len(pairs) > MAX_PICK:
@@ -1174,8 +1173,16 @@ def pairs_from_json(data: Any) -> list[tuple[int, int]]:
                 f"item {i + 1}: {str(item)[:60]} is not a [run, event] pair of whole numbers",
                 where=f"item {i + 1}",
             )
-        pairs.append((int(item[0]), int(item[1])))
+        pairs.append(_number_pair(int(item[0]), int(item[1]), f"item {i + 1}"))
     return pairs
+
+
+def _number_pair(run: int, event: int, where: str) -> tuple[int, int]:
+    """(run, event) if both are unsigned 64-bit numbers; else InvalidInput naming ``where``."""
+    try:
+        return check_unsigned(run, "run", where), check_unsigned(event, "event", where)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc.message}", where=where) from None
 
 
 @dataclass(frozen=True)

@@ -327,11 +327,11 @@ def cmd_pick(client: Any, args: argparse.Namespace, out: Any = None) -> int:
         json.dump(r, out, indent=2)
         out.write("\n")
         return 0
-    print(f"{'run':>10} {'event':>12}  {'dataset':<20} {'file':<36} {'entry':>8}", file=out)
+    print(f"{'run':>10} {'event':>20}  {'dataset':<20} {'file':<36} {'entry':>8}", file=out)
     for p in r["found"]:
         where = p["lfn"] or p["file_guid"]
         print(
-            f"{p['run']:>10} {p['event']:>12}  {p['dataset']:<20} {where:<36} {p['entry']:>8}",
+            f"{p['run']:>10} {p['event']:>20}  {p['dataset']:<20} {where:<36} {p['entry']:>8}",
             file=out,
         )
     print(f"{len(r['found']):,} event(s) found for {r['asked']:,} pair(s)", file=out)

@@ -59,7 +59,9 @@ import awkward as ak
 import numpy as np
 import yaml
 
+from dmu.eventfiles import EventTree, as_event_tree, open_event_file
 from dss.errors import BadEventFile, InvalidInput
+from tagdb.numbering import numbering_array
 from tagdb.selection import (
     BOOL,
     FLOAT,
@@ -526,6 +528,8 @@ def _as_column(attribute: Attribute, value: Any, n: int) -> np.ma.MaskedArray:
             "floating-point numbers; declare it float",
             where=where,
         )
+    if wanted == INT:
+        _check_fits_int64(attribute, array)
     dtype = {BOOL: np.bool_, INT: np.int64, FLOAT: np.float64}[wanted]
     array = np.asarray(array, dtype=dtype)
     if wanted == FLOAT:
@@ -533,7 +537,23 @@ def _as_column(attribute: Attribute, value: Any, n: int) -> np.ma.MaskedArray:
     return np.ma.array(np.where(missing, _FILL[wanted], array), mask=missing.copy())
 
 
+def _check_fits_int64(attribute: Attribute, array: np.ndarray) -> None:
+    """Int attributes are signed 64-bit: an unsigned value beyond that would wrap around
+    to a negative number, so it is an error naming the entry instead."""
+    if array.dtype.kind == "u" and array.size:
+        beyond = np.flatnonzero(array > np.iinfo(np.int64).max)
+        if len(beyond):
+            raise SchemaError(
+                f"attribute '{attribute.name}' is {array[beyond[0]]} at entry {beyond[0]}, "
+                "beyond a signed 64-bit int attribute; only the run, lumi and event numbers "
+                "are unsigned 64-bit",
+                where=f"attribute {attribute.name}",
+            )
+
+
 def _tree_where(tree: Any) -> str:
+    if isinstance(tree, EventTree):
+        return tree.where
     path = getattr(getattr(tree, "file", None), "file_path", "")
     return f"{path}:{tree.name}" if path else str(getattr(tree, "name", "tree"))
 
@@ -544,26 +564,26 @@ def compute_tags(
     entry_start: int | None = None,
     entry_stop: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Compute every attribute of ``schema`` for the entries of an uproot ``tree``.
+    """Compute every attribute of ``schema`` for the entries of an event ``tree``: a
+    :class:`dmu.eventfiles.EventTree` (TTree, RNTuple or Parquet table) or an uproot TTree
+    or RNTuple.
 
     Reads only the branches the schema needs. Returns one flat numpy masked array per
     attribute (int64, float64 or bool), masked where the event has no value, plus
-    ``run``, ``event`` and ``lumi`` (plain int64 arrays) for those the schema names.
+    ``run``, ``event`` and ``lumi`` (plain uint64 arrays) for those the schema names.
     ``tree`` may also be a file path, opened at ``schema.tree``. Join the tags of
     several chunks with ``np.ma.concatenate`` (``np.concatenate`` drops the masks).
     """
     if isinstance(tree, str | Path):
-        import uproot
-
         try:
-            source = uproot.open(tree)
-            events = source[schema.tree]
-        except (OSError, ValueError, KeyError) as exc:
+            source = open_event_file(str(tree))
+        except OSError as exc:
             raise BadEventFile(
                 f"cannot read tree '{schema.tree}': {exc}", where=str(tree)
             ) from None
         with source:
-            return compute_tags(schema, events, entry_start, entry_stop)
+            return compute_tags(schema, source.tree(schema.tree), entry_start, entry_stop)
+    tree = as_event_tree(tree)
     available = set(tree.keys())
     users: dict[str, str] = {}
     for attribute in schema.attributes:
@@ -579,12 +599,7 @@ def compute_tags(
                 where=_tree_where(tree),
             )
     needed = set(users)
-    arrays = tree.arrays(
-        filter_name=lambda name: name in needed,
-        entry_start=entry_start,
-        entry_stop=entry_stop,
-        library="ak",
-    )
+    arrays = tree.arrays(sorted(needed), entry_start, entry_stop)
     n = len(arrays)
     # Single-precision branches are widened first, so derived quantities such as masses
     # are computed in double precision.
@@ -602,7 +617,7 @@ def compute_tags(
                 f"the {column} number branch '{branch}' must hold one whole number per event",
                 where=_tree_where(tree),
             )
-        columns[column] = ak.to_numpy(values).astype(np.int64)
+        columns[column] = _numbering_column(column, branch, values, _tree_where(tree))
     evaluator = _SchemaEvaluator(widened)  # type: ignore[arg-type]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for attribute in schema.attributes:
@@ -644,6 +659,14 @@ def unpack_tags(arrays: Mapping[str, np.ndarray], where: str = "") -> dict[str, 
 _MASK_SUFFIX = ".missing"
 
 
+def _numbering_column(column: str, branch: str, values: Any, where: str) -> np.ndarray:
+    """The run/lumi/event numbers of a chunk as unsigned 64-bit integers."""
+    try:
+        return numbering_array(values, f"the {column} number branch '{branch}'", where)
+    except InvalidInput as exc:
+        raise SchemaError(exc.message, where=exc.where) from None
+
+
 # --------------------------------------------------------------------------- auto
 
 
@@ -663,15 +686,15 @@ def _sanitise(name: str) -> str:
 
 
 def auto_schema(tree: Any, name: str | None = None) -> Schema:
-    """A schema for any uproot tree: every flat numeric branch as an attribute (name
-    lower-cased and sanitised), and ``n_<branch>`` counting every list branch.
+    """A schema for any event tree (TTree, RNTuple or Parquet table): every flat numeric
+    branch as an attribute (name lower-cased and sanitised), and ``n_<branch>`` counting
+    every list branch.
 
     Integer branches called run/event/lumi (``Run``, ``EventNumber``, ``LumiBlock``, …)
     become the schema's run/event/lumi numbers. Branches whose names are not plain
     identifiers, strings and objects are left out.
     """
-    import uproot
-
+    tree = as_event_tree(tree)
     numbering: dict[str, str] = {}
     attributes: list[dict[str, Any]] = []
     used: set[str] = set()
@@ -683,28 +706,21 @@ def auto_schema(tree: Any, name: str | None = None) -> Schema:
         used.add(candidate)
         return candidate
 
-    for branch_name in tree.keys():
-        if not _BRANCH_RE.fullmatch(branch_name):
+    for branch in tree.branches():
+        branch_name = branch.name
+        if not _BRANCH_RE.fullmatch(branch_name) or branch.dtype is None:
             continue
-        try:
-            interpretation = tree[branch_name].interpretation
-        except (ValueError, TypeError, NotImplementedError):
+        if branch.jagged:
+            attributes.append(
+                {
+                    "name": unique(_sanitise(f"n_{branch_name}")),
+                    "type": INT,
+                    "expression": f"count({branch_name})",
+                    "description": f"Number of entries in {branch_name}",
+                }
+            )
             continue
-        if isinstance(interpretation, uproot.AsJagged):
-            content = interpretation.content
-            if isinstance(content, uproot.AsDtype) and content.to_dtype.shape == ():
-                attributes.append(
-                    {
-                        "name": unique(_sanitise(f"n_{branch_name}")),
-                        "type": INT,
-                        "expression": f"count({branch_name})",
-                        "description": f"Number of entries in {branch_name}",
-                    }
-                )
-            continue
-        if not isinstance(interpretation, uproot.AsDtype) or interpretation.to_dtype.shape != ():
-            continue
-        kind = interpretation.to_dtype.kind
+        kind = branch.dtype.kind
         if kind not in "biuf":
             continue
         lowered = branch_name.lower()

@@ -56,6 +56,15 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from dss.errors import InvalidInput
+from tagdb.numbering import (
+    INT64_MAX,
+    UINT64_MAX,
+    WholeNumber,
+    compare_unsigned,
+    flipped,
+    is_unsigned,
+    unsigned_value,
+)
 
 MAX_LENGTH = 4000
 MAX_DEPTH = 50
@@ -79,8 +88,9 @@ PRESENCE_FUNCTIONS = frozenset({"has", "missing"})
 KEYWORDS = frozenset({"and", "or", "not", "in", "true", "false"})
 COMPARISONS = frozenset({"<", "<=", ">", ">=", "==", "!="})
 ARITHMETIC = frozenset({"+", "-", "*", "/"})
-# Integer literals beyond this become floats, as the databases' BIGINT cannot hold them.
-_INT64_MAX = 2**63 - 1
+# Integer literals up to this stay whole numbers (run and event numbers are unsigned
+# 64-bit); larger ones become floats.
+_INTEGER_MAX = UINT64_MAX
 
 
 class SelectionError(InvalidInput):
@@ -522,7 +532,7 @@ def _number(tok: _Token) -> int | float:
     text = tok.text
     if re.fullmatch(r"\d+", text):
         value = int(text)
-        return value if value <= _INT64_MAX else float(value)
+        return value if value <= _INTEGER_MAX else float(value)
     value = float(text)
     if math.isinf(value):
         raise SelectionError(f"number {text} at column {tok.column} is too large", tok.column)
@@ -877,7 +887,19 @@ def _least_sqlite(element: least, compiler: Any, **kw: Any) -> str:
 
 
 def _literal(value: int | float) -> sa.ColumnElement:
+    if isinstance(value, int) and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        return sa.literal(value, WholeNumber())  # beyond BIGINT: up to 2^64 - 1
     return sa.literal(value, sa.BigInteger() if isinstance(value, int) else sa.Double())
+
+
+def _whole_number(node: Node) -> int | None:
+    """The value of a whole-number literal (``5``, ``-5``); None for anything else."""
+    if isinstance(node, Unary) and node.op == "-":
+        inner = _whole_number(node.operand)
+        return None if inner is None else -inner
+    if isinstance(node, Number) and isinstance(node.value, int):
+        return node.value
+    return None
 
 
 class _SQLCompiler:
@@ -933,6 +955,34 @@ class _SQLCompiler:
                     result.append(self.visit(arg).is_not(None))
         return result
 
+    def unsigned_comparison(self, node: Binary) -> sa.ColumnElement | None:
+        """A run/lumi/event number compared with a whole number (either way round),
+        compared exactly on the column itself (see tagdb.numbering); None otherwise."""
+        left, right, op = node.left, node.right, node.op
+        if not isinstance(left, Name):
+            left, right, op = right, left, flipped(op)
+        value = _whole_number(right)
+        if not isinstance(left, Name) or value is None:
+            return None
+        col = self.column(left)
+        return compare_unsigned(col, op, value) if is_unsigned(col) else None
+
+    def unsigned_in(self, node: InList) -> sa.ColumnElement | None:
+        """``number in [a, b..c]`` on a run/lumi/event number with whole-number items."""
+        if not isinstance(node.operand, Name):
+            return None
+        col = self.column(node.operand)
+        ranges = _canonical_ranges(node.ranges)
+        if not is_unsigned(col) or not all(isinstance(v, int) for r in ranges for v in r):
+            return None
+        parts = [
+            compare_unsigned(col, "==", lo)
+            if lo == hi
+            else sa.and_(compare_unsigned(col, ">=", lo), compare_unsigned(col, "<=", hi))
+            for lo, hi in ranges
+        ]
+        return sa.or_(*parts) if len(parts) > 1 else parts[0]
+
     def unknown_unless_guarded(self, node: Node, expr: sa.ColumnElement) -> sa.ColumnElement:
         guards = self.guards(node)
         if not guards:
@@ -963,7 +1013,8 @@ class _SQLCompiler:
         if isinstance(node, Boolean):
             return sa.true() if node.value else sa.false()
         if isinstance(node, Name):
-            return self.column(node)
+            col = self.column(node)
+            return unsigned_value(col) if is_unsigned(col) else col
         if isinstance(node, Unary):
             if node.op == "!":
                 return sa.not_(self.visit(node.operand))
@@ -978,6 +1029,8 @@ class _SQLCompiler:
                 return self.number(node.left) / divisor
             if node.op in ("==", "!=") and node.left.type == BOOL:
                 return self.bool_equality(node.op, node.left, node.right)
+            if node.op in COMPARISONS and (exact := self.unsigned_comparison(node)) is not None:
+                return exact
             left, right = self.visit(node.left), self.visit(node.right)
             expr = {
                 "+": operator.add,
@@ -994,6 +1047,8 @@ class _SQLCompiler:
                 return self.unknown_unless_guarded(node, expr)
             return expr
         if isinstance(node, InList):
+            if (exact := self.unsigned_in(node)) is not None:
+                return exact
             operand = self.visit(node.operand)
             ranges = _canonical_ranges(node.ranges)
             singles = [_literal(lo) for lo, hi in ranges if lo == hi]
@@ -1063,7 +1118,9 @@ class ArrayEvaluator:
         if isinstance(node, Unary):
             value = self.visit(node.operand)
             # The negation of a missing number or of an unknown condition stays missing.
-            return -value if node.op == "-" else np.logical_not(value)
+            if node.op == "-":
+                return -_exact_operands([value])[0]
+            return np.logical_not(value)
         if isinstance(node, Logical):
             combine = self.logical_and if node.op == "&&" else self.logical_or
             result = self.visit(node.operands[0])
@@ -1074,6 +1131,8 @@ class ArrayEvaluator:
             left, right = self.visit(node.left), self.visit(node.right)
             if node.op == "/":
                 return self.divide(left, right)
+            if node.op in ARITHMETIC:
+                left, right = _exact_operands([left, right])
             return {
                 "+": np.add,
                 "-": np.subtract,
@@ -1093,7 +1152,8 @@ class ArrayEvaluator:
                 result = hit if result is None else self.logical_or(result, hit)
             return result
         if isinstance(node, Call):
-            return self.functions[node.function](*(self.visit(a) for a in node.args))
+            args = _exact_operands([self.visit(a) for a in node.args])
+            return self.functions[node.function](*args)
         raise TypeError(f"not a selection node: {node!r}")
 
     def fill(self, x: Any, value: bool) -> Any:
@@ -1122,6 +1182,34 @@ class ArrayEvaluator:
         left = np.ma.asarray(left, dtype=np.float64)
         right = np.ma.asarray(right, dtype=np.float64)
         return np.ma.divide(left, right)  # masks x/0, as NULLIF(x, 0) gives NULL in SQL
+
+
+def _exact_operands(values: list[Any]) -> list[Any]:
+    """Operands of arithmetic, made safe from wrap-around and overflow: unsigned 64-bit
+    numbers (run and event numbers) become int64 where every value fits; where a value or
+    a literal does not fit int64, integers are computed exactly as Python integers, as the
+    database servers compute them (in DECIMAL). Comparisons use the values as they are."""
+
+    def beyond_int64(v: Any) -> bool:
+        if isinstance(v, np.ndarray):
+            return v.dtype == object or (v.dtype.kind == "u" and v.size and v.max() > INT64_MAX)
+        return (
+            isinstance(v, int) and not isinstance(v, bool) and not -INT64_MAX - 1 <= v <= INT64_MAX
+        )
+
+    if any(beyond_int64(v) for v in values):
+        return [
+            v.astype(object) if isinstance(v, np.ndarray) and v.dtype.kind in "iu" else v
+            for v in values
+        ]
+    return [
+        v.astype(np.int64) if isinstance(v, np.ndarray) and v.dtype.kind == "u" else v
+        for v in values
+    ]
+
+
+def _hypot(x: Any, y: Any) -> Any:
+    return np.hypot(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
 
 
 def _sqrt(x: Any) -> Any:

@@ -6,7 +6,8 @@ their shape) but are not exercised against a server.
 
 A collection ``key`` (``c42``) names its table (``tag_c42``); keys are checked against
 :data:`KEY_RE` and never come from user text. Each table has ``id``, ``file_guid``,
-``entry``, nullable ``run``/``lumi``/``event`` and one nullable column per attribute
+``entry``, nullable ``run``/``lumi``/``event`` (unsigned 64-bit on every backend, see
+:mod:`tagdb.numbering`) and one nullable column per attribute
 (BIGINT, DOUBLE or BOOLEAN): NULL where the event has no value (masked in
 :func:`tagdb.schema.compute_tags`' arrays, or a float that is NaN or infinite, which
 MySQL cannot store). A small catalog table, ``tagdb_catalog``, records each published
@@ -46,6 +47,14 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from dss.errors import InvalidInput, NotFound
+from tagdb.numbering import (
+    UInt64,
+    check_unsigned,
+    is_unsigned,
+    numbering_array,
+    sort_key,
+    unsigned_value,
+)
 from tagdb.schema import Schema
 from tagdb.selection import BOOL, FLOAT, INT, Node, check, names_in, suggest, to_sql
 
@@ -124,7 +133,7 @@ def tag_table(
         sa.Column("id", id_type, primary_key=dialect != "duckdb", autoincrement=False),
         sa.Column("file_guid", sa.CHAR(36), nullable=False),
         sa.Column("entry", sa.BigInteger, nullable=False),
-        *(sa.Column(c, sa.BigInteger, nullable=True) for c in NUMBERING),
+        *(sa.Column(c, UInt64(signed_bits=dialect == "sqlite"), nullable=True) for c in NUMBERING),
     ]
     for attr, type_ in attributes.items():
         columns.append(sa.Column(attr, _SA_TYPES[type_](), nullable=True))
@@ -175,6 +184,8 @@ def select_count(table: sa.Table, types: Mapping[str, str], tree: Node | None) -
 
 def _histogram_value(table: sa.Table, attr: str, type_: str) -> sa.ColumnElement:
     col = table.c[attr]
+    if is_unsigned(col):
+        return unsigned_value(col)
     return sa.cast(col, sa.Integer) if type_ == BOOL else col
 
 
@@ -196,6 +207,9 @@ def select_ranges(table: sa.Table, types: Mapping[str, str]) -> sa.Select:
     missing values (NULL) are ignored."""
     parts = []
     for name, type_ in types.items():
+        if is_unsigned(table.c[name]):  # run/lumi/event numbers: exact, and never -999
+            parts += [sa.func.min(sort_key(table.c[name])), sa.func.max(sort_key(table.c[name]))]
+            continue
         x = _histogram_value(table, name, type_)
         parts += [sa.func.min(x), sa.func.max(x)]
     return sa.select(*parts).select_from(table)
@@ -548,7 +562,9 @@ class TagBuilder:
         }
         for name in NUMBERING:
             columns[name] = (
-                np.asarray(tags[name], dtype=np.int64) if name in self.numbering else None
+                numbering_array(tags[name], f"the {name} number", f"file {guid}")
+                if name in self.numbering
+                else None
             )
         for name, type_ in self.types.items():
             values = tags[name]
@@ -1223,7 +1239,7 @@ class TagStore:
         stmt = (
             sa.select(table.c.file_guid, table.c.entry, table.c.run, table.c.event, col)
             .where(where_clause(table, types, tree), col.is_not(None))
-            .order_by(col.desc(), table.c.id)
+            .order_by(sort_key(col).desc(), table.c.id)
             .limit(int(n))
         )
         with self._reading() as conn:
@@ -1278,7 +1294,8 @@ class TagStore:
                 raise InvalidInput(
                     f"{pair!r} is not a (run, event) pair of whole numbers", where="events"
                 ) from None
-            wanted.append((run, event))
+            check_unsigned(run, "run", "events")
+            wanted.append((run, check_unsigned(event, "event", "events")))
         wanted = list(dict.fromkeys(wanted))
         found: list[PickedEvent] = []
         for key in keys:

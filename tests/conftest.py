@@ -72,6 +72,23 @@ def put_file(storage_root: Path, source: Path, rel: str) -> str:
     return rel
 
 
+def corrupt_basket(path: Path, branch: str = "Muon_Px", tree: str = "events") -> None:
+    """Damage the compressed data of ``branch``'s first basket in place: the file keeps its
+    size, its header and its directory, as a disk or a copy that flips bytes leaves it."""
+    import uproot
+
+    with uproot.open(path) as f:
+        b = f[tree][branch]
+        seek = int(b.member("fBasketSeek")[0])
+        keylen = int(b.basket(0).member("fKeylen"))
+    start = seek + keylen + 9 + 16  # past the key and ROOT's compression header
+    with open(path, "r+b") as fh:
+        fh.seek(start)
+        damaged = bytes(x ^ 0xFF for x in fh.read(48))
+        fh.seek(start)
+        fh.write(damaged)
+
+
 @pytest.fixture
 def demo_datasets(local_se, storage_root):
     """The two demo datasets, registered through the action as an admin would."""

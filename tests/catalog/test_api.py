@@ -5,7 +5,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from dmu.models import Dataset
-from tests.conftest import HZZ, put_file
+from tests.conftest import HZZ, corrupt_basket, put_file
 
 pytestmark = pytest.mark.django_db
 
@@ -63,7 +63,8 @@ def test_api_errors_are_json_naming_what_and_where(local_se, storage_root, sitea
     assert r.status_code == 400
     assert r.json() == {
         "error": "bad_event_file",
-        "detail": "not a ROOT file (it starts with b'nope', not b'root')",
+        "detail": "not a ROOT file nor a Parquet file (it starts with b'nope', "
+        "not b'root' or b'PAR1')",
         "where": "LOCAL:junk.root",
     }
     r = c.post(
@@ -82,6 +83,23 @@ def test_api_errors_are_json_naming_what_and_where(local_se, storage_root, sitea
         format="json",
     )
     assert r.status_code == 400 and r.json()["where"] == "dataset name"
+    assert not Dataset.objects.exists()
+
+
+def test_a_file_with_a_damaged_basket_is_a_json_400_naming_the_branch(
+    local_se, storage_root, siteadmin
+):
+    rel = put_file(storage_root, HZZ, "up/damaged.root")
+    corrupt_basket(storage_root / rel, "Muon_Px")
+    r = client_for(siteadmin).post(
+        "/api/datasets/register/",
+        {"dataset": "a.damaged", "storage_element": "LOCAL", "paths": [rel]},
+        format="json",
+    )
+    assert r.status_code == 400
+    body = r.json()
+    assert body["error"] == "bad_event_file" and body["where"] == "LOCAL:up/damaged.root"
+    assert body["detail"].startswith("branch 'Muon_Px' cannot be read (entries 0-")
     assert not Dataset.objects.exists()
 
 

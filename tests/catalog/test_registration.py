@@ -11,7 +11,7 @@ from dmu import actions
 from dmu.checksum import file_checksum
 from dmu.models import Dataset, File, Replica
 from dss.errors import BadEventFile, Conflict, InvalidInput
-from tests.conftest import HZZ, ZMUMU, put_file
+from tests.conftest import HZZ, ZMUMU, corrupt_basket, put_file
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +99,24 @@ def test_the_management_command_registers_and_reports_errors(local_se, storage_r
     assert "bad.root" in str(e.value) and e.value.returncode == 5
     with pytest.raises(CommandError, match="no storage element named 'NOPE'"):
         call_command("register_dataset", "demo.bad", "bad.root", "--se", "NOPE")
+
+
+def test_a_file_with_a_damaged_basket_is_refused_naming_the_branch(local_se, storage_root):
+    good = put_file(storage_root, ZMUMU, "ok.root")
+    bad = put_file(storage_root, HZZ, "damaged.root")
+    size = (storage_root / bad).stat().st_size
+    corrupt_basket(storage_root / bad, "Muon_Px")
+    assert (storage_root / bad).stat().st_size == size
+    uproot.open(storage_root / bad)["events"].keys()  # header and directory still read
+    with pytest.raises(BadEventFile) as e:
+        actions.check_register_dataset("demo.damaged", local_se, [good, bad])
+    assert e.value.where == "LOCAL:damaged.root"
+    assert "branch 'Muon_Px' cannot be read" in e.value.message
+    assert not Dataset.objects.exists() and not File.objects.exists()
+
+
+def test_a_damaged_string_branch_is_refused_too(local_se, storage_root):
+    bad = put_file(storage_root, ZMUMU, "strings.root")
+    corrupt_basket(storage_root / bad, "Type")
+    with pytest.raises(BadEventFile, match="branch 'Type' cannot be read"):
+        actions.check_register_dataset("demo.strings", local_se, [bad])
