@@ -145,6 +145,12 @@ def parse_good_run_list(source: str | bytes | Mapping[str, Any]) -> GoodRunList:
     line (or the run) of the first problem; a list that names no runs is an error."""
     if isinstance(source, Mapping):
         grl = _from_json_object(source, text=None)
+    elif not isinstance(source, str | bytes):
+        raise InvalidInput(
+            'a good-run list is text (ATLAS XML or JSON) or a JSON object {"run": [[first, '
+            "last], …]}",
+            where=WHERE,
+        )
     else:
         if len(source) > MAX_BYTES:
             raise InvalidInput(

@@ -36,9 +36,11 @@ def lumi_events(seed: int = 7) -> dict[str, np.ndarray]:
 
 def write_lumi_file(path: Path, branches: dict[str, np.ndarray] | None = None) -> Path:
     """A ROOT file with tree ``events`` holding ``branches`` (default :func:`lumi_events`)."""
+    branches = branches if branches is not None else lumi_events()
     path.parent.mkdir(parents=True, exist_ok=True)
     with uproot.recreate(path) as f:
-        f["events"] = branches if branches is not None else lumi_events()
+        tree = f.mktree("events", {name: values.dtype for name, values in branches.items()})
+        tree.extend(branches)
     return path
 
 
