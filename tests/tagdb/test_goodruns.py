@@ -4,6 +4,7 @@ them in the TAG DB as data (a range table), on DuckDB, SQLite, PostgreSQL and Ma
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 import pytest
@@ -249,3 +250,32 @@ def test_a_list_of_a_collection_without_run_numbers_is_refused(store, lumi_keys,
         assert info.value.where == "good-run list"
     finally:
         store.drop(key)
+
+
+def test_a_list_is_stored_once_and_forgotten_when_unused(store, lumi_keys, lumi_tags):
+    from datetime import UTC, datetime, timedelta
+
+    from tagdb.store import GRL_KEEP
+
+    old = GoodRunList({200_250: ((1, 100),), 200_251: ((5, 6),)})
+    # A list no earlier run stored on a shared server, so that storing it forgets others.
+    new = GoodRunList({200_252: ((1, 400),), 10**9 + uuid.uuid4().int % 10**9: ((1, 1),)})
+    ranges, lists = store.grl_ranges, store.grl_lists
+    count = store.count(lumi_keys[0], None, good_runs=old)
+    store.count(lumi_keys[0], None, good_runs=old)  # the same list: no second copy
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(ranges.c.run).where(ranges.c.grl == old.fingerprint))
+        assert sorted(rows.scalars()) == [200_250, 200_251]
+    with store.engine.begin() as conn:
+        long_ago = datetime.now(UTC).replace(tzinfo=None) - GRL_KEEP - timedelta(hours=1)
+        conn.execute(
+            sa.update(lists).where(lists.c.grl == old.fingerprint).values(used_at=long_ago)
+        )
+    store._grl_seen.clear()  # as in another process, which has not used the list lately
+    store.count(lumi_keys[0], None, good_runs=new)
+    with store.engine.connect() as conn:
+        left = set(conn.execute(sa.select(lists.c.grl)).scalars())
+        assert old.fingerprint not in left and new.fingerprint in left
+        gone = conn.execute(sa.select(ranges.c.run).where(ranges.c.grl == old.fingerprint))
+        assert gone.first() is None
+    assert store.count(lumi_keys[0], None, good_runs=old) == count  # stored again when used
