@@ -116,6 +116,14 @@ def _describe(s: dict) -> str:
         f"skim #{s['id']}  {s['state']}  {s['percent']}%",
         f"  inputs     {inputs}",
         f"  selection  {s['selection']}",
+        *(
+            [
+                f"  good runs  {len(s['good_runs']):,} runs, "
+                f"{sum(len(r) for r in s['good_runs'].values()):,} luminosity-block ranges"
+            ]
+            if s.get("good_runs")
+            else []
+        ),
         f"  output     {s['output_name']} ({s['output_format']}) on {s['output_se']}",
         f"  events     {s['events_written']} written of {s['events_selected']} selected",
     ]

@@ -225,7 +225,8 @@ def text_histogram(h: dict, width: int = BAR_WIDTH) -> list[str]:
     label_width = max((len(s) for s in labels), default=0)
     count_width = max((len(f"{c:,}") for c in counts), default=1)
     unit = f" [{h['unit']}]" if h.get("unit") else ""
-    lines = [f"{h['attribute']}{unit} for {h['selection'] or 'all events'}"]
+    within = " within the good-run list" if h.get("good_runs") else ""
+    lines = [f"{h['attribute']}{unit} for {h['selection'] or 'all events'}{within}"]
     if not any(counts):
         # Fifty empty bars say less than one line.
         if h["total"] and edges:

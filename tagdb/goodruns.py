@@ -217,15 +217,19 @@ def _from_json_object(obj: Any, text: str | None) -> GoodRunList:
         )
     runs: dict[int, tuple[tuple[int, int], ...]] = {}
     for key, blocks in obj.items():
-        line = _line_of_key(text, str(key))
-        where = f"line {line}" if line else f"run {key!r}"
+
+        def error(message: str, key: Any = key) -> InvalidInput:
+            # The line is looked for only when there is an error to report.
+            line = _line_of_key(text, str(key))
+            return InvalidInput(message, where=f"line {line}" if line else f"run {key!r}")
+
         if not (isinstance(key, str) and re.fullmatch(r"\s*\d+\s*", key)):
-            raise InvalidInput(f"run number {key!r} is not a whole number", where=where)
-        run = _number(key, "run number", where)
+            raise error(f"run number {key!r} is not a whole number")
+        if int(key) > _MAX_NUMBER:
+            raise error(f"run number {key!r} is too large")
+        run = int(key)
         if not isinstance(blocks, list):
-            raise InvalidInput(
-                f"run {run}: expected a list of [first, last] luminosity blocks", where=where
-            )
+            raise error(f"run {run}: expected a list of [first, last] luminosity blocks")
         ranges = []
         for block in blocks:
             if (
@@ -234,14 +238,9 @@ def _from_json_object(obj: Any, text: str | None) -> GoodRunList:
                 or not all(isinstance(b, int) and not isinstance(b, bool) for b in block)
                 or not all(0 <= b <= _MAX_NUMBER for b in block)
             ):
-                raise InvalidInput(
-                    f"run {run}: block {json.dumps(block)} is not a pair of whole numbers",
-                    where=where,
-                )
+                raise error(f"run {run}: block {json.dumps(block)} is not a pair of whole numbers")
             if block[0] > block[1]:
-                raise InvalidInput(
-                    f"run {run}: block {json.dumps(block)} ends before it starts", where=where
-                )
+                raise error(f"run {run}: block {json.dumps(block)} ends before it starts")
             ranges.append((block[0], block[1]))
         merged = list(runs.get(run, ())) + ranges
         runs[run] = canonical_ranges(merged)
