@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from dss.apiclient import ApiClient
@@ -50,6 +51,25 @@ class Output:
 # --------------------------------------------------------------------------- skims
 
 
+def read_good_runs(path: str | None) -> str | None:
+    """The text of the good-run list file ``path`` (ATLAS XML or JSON; ``-`` reads
+    stdin), for the portal to read; None without one."""
+    if not path:
+        return None
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(
+            f"cannot read the good-run list: {exc.strerror or exc}", where=path
+        ) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"the good-run list is not UTF-8 text (byte {exc.start + 1})", where=path
+        ) from None
+
+
 def _split(values: list[str] | None) -> list[str]:
     out: list[str] = []
     for v in values or []:
@@ -78,8 +98,12 @@ def skim_submit(client: ApiClient, args: argparse.Namespace, out: Output) -> int
         body["output_se"] = args.se
     if args.limit is not None:
         body["event_limit"] = args.limit
+    if args.grl:
+        body["good_runs"] = read_good_runs(args.grl)
     skim = client.request("POST", "/api/skims/", json=body)
     out.note(f"skim #{skim['id']} submitted: {skim['output_name']}")
+    for warning in skim.get("warnings") or []:
+        print(f"dss: warning: {warning}", file=sys.stderr)
     if args.watch:
         return watch(client, skim["id"], out)
     out.result(skim, str(skim["id"]))
@@ -92,6 +116,14 @@ def _describe(s: dict) -> str:
         f"skim #{s['id']}  {s['state']}  {s['percent']}%",
         f"  inputs     {inputs}",
         f"  selection  {s['selection']}",
+        *(
+            [
+                f"  good runs  {len(s['good_runs']):,} runs, "
+                f"{sum(len(r) for r in s['good_runs'].values()):,} luminosity-block ranges"
+            ]
+            if s.get("good_runs")
+            else []
+        ),
         f"  output     {s['output_name']} ({s['output_format']}) on {s['output_se']}",
         f"  events     {s['events_written']} written of {s['events_selected']} selected",
     ]
@@ -244,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-f", "--format", choices=["root", "rntuple", "parquet"], default="root")
     s.add_argument("--se", help="output storage element (default: the site's)")
     s.add_argument("--limit", type=int, help="stop after this many events")
+    s.add_argument(
+        "--grl",
+        metavar="FILE",
+        help="keep only the runs and luminosity blocks of this good-run list "
+        '(ATLAS XML or JSON {"run": [[first, last], …]}; - for stdin)',
+    )
     s.add_argument(
         "--policy", choices=["fail", "partial"], default="fail", help="when a file fails"
     )

@@ -46,7 +46,9 @@ from dss.errors import (
     StorageError,
 )
 from dss.jobs import FINAL_STATES, JobState
-from tagdb.actions import check_selection, get_store
+from tagdb.actions import check_selection, collection_schema, get_store
+from tagdb.goodruns import WHERE as GRL_WHERE
+from tagdb.goodruns import GoodRunList, missing_runs_warning, parse_good_run_list
 from tagdb.models import CollectionState, TagCollection
 from tagdb.schema import auto_schema, builtin_schemas, compute_tags
 from tagdb.selection import check, evaluate, normalise, parse, tree_to_json
@@ -201,9 +203,15 @@ class _open_event_file:
 
 
 def request_hash(
-    inputs: Sequence[InputSpec], normalised: str, patterns: list[str], fmt: str, limit
+    inputs: Sequence[InputSpec],
+    normalised: str,
+    patterns: list[str],
+    fmt: str,
+    limit,
+    good_runs: GoodRunList | None = None,
 ) -> str:
-    """What makes two skim requests identical: inputs, normalised selection, options."""
+    """What makes two skim requests identical: inputs, normalised selection, good-run
+    list, options."""
     key = {
         "inputs": sorted(
             (i.dataset.name, i.collection.pk if i.collection else None) for i in inputs
@@ -213,6 +221,8 @@ def request_hash(
         "format": fmt,
         "limit": limit,
     }
+    if good_runs is not None:
+        key["good_runs"] = good_runs.fingerprint
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -280,10 +290,12 @@ def check_submit_skim(
     failure_policy: str = FailurePolicy.FAIL,
     force: bool = False,
     rerun_of: ProvenanceRecord | None = None,
+    good_runs=None,
 ) -> SkimJob:
-    """Validate a skim request and queue it. Raises InvalidInput (naming the field),
-    Conflict when the output name is taken, IdenticalSkim when the same request already
-    succeeded and ``force`` is not set."""
+    """Validate a skim request and queue it. ``good_runs`` is a good-run list (ATLAS XML
+    or JSON text, or a JSON object) kept beside the selection. Raises InvalidInput
+    (naming the field), Conflict when the output name is taken, IdenticalSkim when the
+    same request already succeeded and ``force`` is not set."""
     check_dataset_name(output_name)
     if output_format not in OutputFormat.values:
         raise InvalidInput(f"unknown output format {output_format!r}", where="output_format")
@@ -312,7 +324,8 @@ def check_submit_skim(
         else:  # "all branches" needs only to know the input is there
             _require_present(first)
 
-    digest = request_hash(inputs, normalised, patterns, output_format, event_limit)
+    grl = check_skim_good_runs(inputs, good_runs)
+    digest = request_hash(inputs, normalised, patterns, output_format, event_limit, grl)
     if not force:
         existing = (
             SkimJob.objects.filter(
@@ -339,6 +352,7 @@ def check_submit_skim(
             output_name=output_name,
             output_se=output_se,
             event_limit=event_limit,
+            good_runs=grl.to_json() if grl else None,
             failure_policy=failure_policy,
             request_hash=digest,
             rerun_of=rerun_of,
@@ -354,6 +368,7 @@ def check_submit_skim(
         skim.log(
             "queued", f"selection {normalised!r} on {', '.join(i.dataset.name for i in inputs)}"
         )
+        log_good_runs(skim, inputs, grl)
         leases.send(skim)
     return skim
 
@@ -362,15 +377,20 @@ def check_submit_skim(
 
 
 def selected_entries(
-    inp: SkimInput, tree, check_in: Callable[[], None] | None = None
+    inp: SkimInput,
+    tree,
+    good_runs: GoodRunList | None = None,
+    check_in: Callable[[], None] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Entries passing ``tree`` in one input, by file GUID: from the TAG DB, or by scanning
-    the event files of a dataset without TAGs (``check_in`` is called between files, so
-    that a cancelled or reassigned planning stops there)."""
+    """Entries passing ``tree`` (within ``good_runs`` when given) in one input, by file
+    GUID: from the TAG DB, or by scanning the event files of a dataset without TAGs
+    (``check_in`` is called between files, so that a cancelled or reassigned planning
+    stops there)."""
     if inp.collection is not None:
-        return get_store().entries_by_file(inp.collection.key, tree)
+        return get_store().entries_by_file(inp.collection.key, tree, good_runs=good_runs)
 
     found: dict[str, np.ndarray] = {}
+    runs_seen: set[int] = set()
     for file in inp.dataset.files.order_by("lfn"):
         if check_in is not None:
             check_in()
@@ -379,9 +399,14 @@ def selected_entries(
             checked = check(tree, schema.attribute_types())
             tags = compute_tags(schema, t)
             mask = np.asarray(evaluate(checked, tags), dtype=bool)
+            if good_runs is not None:
+                mask &= scan_good_runs_mask(good_runs, tags, where)
+                runs_seen.update(np.unique(tags["run"]).tolist())
         entries = np.nonzero(mask)[0].astype(np.int64)
         if len(entries):
             found[str(file.guid)] = entries
+    if good_runs is not None:
+        log_missing_runs(inp.skim, inp.dataset.name, sorted(set(good_runs.runs) - runs_seen))
     return found
 
 
@@ -391,6 +416,7 @@ def plan_parts(skim: SkimJob, check_in: Callable[[], None] | None = None) -> lis
     parts: list[SkimPart] = []
     remaining = skim.event_limit
     number = 0
+    grl = skim_good_runs(skim)
     for inp in skim.inputs.select_related("dataset", "collection"):
         files = {str(f.guid): f for f in inp.dataset.files.all()}
         if not files:
@@ -398,7 +424,7 @@ def plan_parts(skim: SkimJob, check_in: Callable[[], None] | None = None) -> lis
         tree = parse(skim.selection)
         if inp.collection is not None:
             tree = check(tree, get_store().attribute_types(inp.collection.key))
-        by_file = selected_entries(inp, tree, check_in)
+        by_file = selected_entries(inp, tree, grl, check_in)
         for guid in sorted(by_file, key=lambda g: files[g].lfn if g in files else g):
             if guid not in files:
                 raise DSSError(
@@ -909,6 +935,7 @@ def do_rerun(record: ProvenanceRecord, user, output_name: str | None = None) -> 
         failure_policy=old.failure_policy,
         force=True,
         rerun_of=record,
+        good_runs=old.good_runs,
     )
 
 
@@ -1005,6 +1032,7 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "preset": skim.preset.name if skim.preset else None,
             "output_format": skim.output_format,
             "event_limit": skim.event_limit,
+            "good_runs": skim.good_runs,
             "failure_policy": skim.failure_policy,
             "output_se": skim.output_se.name,
             "output_name": skim.output_name,
@@ -1142,3 +1170,73 @@ def do_ensure_branch_preset(name: str, description: str, patterns: list[str]) ->
         name=name, defaults={"description": description, "patterns": list(patterns)}
     )
     return preset
+
+
+# --------------------------------------------------------------------------- good-run lists
+
+
+def skim_good_runs(skim: SkimJob) -> GoodRunList | None:
+    """The good-run list the skim records (None without one)."""
+    return parse_good_run_list(skim.good_runs) if skim.good_runs else None
+
+
+def check_skim_good_runs(inputs: Sequence[InputSpec], good_runs) -> GoodRunList | None:
+    """Read a skim request's good-run list (ATLAS XML or JSON text, a JSON object, or a
+    GoodRunList; None or blank for none) and check that every input has run numbers to
+    apply it to. Raises InvalidInput naming the line, run or input."""
+    if good_runs is None or good_runs == {}:
+        return None
+    if isinstance(good_runs, str | bytes) and not good_runs.strip():
+        return None
+    grl = good_runs if isinstance(good_runs, GoodRunList) else parse_good_run_list(good_runs)
+    for inp in inputs:
+        if "run" not in _numbering_of(inp):
+            raise InvalidInput(
+                f"{inp.dataset.name} has no run numbers, so a good-run list cannot select from it",
+                where=GRL_WHERE,
+            )
+    return grl
+
+
+def _numbering_of(inp: InputSpec) -> dict[str, str]:
+    if inp.collection is not None:
+        return collection_schema(inp.collection).numbering()
+    first = inp.dataset.files.order_by("lfn").first()
+    return _scan_schema(first).numbering() if first is not None else {}
+
+
+def log_good_runs(skim: SkimJob, inputs: Sequence[InputSpec], grl: GoodRunList | None) -> None:
+    """Record on the skim's log the good-run list it applies and, for each input with
+    TAGs, the runs of the list that input lacks (a scan says so when it has read the
+    files) and whether its runs are kept whole for want of luminosity blocks."""
+    if grl is None:
+        return
+    skim.log("good-runs", f"good-run list ({grl.format}): {grl.describe()}")
+    for inp in inputs:
+        if inp.collection is not None:
+            missing = get_store().missing_runs(inp.collection.key, grl)
+            log_missing_runs(skim, inp.dataset.name, missing)
+        if "lumi" not in _numbering_of(inp):
+            skim.log(
+                "warning",
+                f"{inp.dataset.name} has no luminosity-block numbers: the GRL's runs are "
+                "kept whole",
+            )
+
+
+def log_missing_runs(skim: SkimJob, dataset_name: str, missing: Sequence[int]) -> None:
+    if missing:
+        skim.log("warning", missing_runs_warning(missing, dataset_name))
+
+
+def skim_warnings(skim: SkimJob) -> list[str]:
+    """The warnings on the skim's log (runs of its good-run list that inputs lack)."""
+    return list(skim.events.filter(kind="warning").order_by("pk").values_list("message", flat=True))
+
+
+def scan_good_runs_mask(grl: GoodRunList, tags: dict, where: str) -> np.ndarray:
+    """Which scanned events ``grl`` keeps (by run alone where the tree has no luminosity
+    blocks)."""
+    if "run" not in tags:
+        raise InvalidInput("the event tree has no run numbers for the good-run list", where=where)
+    return grl.mask(tags["run"], tags.get("lumi"))

@@ -34,6 +34,12 @@ class SkimSubmitSerializer(serializers.Serializer):
     output_name = serializers.CharField(max_length=256)
     output_se = serializers.CharField(max_length=64, required=False, allow_blank=True)
     event_limit = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    good_runs = serializers.JSONField(
+        required=False,
+        allow_null=True,
+        help_text="a good-run list kept beside the selection: ATLAS XML or JSON text, or "
+        'the object {"run": [[first_lb, last_lb], ...]}',
+    )
     failure_policy = serializers.ChoiceField(
         choices=FailurePolicy.choices, default=FailurePolicy.FAIL
     )
@@ -93,6 +99,7 @@ class SkimSerializer(serializers.ModelSerializer):
             "output_name",
             "output_se",
             "event_limit",
+            "good_runs",
             "failure_policy",
             "output_dataset",
             "owner",
@@ -120,7 +127,7 @@ class SkimSerializer(serializers.ModelSerializer):
 
 class SkimSummarySerializer(SkimSerializer):
     class Meta(SkimSerializer.Meta):
-        fields = [f for f in SkimSerializer.Meta.fields if f != "parts"]
+        fields = [f for f in SkimSerializer.Meta.fields if f not in ("parts", "good_runs")]
 
 
 def _skims():
@@ -175,10 +182,11 @@ class SkimList(generics.ListAPIView):
                 event_limit=d.get("event_limit"),
                 failure_policy=d["failure_policy"],
                 force=d["force"],
+                good_runs=d.get("good_runs"),
             )
-        return Response(
-            SkimSerializer(_skims().get(pk=skim.pk)).data, status=status.HTTP_201_CREATED
-        )
+        body = SkimSerializer(_skims().get(pk=skim.pk)).data
+        body["warnings"] = actions.skim_warnings(skim)
+        return Response(body, status=status.HTTP_201_CREATED)
 
 
 class SkimDetail(generics.RetrieveAPIView):

@@ -66,6 +66,15 @@ class SkimForm(forms.Form):
     event_limit = forms.IntegerField(
         label="Event limit", min_value=1, required=False, help_text="Stop after this many events"
     )
+    good_runs = forms.CharField(
+        label="Good-run list",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "class": "mono"}),
+        help_text='Keep only these runs and luminosity blocks: ATLAS XML or JSON {"run": '
+        "[[first, last], …]}. Empty: every run.",
+    )
+    good_runs_file = forms.FileField(label="…or a good-run list file", required=False)
     failure_policy = forms.ChoiceField(
         label="If a file fails", choices=FailurePolicy.choices, initial=FailurePolicy.FAIL
     )
@@ -90,6 +99,11 @@ class SkimForm(forms.Form):
         if data.get("content") == "list" and not (data.get("branches") or "").strip():
             self.add_error("branches", "Name at least one branch or pattern.")
         return data
+
+    def good_runs_input(self):
+        """The good-run list as given: the uploaded file's bytes, else the text."""
+        upload = self.cleaned_data.get("good_runs_file")
+        return upload.read() if upload is not None else self.cleaned_data.get("good_runs")
 
     def branch_patterns(self) -> list[str]:
         if self.cleaned_data.get("content") != "list":

@@ -52,6 +52,11 @@ class SkimJob(Job, Leased):
     output_name = models.CharField(max_length=256, db_index=True)
     output_se = models.ForeignKey("dmu.StorageElement", on_delete=models.PROTECT, related_name="+")
     event_limit = models.BigIntegerField(null=True, blank=True)
+    good_runs = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='the good-run list applied beside the selection, {"run": [[first, last], …]}',
+    )
     failure_policy = models.CharField(
         max_length=16, choices=FailurePolicy.choices, default=FailurePolicy.FAIL
     )

@@ -47,19 +47,32 @@ def _skim_inputs_from_form(data) -> list:
     return inputs
 
 
+def _prefill(data, files) -> dict:
+    """The skim form's first values, from a link (GET) or from the TAG page's "Skim these
+    events" (a POST, as its selection and good-run list may be long)."""
+    good_runs = data.get("good_runs", "")
+    upload = files.get("good_runs_file") if files else None
+    if upload is not None:
+        good_runs = upload.read().decode("utf-8", errors="replace")
+    return {
+        "selection": data.get("selection", ""),
+        "collections": data.getlist("collection"),
+        "datasets": data.getlist("dataset"),
+        "good_runs": good_runs,
+        "output_se": settings.DSS_SKIM_OUTPUT_SE,
+    }
+
+
 @permission_required("skims.add_skimjob", raise_exception=True)
 def skim_new(request):
-    initial = {}
-    if request.method == "GET":
-        initial = {
-            "selection": request.GET.get("selection", ""),
-            "collections": request.GET.getlist("collection"),
-            "datasets": request.GET.getlist("dataset"),
-            "output_se": settings.DSS_SKIM_OUTPUT_SE,
-        }
-    form = SkimForm(request.POST or None, initial=initial)
+    prefill = request.method == "GET" or request.POST.get("prefill") == "1"
+    data = request.GET if request.method == "GET" else request.POST
+    initial = _prefill(data, request.FILES) if prefill else {}
+    form = SkimForm(
+        None if prefill else request.POST, None if prefill else request.FILES, initial=initial
+    )
     identical = None
-    if request.method == "POST" and form.is_valid():
+    if not prefill and form.is_valid():
         d = form.cleaned_data
         try:
             skim = actions.check_submit_skim(
@@ -74,6 +87,7 @@ def skim_new(request):
                 event_limit=d["event_limit"],
                 failure_policy=d["failure_policy"],
                 force=d["force"],
+                good_runs=form.good_runs_input(),
             )
         except actions.IdenticalSkim as e:
             identical = e.existing
@@ -83,9 +97,13 @@ def skim_new(request):
             )
             if e.where.startswith("column"):
                 field = "selection"
+            if e.where == "good-run list" or e.where.startswith("line "):
+                field = "good_runs"
             add_domain_error(form, e, field)
         else:
             messages.success(request, f"Skim #{skim.pk} submitted.")
+            for warning in actions.skim_warnings(skim):
+                messages.warning(request, warning)
             return redirect(skim)
     return render(request, "skims/skim_new.html", {"form": form, "identical": identical})
 

@@ -42,6 +42,8 @@ from dss.errors import (
 )
 from dss.jobs import FINAL_STATES, FileWorkState, JobState
 
+from .goodruns import WHERE as GRL_WHERE
+from .goodruns import GoodRunList, missing_runs_warning, parse_good_run_list
 from .models import (
     CollectionState,
     SavedQuery,
@@ -52,7 +54,7 @@ from .models import (
 )
 from .numbering import check_unsigned
 from .schema import Schema, auto_schema, compute_tags, load_schema, pack_tags, unpack_tags
-from .selection import INT, Node, check, normalise, parse, parse_good_run_list, suggest
+from .selection import INT, Node, check, normalise, parse, suggest
 from .store import EventRef, Histogram, TagStore
 
 log = logging.getLogger(__name__)
@@ -173,29 +175,6 @@ def _all_events_or(collection: TagCollection, text: str | None) -> tuple[Node | 
     return check_selection(collection, str(text))
 
 
-def good_run_selection(collection: TagCollection, good_runs: str | bytes | dict) -> str:
-    """The selection text that keeps the runs and luminosity blocks of a good-run list
-    (``{"run": [[first, last], ...]}``). A collection without luminosity-block numbers
-    keeps the listed runs whole. Raises InvalidInput for a bad list or a collection
-    without run numbers."""
-    grl = parse_good_run_list(good_runs)
-    numbering = collection_schema(collection).numbering()
-    if "run" not in numbering:
-        raise InvalidInput(
-            f"{collection} has no run numbers, so a good-run list cannot select from it",
-            where="good-run list",
-        )
-    if not grl.runs:
-        raise InvalidInput("the good-run list names no runs", where="good-run list")
-    if "lumi" not in numbering:
-        return f"run in [{', '.join(str(run) for run in sorted(grl.runs))}]"
-    parts = []
-    for run, blocks in sorted(grl.runs.items()):
-        items = ", ".join(str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in blocks)
-        parts.append(f"run == {run} && lumi in [{items}]")
-    return " || ".join(parts)
-
-
 def combine_selections(selection: str, extra: str) -> str:
     """``selection && extra``, either of them possibly blank."""
     selection, extra = (selection or "").strip(), (extra or "").strip()
@@ -206,14 +185,79 @@ def combine_selections(selection: str, extra: str) -> str:
     return f"({selection}) && ({extra})"
 
 
-def query_selection(
-    collection: TagCollection, selection: str | None, good_runs: Any = None
-) -> tuple[Node | None, str]:
-    """The tree and normal form of ``selection`` (blank: every event), narrowed to a
-    good-run list when one is given."""
-    if good_runs not in (None, "", {}):
-        selection = combine_selections(selection or "", good_run_selection(collection, good_runs))
+def query_selection(collection: TagCollection, selection: str | None) -> tuple[Node | None, str]:
+    """The tree and normal form of ``selection`` (blank: every event)."""
     return _all_events_or(collection, selection)
+
+
+# --------------------------------------------------------------------------- good-run lists
+
+
+def good_runs_for(collection: TagCollection, good_runs: Any) -> GoodRunList | None:
+    """The good-run list a query was given, read and checked for ``collection``: a
+    :class:`GoodRunList`, its text (ATLAS XML or JSON) or a JSON object. None when none
+    was given (None, blank text, an empty object). Raises InvalidInput naming the line or
+    run of a bad list, or for a collection without run numbers."""
+    if good_runs is None or good_runs == {}:
+        return None
+    if isinstance(good_runs, str | bytes) and not good_runs.strip():
+        return None
+    grl = good_runs if isinstance(good_runs, GoodRunList) else parse_good_run_list(good_runs)
+    if "run" not in collection_schema(collection).numbering():
+        raise InvalidInput(
+            f"{collection} has no run numbers, so a good-run list cannot select from it",
+            where=GRL_WHERE,
+        )
+    return grl
+
+
+@dataclass(frozen=True)
+class GoodRunsNote:
+    """What an answer says about the good-run list it applied."""
+
+    runs: int
+    ranges: int
+    format: str
+    lumi_blocks: bool  # False: the collection has none, listed runs are kept whole
+    missing_runs: tuple[int, ...]  # runs of the list the collection has no event of
+    collection: str
+
+    @property
+    def warnings(self) -> list[str]:
+        found = []
+        if self.missing_runs:
+            found.append(missing_runs_warning(self.missing_runs))
+        if not self.lumi_blocks:
+            found.append(
+                f"{self.collection} has no luminosity-block numbers: the GRL's runs are kept whole"
+            )
+        return found
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "runs": self.runs,
+            "ranges": self.ranges,
+            "format": self.format,
+            "lumi_blocks": self.lumi_blocks,
+            "missing_runs": list(self.missing_runs),
+        }
+
+
+def good_runs_note(collection: TagCollection, grl: GoodRunList | None) -> GoodRunsNote | None:
+    """What to tell the user with an answer that applied ``grl`` (None without one):
+    its size, and which of its runs ``collection`` does not have."""
+    if grl is None:
+        return None
+    require_ready(collection)
+    missing = get_store().missing_runs(collection.key, grl)
+    return GoodRunsNote(
+        runs=grl.n_runs,
+        ranges=grl.n_ranges,
+        format=grl.format,
+        lumi_blocks="lumi" in collection_schema(collection).numbering(),
+        missing_runs=tuple(missing),
+        collection=collection.dataset.name,
+    )
 
 
 # --------------------------------------------------------------------------- schemas
@@ -944,21 +988,24 @@ class CountResult:
 
 
 def count(collection: TagCollection, selection: str | None, good_runs: Any = None) -> CountResult:
-    """How many events pass ``selection``, and how many of the dataset's files hold them."""
-    tree, text = query_selection(collection, selection, good_runs)
+    """How many events pass ``selection`` (within the good-run list ``good_runs``, see
+    :func:`good_runs_for`), and how many of the dataset's files hold them."""
+    tree, text = query_selection(collection, selection)
+    grl = good_runs_for(collection, good_runs)
     require_ready(collection)
     store = get_store()
     with store.session():  # one opening of an embedded TAG DB for all four queries
-        n = store.count(collection.key, tree)
-        touched, files = store.files_touched(collection.key, tree)
+        n = store.count(collection.key, tree, good_runs=grl)
+        touched, files = store.files_touched(collection.key, tree, good_runs=grl)
     return CountResult(text, n, collection.n_events, touched, files)
 
 
-def count_only(collection: TagCollection, selection: str | None) -> int:
+def count_only(collection: TagCollection, selection: str | None, good_runs: Any = None) -> int:
     """How many events pass ``selection`` (one query, no files-touched count)."""
     tree, _ = query_selection(collection, selection)
+    grl = good_runs_for(collection, good_runs)
     require_ready(collection)
-    return get_store().count(collection.key, tree)
+    return get_store().count(collection.key, tree, good_runs=grl)
 
 
 def _attribute_name(collection: TagCollection, name: str) -> str:
@@ -985,7 +1032,8 @@ def histogram(
     between ``lo`` and ``hi`` (default: a range covering the passing events, see
     :meth:`tagdb.store.TagStore.histogram`)."""
     attribute = _attribute_name(collection, attribute)
-    tree, _ = query_selection(collection, selection, good_runs)
+    tree, _ = query_selection(collection, selection)
+    grl = good_runs_for(collection, good_runs)
     require_ready(collection)
     for bound, value in (("from", lo), ("to", hi)):
         if value is not None and not math.isfinite(value):
@@ -995,7 +1043,13 @@ def histogram(
     if bins is not None and not 1 <= int(bins) <= 10_000:
         raise InvalidInput("bins must be a whole number from 1 to 10000", where="bins")
     return get_store().histogram(
-        collection.key, attribute, tree, bins=50 if bins is None else int(bins), lo=lo, hi=hi
+        collection.key,
+        attribute,
+        tree,
+        bins=50 if bins is None else int(bins),
+        lo=lo,
+        hi=hi,
+        good_runs=grl,
     )
 
 
@@ -1030,12 +1084,15 @@ def events(
 ) -> list[EventRef]:
     """A page of the passing events (file GUID, entry, run, event), file by file, with
     the values of ``attributes`` in ``.values`` (None where the event has none)."""
-    tree, _ = query_selection(collection, selection, good_runs)
+    tree, _ = query_selection(collection, selection)
+    grl = good_runs_for(collection, good_runs)
     names = event_attributes(collection, attributes)
     require_ready(collection)
     if limit < 0 or offset < 0:
         raise InvalidInput("limit and offset must not be negative", where="limit")
-    return get_store().events(collection.key, tree, limit=limit, offset=offset, attributes=names)
+    return get_store().events(
+        collection.key, tree, limit=limit, offset=offset, attributes=names, good_runs=grl
+    )
 
 
 def iter_events(
@@ -1046,7 +1103,8 @@ def iter_events(
 ) -> Iterator[EventRef]:
     """Every passing event, fetched a batch at a time (for exports), with the values of
     ``attributes``. The selection is checked before the first event is asked for."""
-    tree, _ = query_selection(collection, selection, good_runs)
+    tree, _ = query_selection(collection, selection)
+    grl = good_runs_for(collection, good_runs)
     names = event_attributes(collection, attributes)
     require_ready(collection)
     store = get_store()
@@ -1055,7 +1113,12 @@ def iter_events(
         offset = 0
         while True:
             batch = store.events(
-                collection.key, tree, limit=EXPORT_BATCH, offset=offset, attributes=names
+                collection.key,
+                tree,
+                limit=EXPORT_BATCH,
+                offset=offset,
+                attributes=names,
+                good_runs=grl,
             )
             yield from batch
             if len(batch) < EXPORT_BATCH:
@@ -1085,14 +1148,15 @@ def top(
     """The ``n`` passing events with the largest ``attribute`` (value in ``.value``), and
     the count of passing events where ``attribute`` is missing."""
     attribute = _attribute_name(collection, attribute)
-    tree, _ = query_selection(collection, selection, good_runs)
+    tree, _ = query_selection(collection, selection)
+    grl = good_runs_for(collection, good_runs)
     require_ready(collection)
     if not 1 <= int(n) <= MAX_TOP:
         raise InvalidInput(f"N must be from 1 to {MAX_TOP}", where="n")
     store = get_store()
     with store.session():
-        events = store.top(collection.key, tree, attribute, int(n))
-        missing = store.count_missing(collection.key, attribute, tree)
+        events = store.top(collection.key, tree, attribute, int(n), good_runs=grl)
+        missing = store.count_missing(collection.key, attribute, tree, good_runs=grl)
     return TopList(attribute, events, missing)
 
 
@@ -1101,9 +1165,10 @@ def files_touched(
 ) -> dict[str, Any]:
     """Which of the dataset's files hold passing events, with how many each: what
     decides how much a skim of this selection must read."""
-    tree, text = query_selection(collection, selection, good_runs)
+    tree, text = query_selection(collection, selection)
+    grl = good_runs_for(collection, good_runs)
     require_ready(collection)
-    by_file = get_store().entries_by_file(collection.key, tree)
+    by_file = get_store().entries_by_file(collection.key, tree, good_runs=grl)
     lfns = dict(File.objects.filter(dataset=collection.dataset).values_list("guid", "lfn"))
     names = {str(guid): lfn for guid, lfn in lfns.items()}
     return {

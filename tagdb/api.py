@@ -1,9 +1,13 @@
 """REST endpoints of the TAG DB: collections, builds, and queries (count, histogram, event
 lists, top N, files touched, event picking, good-run lists, saved queries).
 
-Every query takes ``selection`` (blank: every event) and, optionally, ``good_runs`` (a
-good-run list object or its JSON text). A bad selection is a 400 whose body names the
-column of the bad token; a TAG DB held by a build is a 503 with Retry-After.
+Every query takes ``selection`` (blank: every event) and, optionally, ``good_runs``: a
+good-run list as ATLAS XML or JSON text, or as a JSON object ``{"run": [[first, last],
+…]}``. It is applied in the TAG DB as data, not as selection text, so it may be of any
+size; every answer then carries ``good_runs`` (its size, the runs the collection lacks)
+and ``warnings``. A bad selection is a 400 whose body names the column of the bad token,
+a bad good-run list one that names its line or run; a TAG DB held by a build is a 503
+with Retry-After.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from rest_framework.views import APIView
 
 from dmu.actions import get_dataset
 from dss.api import validated
+from dss.errors import InvalidInput
 
 from . import actions
 from .models import SavedQuery, TagBuild, TagCollection, TagSchema
@@ -110,7 +115,9 @@ class QuerySerializer(serializers.Serializer):
     )
     good_runs = serializers.JSONField(
         required=False,
-        help_text='a good-run list {"run": [[first_lb, last_lb], ...]} (object or JSON text)',
+        allow_null=True,
+        help_text="a good-run list: ATLAS XML or JSON text, or the object "
+        '{"run": [[first_lb, last_lb], ...]}',
     )
 
 
@@ -152,8 +159,10 @@ class PickRequest(serializers.Serializer):
 
 
 class GoodRunsRequest(serializers.Serializer):
-    good_runs = serializers.JSONField()
-    selection = serializers.CharField(required=False, allow_blank=True, default="")
+    good_runs = serializers.JSONField(help_text="ATLAS XML or JSON text, or a JSON object")
+    selection = serializers.CharField(
+        required=False, allow_blank=True, trim_whitespace=False, default=""
+    )
 
 
 class BuildRequest(serializers.Serializer):
@@ -175,7 +184,27 @@ class SaveQueryRequest(serializers.Serializer):
 # -- response shapes (for the OpenAPI description)
 
 
-class CountResponse(serializers.Serializer):
+class GoodRunsNoteSerializer(serializers.Serializer):
+    runs = serializers.IntegerField()
+    ranges = serializers.IntegerField()
+    format = serializers.CharField(help_text="ATLAS XML or JSON")
+    lumi_blocks = serializers.BooleanField(
+        help_text="false: the collection has no luminosity blocks, listed runs are kept whole"
+    )
+    missing_runs = serializers.ListField(
+        child=serializers.IntegerField(), help_text="runs of the list the collection has not"
+    )
+
+
+class WithGoodRuns(serializers.Serializer):
+    good_runs = GoodRunsNoteSerializer(allow_null=True, help_text="null without a list")
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="e.g. '3 runs of the GRL are not in this collection: 1, 2, 3'",
+    )
+
+
+class CountResponse(WithGoodRuns):
     collection = serializers.IntegerField()
     selection = serializers.CharField(help_text="the selection's normal form ('' = every event)")
     count = serializers.IntegerField()
@@ -184,7 +213,7 @@ class CountResponse(serializers.Serializer):
     files_total = serializers.IntegerField()
 
 
-class HistogramResponse(serializers.Serializer):
+class HistogramResponse(WithGoodRuns):
     attribute = serializers.CharField()
     unit = serializers.CharField()
     selection = serializers.CharField()
@@ -206,7 +235,7 @@ class TagEventSerializer(serializers.Serializer):
     event = serializers.IntegerField(allow_null=True)
 
 
-class EventsResponse(serializers.Serializer):
+class EventsResponse(WithGoodRuns):
     collection = serializers.IntegerField()
     dataset = serializers.CharField()
     selection = serializers.CharField()
@@ -220,7 +249,7 @@ class TagTopEventSerializer(TagEventSerializer):
     value = serializers.FloatField()
 
 
-class TopResponse(serializers.Serializer):
+class TopResponse(WithGoodRuns):
     attribute = serializers.CharField()
     selection = serializers.CharField()
     events = TagTopEventSerializer(many=True)
@@ -235,7 +264,7 @@ class TouchedFileSerializer(serializers.Serializer):
     events = serializers.IntegerField()
 
 
-class FilesTouchedResponse(serializers.Serializer):
+class FilesTouchedResponse(WithGoodRuns):
     selection = serializers.CharField()
     files_touched = serializers.IntegerField()
     files_total = serializers.IntegerField()
@@ -260,13 +289,10 @@ class PickResponse(serializers.Serializer):
     )
 
 
-class GoodRunsResponse(serializers.Serializer):
-    selection = serializers.CharField()
+class GoodRunsResponse(WithGoodRuns):
+    selection = serializers.CharField(help_text="the selection's normal form, without the list")
     count = serializers.IntegerField()
     total = serializers.IntegerField()
-    lumi_blocks = serializers.BooleanField(
-        help_text="false: the collection has no luminosity blocks, listed runs are kept whole"
-    )
 
 
 # --------------------------------------------------------------------------- permissions
@@ -381,6 +407,16 @@ class CancelBuild(TagAPIView):
 # --------------------------------------------------------------------------- queries
 
 
+def good_runs_fields(collection, grl) -> dict:
+    """What every query answer says about its good-run list: ``good_runs`` (null without
+    one) and ``warnings``."""
+    note = actions.good_runs_note(collection, grl)
+    return {
+        "good_runs": note.as_dict() if note else None,
+        "warnings": note.warnings if note else [],
+    }
+
+
 class Count(TagAPIView):
     """How many events pass the selection, and how many files hold them."""
 
@@ -388,7 +424,8 @@ class Count(TagAPIView):
     def post(self, request, pk):
         collection = self.collection(pk)
         d = validated(QuerySerializer, request.data)
-        r = actions.count(collection, d["selection"], d.get("good_runs"))
+        grl = actions.good_runs_for(collection, d.get("good_runs"))
+        r = actions.count(collection, d["selection"], grl)
         return Response(
             {
                 "collection": collection.pk,
@@ -397,6 +434,7 @@ class Count(TagAPIView):
                 "total": r.total,
                 "files_touched": r.files_touched,
                 "files_total": r.files_total,
+                **good_runs_fields(collection, grl),
             }
         )
 
@@ -408,6 +446,7 @@ class HistogramView(TagAPIView):
     def post(self, request, pk):
         collection = self.collection(pk)
         d = validated(HistogramRequest, request.data)
+        grl = actions.good_runs_for(collection, d.get("good_runs"))
         h = actions.histogram(
             collection,
             d["attribute"],
@@ -415,9 +454,9 @@ class HistogramView(TagAPIView):
             bins=d.get("bins"),
             lo=d.get("lo"),
             hi=d.get("hi"),
-            good_runs=d.get("good_runs"),
+            good_runs=grl,
         )
-        _, normal = actions.query_selection(collection, d["selection"], d.get("good_runs"))
+        _, normal = actions.query_selection(collection, d["selection"])
         unit = next(
             (
                 a.unit
@@ -437,6 +476,7 @@ class HistogramView(TagAPIView):
                 "overflow": h.overflow,
                 "missing": h.missing,
                 "total": h.total,
+                **good_runs_fields(collection, grl),
             }
         )
 
@@ -454,7 +494,8 @@ def _event_dict(ev) -> dict:
 
 class Events(TagAPIView):
     """The passing events (file GUID, entry, run, event, and any attributes asked for)
-    as JSON pages or a CSV file; a missing attribute value is null, or an empty field."""
+    as JSON pages or a CSV file (whose ``DSS-Warnings`` header carries the warnings); a
+    missing attribute value is null, or an empty field."""
 
     @extend_schema(
         request=EventsRequest,
@@ -463,15 +504,14 @@ class Events(TagAPIView):
     def post(self, request, pk):
         collection = self.collection(pk)
         d = validated(EventsRequest, request.data)
-        selection, good_runs = d["selection"], d.get("good_runs")
+        selection = d["selection"]
+        grl = actions.good_runs_for(collection, d.get("good_runs"))
         names = actions.event_attributes(collection, d["attributes"])
         if d["format"] == "csv":
             if "limit" in d:
-                rows = actions.events(
-                    collection, selection, d["limit"], d["offset"], good_runs, names
-                )
+                rows = actions.events(collection, selection, d["limit"], d["offset"], grl, names)
             else:
-                rows = actions.iter_events(collection, selection, good_runs, names)
+                rows = actions.iter_events(collection, selection, grl, names)
 
             def generate():
                 buffer = io.StringIO()
@@ -485,11 +525,15 @@ class Events(TagAPIView):
                         buffer.truncate()
                 yield buffer.getvalue()
 
-            return StreamingHttpResponse(generate(), content_type="text/csv; charset=utf-8")
+            response = StreamingHttpResponse(generate(), content_type="text/csv; charset=utf-8")
+            warnings = good_runs_fields(collection, grl)["warnings"]
+            if warnings:
+                response["DSS-Warnings"] = "; ".join(warnings)
+            return response
         limit = d.get("limit", 10_000)
-        rows = actions.events(collection, selection, limit + 1, d["offset"], good_runs, names)
+        rows = actions.events(collection, selection, limit + 1, d["offset"], grl, names)
         more = len(rows) > limit
-        _, normal = actions.query_selection(collection, selection, good_runs)
+        _, normal = actions.query_selection(collection, selection)
         return Response(
             {
                 "collection": collection.pk,
@@ -498,6 +542,7 @@ class Events(TagAPIView):
                 "offset": d["offset"],
                 "next_offset": d["offset"] + limit if more else None,
                 "events": [_event_dict(ev) for ev in rows[:limit]],
+                **good_runs_fields(collection, grl),
             }
         )
 
@@ -509,8 +554,9 @@ class Top(TagAPIView):
     def post(self, request, pk):
         collection = self.collection(pk)
         d = validated(TopRequest, request.data)
-        top = actions.top(collection, d["selection"], d["attribute"], d["n"], d.get("good_runs"))
-        _, normal = actions.query_selection(collection, d["selection"], d.get("good_runs"))
+        grl = actions.good_runs_for(collection, d.get("good_runs"))
+        top = actions.top(collection, d["selection"], d["attribute"], d["n"], grl)
+        _, normal = actions.query_selection(collection, d["selection"])
         return Response(
             {
                 "attribute": top.attribute,
@@ -520,6 +566,7 @@ class Top(TagAPIView):
                     for i, ev in enumerate(top.events, start=1)
                 ],
                 "missing": top.missing,
+                **good_runs_fields(collection, grl),
             }
         )
 
@@ -531,7 +578,9 @@ class FilesTouched(TagAPIView):
     def post(self, request, pk):
         collection = self.collection(pk)
         d = validated(QuerySerializer, request.data)
-        return Response(actions.files_touched(collection, d["selection"], d.get("good_runs")))
+        grl = actions.good_runs_for(collection, d.get("good_runs"))
+        body = actions.files_touched(collection, d["selection"], grl)
+        return Response({**body, **good_runs_fields(collection, grl)})
 
 
 class Pick(TagAPIView):
@@ -559,20 +608,23 @@ class Pick(TagAPIView):
 
 
 class GoodRuns(TagAPIView):
-    """Turn a good-run list into a selection (and AND it with ``selection``); counts it."""
+    """Check a good-run list against a collection: how many events it keeps (with the
+    selection, if given), its size, and which of its runs the collection lacks."""
 
     @extend_schema(request=GoodRunsRequest, responses=GoodRunsResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
         d = validated(GoodRunsRequest, request.data)
-        extra = actions.good_run_selection(collection, d["good_runs"])
-        r = actions.count(collection, actions.combine_selections(d["selection"], extra))
+        grl = actions.good_runs_for(collection, d["good_runs"])
+        if grl is None:
+            raise InvalidInput("the good-run list is empty", where="good_runs")
+        r = actions.count(collection, d["selection"], grl)
         return Response(
             {
                 "selection": r.selection,
                 "count": r.count,
                 "total": r.total,
-                "lumi_blocks": "lumi" in actions.collection_schema(collection).numbering(),
+                **good_runs_fields(collection, grl),
             }
         )
 

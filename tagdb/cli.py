@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from dss.cli import read_good_runs
 from dss.errors import DSSError, InvalidInput, NotFound
 
 EVENT_PAGE = 50_000
@@ -85,6 +86,21 @@ def resolve_collection(client: Client, ref: str) -> dict:
     ready = [r for r in rows if r["state"] == "ready"] or rows
     ready.sort(key=lambda r: (r["built_at"] or "", r["schema_version"]), reverse=True)
     return ready[0]
+
+
+def _with_good_runs(body: dict, args: argparse.Namespace) -> dict:
+    text = read_good_runs(getattr(args, "grl", None))
+    if text is not None:
+        body["good_runs"] = text
+    return body
+
+
+def warn(args: argparse.Namespace, answer: dict) -> None:
+    """Print an answer's warnings (runs of the good-run list that the collection lacks)
+    on stderr, one ``dss: warning: …`` line each."""
+    err = getattr(args, "err", None) or sys.stderr
+    for line in answer.get("warnings") or []:
+        print(f"dss: warning: {line}", file=err)
 
 
 def _query_path(collection: dict, what: str) -> str:
@@ -178,15 +194,18 @@ def cmd_count(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     """How many events pass a selection, and in how many files."""
     api, out = _client(args, client), _stream(out)
     collection = resolve_collection(api, args.collection)
-    r = _query(api, collection, "count", {"selection": args.selection})
+    r = _query(api, collection, "count", _with_good_runs({"selection": args.selection}, args))
+    warn(args, r)
     if _json(args):
         json.dump(r, out, indent=2)
         out.write("\n")
         return 0
     percent = 100.0 * r["count"] / r["total"] if r["total"] else 0.0
+    grl = r.get("good_runs")
+    within = f" within the good-run list ({grl['runs']:,} runs)" if grl else ""
     print(
         f"{r['count']:,} of {r['total']:,} events ({percent:.1f}%) pass "
-        f"{r['selection'] or 'no selection'} in {collection['dataset']}; "
+        f"{r['selection'] or 'no selection'}{within} in {collection['dataset']}; "
         f"they are in {r['files_touched']} of {r['files_total']} file(s)",
         file=out,
     )
@@ -207,7 +226,8 @@ def text_histogram(h: dict, width: int = BAR_WIDTH) -> list[str]:
     label_width = max((len(s) for s in labels), default=0)
     count_width = max((len(f"{c:,}") for c in counts), default=1)
     unit = f" [{h['unit']}]" if h.get("unit") else ""
-    lines = [f"{h['attribute']}{unit} for {h['selection'] or 'all events'}"]
+    within = " within the good-run list" if h.get("good_runs") else ""
+    lines = [f"{h['attribute']}{unit} for {h['selection'] or 'all events'}{within}"]
     if not any(counts):
         # Fifty empty bars say less than one line.
         if h["total"] > (h.get("missing") or 0) and edges:
@@ -242,7 +262,8 @@ def cmd_hist(client: Any, args: argparse.Namespace, out: Any = None) -> int:
         body["bins"] = args.bins
     if args.range:
         body["lo"], body["hi"] = args.range
-    h = _query(api, collection, "histogram", body)
+    h = _query(api, collection, "histogram", _with_good_runs(body, args))
+    warn(args, h)
     if _json(args):
         json.dump(h, out, indent=2)
         out.write("\n")
@@ -252,13 +273,20 @@ def cmd_hist(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     return 0
 
 
-def _pages(api: Client, collection: dict, selection: str, attributes: Sequence[str]) -> Any:
+def _pages(
+    api: Client, collection: dict, args: argparse.Namespace, attributes: Sequence[str]
+) -> Any:
     offset: int | None = 0
-    body = {"selection": selection, "format": "json", "limit": EVENT_PAGE}
+    good_runs = read_good_runs(getattr(args, "grl", None))
+    body = {"selection": args.selection, "format": "json", "limit": EVENT_PAGE}
     if attributes:
         body["attributes"] = list(attributes)
+    if good_runs is not None:
+        body["good_runs"] = good_runs
     while offset is not None:
         page = _query(api, collection, "events", {**body, "offset": offset})
+        if offset == 0:
+            warn(args, page)
         yield page
         offset = page["next_offset"]
 
@@ -271,7 +299,7 @@ def cmd_events(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     collection = resolve_collection(api, args.collection)
     # The first page answers for the selection and the attributes: a mistake in either
     # is reported before anything is written (and no half-written file is left).
-    pages = _pages(api, collection, args.selection, names)
+    pages = _pages(api, collection, args, names)
     pages = itertools.chain([next(pages)], pages)
     target: TextIO
     if args.output and args.output != "-":
@@ -366,6 +394,14 @@ def register(
 
     collection_help = "collection number, dataset name, or dataset/schema"
 
+    def grl_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--grl",
+            metavar="FILE",
+            help="keep only the runs and luminosity blocks of this good-run list "
+            '(ATLAS XML or JSON {"run": [[first, last], …]}; - for stdin)',
+        )
+
     def json_option(p: argparse.ArgumentParser) -> None:
         # SUPPRESS: a --json given before the command (dss --json tag …) must survive.
         p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
@@ -385,6 +421,7 @@ def register(
     p = add("count", cmd_count, "count the events passing a selection")
     p.add_argument("collection", metavar="COLLECTION", help=collection_help)
     p.add_argument("selection", metavar="SELECTION", nargs="?", default="")
+    grl_option(p)
     json_option(p)
 
     p = add("hist", cmd_hist, "draw the distribution of an attribute under a selection")
@@ -393,6 +430,7 @@ def register(
     p.add_argument("selection", metavar="SELECTION", nargs="?", default="")
     p.add_argument("--bins", type=int, help="number of bins (default: automatic)")
     p.add_argument("--range", nargs=2, type=float, metavar=("LO", "HI"), help="histogram range")
+    grl_option(p)
     json_option(p)
 
     p = add("events", cmd_events, "export the passing events (file GUID, entry, run, event)")
@@ -407,6 +445,7 @@ def register(
     )
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: stdout)")
+    grl_option(p)
 
     p = add("pick", cmd_pick, "find events by run and event number")
     p.add_argument("collection", metavar="COLLECTION", help=collection_help)
@@ -440,6 +479,7 @@ def main(
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     args = build_parser().parse_args(argv)
+    args.err = stderr
     try:
         return args.func(client, args, stdout)
     except DSSError as err:

@@ -1,14 +1,19 @@
-"""Forms of the TAG pages: start a build, query a collection, save a query, pick events,
-apply a good-run list."""
+"""Forms of the TAG pages: start a build, query a collection (with a good-run list),
+save a query, pick events."""
 
 from __future__ import annotations
+
+import json
 
 from django import forms
 
 from dmu.models import Dataset
+from dss.errors import InvalidInput
 
 from . import actions
 from .actions import MAX_TOP
+from .goodruns import MAX_BYTES as GRL_MAX_BYTES
+from .goodruns import parse_good_run_list
 from .selection import BOOL, FLOAT, MAX_LENGTH
 
 FITTING = ""
@@ -53,7 +58,8 @@ def default_histogram_attribute(collection) -> str:
 
 
 class QueryForm(forms.Form):
-    """The collection page's query: read from the URL, so every view can be bookmarked."""
+    """The collection page's query: read from the POST body the page sends (or from the
+    URL of a link), with the good-run list as text or as an uploaded file."""
 
     selection = forms.CharField(
         label="Selection",
@@ -70,6 +76,17 @@ class QueryForm(forms.Form):
     range_for = forms.CharField(required=False, widget=forms.HiddenInput)
     top_attribute = forms.ChoiceField(label="Largest", required=False)
     top_n = forms.IntegerField(label="How many", required=False, min_value=1, max_value=MAX_TOP)
+    good_runs = forms.CharField(
+        label="Good-run list",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(
+            attrs={"rows": 4, "spellcheck": "false", "placeholder": '{"148031": [[1, 250]]}'}
+        ),
+        help_text='ATLAS XML (<LumiRangeCollection>…) or JSON {"run": [[first, last], …]}. '
+        "Empty: every run.",
+    )
+    good_runs_file = forms.FileField(label="…or a good-run list file", required=False)
 
     def __init__(self, collection, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -87,6 +104,8 @@ class QueryForm(forms.Form):
             "top_attribute": default_histogram_attribute(collection),
             "top_n": 20,
             "range_for": "",
+            "good_runs": "",
+            "good_runs_file": "",
         }
         # The controls sit in the page's cards but submit with the selection box's form.
         for name, field in self.fields.items():
@@ -99,13 +118,20 @@ class QueryForm(forms.Form):
         self.fields["hi"].widget.attrs["step"] = "any"
 
     def query(self) -> dict:
-        """The cleaned query with defaults for what the URL left out or got wrong."""
+        """The cleaned query with defaults for what the URL left out or got wrong. An
+        uploaded good-run list replaces the text one, as compact JSON once it reads well
+        (so that the page carries it from request to request), else as given (so that
+        the query answers with its error)."""
         values = dict(self.defaults)
         if self.is_bound:
             self.is_valid()
             for name, value in self.cleaned_data.items():
-                if value not in (None, ""):
+                if value not in (None, "") and name != "good_runs_file":
                     values[name] = value
+            upload = self.cleaned_data.get("good_runs_file")
+            if upload is not None:
+                values["good_runs"] = self._read_upload(upload)
+                values["good_runs_file"] = upload.name
             if values["range_for"] and values["range_for"] != values["attribute"]:
                 values.update(bins=None, lo=None, hi=None)
         values["range_for"] = values["attribute"]
@@ -113,6 +139,17 @@ class QueryForm(forms.Form):
             if isinstance(values[bound], float) and values[bound].is_integer():
                 values[bound] = int(values[bound])
         return values
+
+    @staticmethod
+    def _read_upload(upload) -> str | bytes:
+        if upload.size > GRL_MAX_BYTES:
+            return upload.read(GRL_MAX_BYTES + 1)  # the parser names the limit
+        data = upload.read()
+        try:
+            grl = parse_good_run_list(data)
+        except InvalidInput:
+            return data
+        return json.dumps(grl.to_json(), separators=(",", ":"))
 
 
 class SaveQueryForm(forms.Form):
@@ -146,32 +183,4 @@ class PickForm(forms.Form):
             data["text"] = data["events"]
         else:
             raise forms.ValidationError("Type some run and event numbers or choose a file.")
-        return data
-
-
-class GoodRunForm(forms.Form):
-    good_runs = forms.CharField(
-        label="Good-run list (JSON)",
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 4, "placeholder": '{"148031": [[1, 250]]}'}),
-        help_text='Runs and their certified luminosity blocks: {"run": [[first, last], …]}',
-    )
-    file = forms.FileField(label="…or a good-run list file", required=False)
-    selection = forms.CharField(required=False, widget=forms.HiddenInput)
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("auto_id", "grl_%s")  # ids unique on the collection page
-        super().__init__(*args, **kwargs)
-
-    def clean(self):
-        data = super().clean()
-        upload = data.get("file")
-        if upload is not None:
-            if upload.size > 5_000_000:
-                raise forms.ValidationError("The file is larger than 5 MB.")
-            data["text"] = upload.read()
-        elif (data.get("good_runs") or "").strip():
-            data["text"] = data["good_runs"]
-        else:
-            raise forms.ValidationError("Paste a good-run list or choose a file.")
         return data

@@ -33,12 +33,13 @@ import json
 import re
 import secrets
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -47,6 +48,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from dss.errors import InvalidInput, NotFound
+from tagdb.goodruns import WHERE as GRL_WHERE
+from tagdb.goodruns import GoodRunList
 from tagdb.numbering import (
     UInt64,
     check_unsigned,
@@ -60,6 +63,16 @@ from tagdb.selection import BOOL, FLOAT, INT, Node, check, names_in, suggest, to
 
 KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,23}")
 CATALOG_TABLE = "tagdb_catalog"
+# Good-run lists are stored as rows, one per luminosity-block range, under their
+# fingerprint, and queries join them: a list of any size costs no SQL text.
+GRL_LISTS_TABLE = "tagdb_grl_lists"
+GRL_RANGES_TABLE = "tagdb_grl_ranges"
+# A stored list unused this long is removed (when another list is stored).
+GRL_KEEP = timedelta(days=2)
+# How long a process trusts that a list it stored or used is still there, before it marks
+# it used again (much shorter than GRL_KEEP, so a list in use is never removed).
+GRL_RECHECK_S = 600.0
+_GRL_BATCH = 5000
 NUMBERING = ("run", "lumi", "event")
 # Rows per executemany batch where no bulk path exists (MySQL packets stay well under
 # the default max_allowed_packet).
@@ -167,19 +180,30 @@ def _selection_columns(table: sa.Table, info_types: Mapping[str, str]) -> dict[s
 
 
 def where_clause(
-    table: sa.Table, types: Mapping[str, str], tree: Node | None
+    table: sa.Table,
+    types: Mapping[str, str],
+    tree: Node | None,
+    also: sa.ColumnElement[bool] | None = None,
 ) -> sa.ColumnElement[bool]:
-    """The WHERE condition for ``tree`` over ``table`` (true when ``tree`` is None)."""
-    if tree is None:
-        return sa.true()
-    typed = check(tree, types)
-    return to_sql(typed, _selection_columns(table, types))
+    """The WHERE condition for ``tree`` over ``table`` (true when ``tree`` is None), and
+    ``also`` (a good-run list's condition) when given."""
+    condition: sa.ColumnElement[bool] = sa.true()
+    if tree is not None:
+        condition = to_sql(check(tree, types), _selection_columns(table, types))
+    return condition if also is None else sa.and_(condition, also)
 
 
-def select_count(table: sa.Table, types: Mapping[str, str], tree: Node | None) -> sa.Select:
-    """SELECT count(*) of the rows that pass ``tree``."""
+def select_count(
+    table: sa.Table,
+    types: Mapping[str, str],
+    tree: Node | None,
+    also: sa.ColumnElement[bool] | None = None,
+) -> sa.Select:
+    """SELECT count(*) of the rows that pass ``tree`` (and ``also``)."""
     stmt = sa.select(sa.func.count()).select_from(table)
-    return stmt if tree is None else stmt.where(where_clause(table, types, tree))
+    if tree is None and also is None:
+        return stmt
+    return stmt.where(where_clause(table, types, tree, also))
 
 
 def _histogram_value(table: sa.Table, attr: str, type_: str) -> sa.ColumnElement:
@@ -190,7 +214,11 @@ def _histogram_value(table: sa.Table, attr: str, type_: str) -> sa.ColumnElement
 
 
 def select_range(
-    table: sa.Table, types: Mapping[str, str], attr: str, tree: Node | None
+    table: sa.Table,
+    types: Mapping[str, str],
+    attr: str,
+    tree: Node | None,
+    also: sa.ColumnElement[bool] | None = None,
 ) -> sa.Select:
     """SELECT min, max of ``attr`` over the passing rows (missing values, NULL, are
     ignored by the aggregates)."""
@@ -198,7 +226,7 @@ def select_range(
     return (
         sa.select(sa.func.min(x), sa.func.max(x))
         .select_from(table)
-        .where(where_clause(table, types, tree))
+        .where(where_clause(table, types, tree, also))
     )
 
 
@@ -237,6 +265,7 @@ def select_histogram(
     *,
     bounded: bool = False,
     guard_nulls: bool = True,
+    also: sa.ColumnElement[bool] | None = None,
 ) -> sa.Select:
     """SELECT bin, count(*) GROUP BY bin, binned in the database.
 
@@ -275,7 +304,7 @@ def select_histogram(
     inner = (
         sa.select(code.label("bin"))
         .select_from(table)
-        .where(where_clause(table, types, tree))
+        .where(where_clause(table, types, tree, also))
         .subquery("binned")
     )
     return sa.select(inner.c.bin, sa.func.count()).group_by(inner.c.bin)
@@ -289,6 +318,7 @@ def select_cells(
     origin: float,
     width: float,
     guard_nulls: bool = False,
+    also: sa.ColumnElement[bool] | None = None,
 ) -> sa.Select:
     """SELECT cell, count(*) GROUP BY cell: the passing rows counted on a fine grid of
     cells ``width`` wide from ``origin`` (cell = floor((x - origin) / width)).
@@ -307,7 +337,7 @@ def select_cells(
     inner = (
         sa.select(cell.label("cell"))
         .select_from(table)
-        .where(where_clause(table, types, tree))
+        .where(where_clause(table, types, tree, also))
         .subquery("cells")
     )
     return sa.select(inner.c.cell, sa.func.count()).group_by(inner.c.cell)
@@ -812,7 +842,25 @@ class TagStore:
             # added later) for a collection that holds -999 for them.
             sa.Column("missing", sa.String(16), nullable=True),
         )
+        self.grl_lists = sa.Table(
+            GRL_LISTS_TABLE,
+            self._metadata,
+            sa.Column("grl", sa.CHAR(32), primary_key=True),
+            sa.Column("n_ranges", sa.BigInteger, nullable=False),
+            sa.Column("stored_at", sa.DateTime, nullable=False),
+            sa.Column("used_at", sa.DateTime, nullable=False),
+        )
+        self.grl_ranges = sa.Table(
+            GRL_RANGES_TABLE,
+            self._metadata,
+            sa.Column("grl", sa.CHAR(32), primary_key=True),
+            sa.Column("run", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("lumi_lo", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("lumi_hi", sa.BigInteger, nullable=False),
+        )
         self._catalog_ready = False
+        self._grl_ready = False
+        self._grl_seen: dict[str, float] = {}  # fingerprint -> when this process last marked it
         self._held = threading.local()  # the connection of a session() in this thread
         self._tables: dict[
             str, tuple[CollectionInfo, sa.Table | sa.Subquery, dict[str, sa.Table | sa.Subquery]]
@@ -918,6 +966,161 @@ class TagStore:
     def attribute_types(self, key: str) -> dict[str, str]:
         """Names a selection on ``key`` may use (attributes and run/lumi/event numbers)."""
         return self.collection(key).attribute_types()
+
+    # -- good-run lists
+
+    @contextmanager
+    def _writing(self) -> Iterator[sa.Connection]:
+        """A transaction on the session's connection when one is held (so that its later
+        reads see what was written: a DuckDB session reads a snapshot), else its own."""
+        held = getattr(self._held, "conn", None)
+        if held is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        if held.in_transaction():
+            held.commit()
+        try:
+            yield held
+        except BaseException:
+            held.rollback()
+            raise
+        held.commit()
+
+    def _ensure_good_run_tables(self) -> None:
+        if self._grl_ready:
+            return
+        try:
+            with self.engine.begin() as conn:
+                self.grl_lists.create(conn, checkfirst=True)
+                self.grl_ranges.create(conn, checkfirst=True)
+        except sa.exc.DBAPIError:
+            # Another process created them between our check and our CREATE.
+            inspector = sa.inspect(self.engine)
+            if not (inspector.has_table(GRL_LISTS_TABLE) and inspector.has_table(GRL_RANGES_TABLE)):
+                raise
+        self._grl_ready = True
+
+    def store_good_runs(self, grl: GoodRunList) -> str:
+        """Make ``grl``'s ranges available to queries; returns its id (its fingerprint).
+
+        A list already stored is only marked as used. Lists nobody used for
+        :data:`GRL_KEEP` are removed when a new one is stored."""
+        fingerprint = grl.fingerprint
+        seen = self._grl_seen.get(fingerprint)
+        if seen is not None and time.monotonic() - seen < GRL_RECHECK_S:
+            return fingerprint
+        self._ensure_good_run_tables()
+        lists = self.grl_lists
+        now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        with self._writing() as conn:
+            conn.execute(sa.update(lists).where(lists.c.grl == fingerprint).values(used_at=now))
+            present = conn.execute(sa.select(lists.c.grl).where(lists.c.grl == fingerprint)).first()
+        if present is None:
+            try:
+                with self._writing() as conn:
+                    self._insert_good_runs(conn, grl, now)
+            except sa.exc.DBAPIError:
+                # Another process stored the same list at the same moment: fine if it is
+                # there now.
+                with self._reading() as conn:
+                    if (
+                        conn.execute(
+                            sa.select(lists.c.grl).where(lists.c.grl == fingerprint)
+                        ).first()
+                        is None
+                    ):
+                        raise
+            self._forget_unused_good_runs(now)
+        self._grl_seen[fingerprint] = time.monotonic()
+        return fingerprint
+
+    def _insert_good_runs(self, conn: sa.Connection, grl: GoodRunList, now: datetime) -> None:
+        runs, firsts, lasts = grl.rows()
+        fingerprint = grl.fingerprint
+        if self.dialect == "duckdb":
+            # DuckDB appends an Arrow table in one statement; row inserts are slow there.
+            batch = pa.table(
+                {
+                    "grl": pa.array([fingerprint] * len(runs), pa.string()),
+                    "run": pa.array(runs),
+                    "lumi_lo": pa.array(firsts),
+                    "lumi_hi": pa.array(lasts),
+                }
+            )
+            duck = conn.connection.driver_connection
+            view = f"dss_grl_{secrets.token_hex(4)}"
+            duck.register(view, batch)
+            try:
+                names = ["grl", "run", "lumi_lo", "lumi_hi"]
+                source = sa.select(*(sa.column(n) for n in names)).select_from(sa.table(view))
+                conn.execute(sa.insert(self.grl_ranges).from_select(names, source))
+            finally:
+                duck.unregister(view)
+        else:
+            rows = [
+                {"grl": fingerprint, "run": r, "lumi_lo": lo, "lumi_hi": hi}
+                for r, lo, hi in zip(runs.tolist(), firsts.tolist(), lasts.tolist(), strict=True)
+            ]
+            for start in range(0, len(rows), _GRL_BATCH):
+                conn.execute(sa.insert(self.grl_ranges), rows[start : start + _GRL_BATCH])
+        # The list's row comes last: a list is listed only once all its ranges are in.
+        conn.execute(
+            sa.insert(self.grl_lists),
+            [{"grl": fingerprint, "n_ranges": len(runs), "stored_at": now, "used_at": now}],
+        )
+
+    def _forget_unused_good_runs(self, now: datetime) -> None:
+        lists, ranges = self.grl_lists, self.grl_ranges
+        stale = sa.select(lists.c.grl).where(lists.c.used_at < now - GRL_KEEP)
+        with self._reading() as conn:
+            old = conn.execute(stale).scalars().all()
+        if not old:
+            return
+        with self._writing() as conn:
+            conn.execute(sa.delete(lists).where(lists.c.grl.in_(old)))
+            conn.execute(sa.delete(ranges).where(ranges.c.grl.in_(old)))
+        for fingerprint in old:
+            self._grl_seen.pop(fingerprint, None)
+
+    def _good_runs_condition(
+        self, info: CollectionInfo, table: sa.Table, grl: GoodRunList | None
+    ) -> sa.ColumnElement[bool] | None:
+        """The condition keeping the rows of ``table`` inside ``grl``: an EXISTS over the
+        list's stored ranges, on run and luminosity block (on run alone for a collection
+        without luminosity blocks). None without a list."""
+        if grl is None:
+            return None
+        if "run" not in info.numbering:
+            raise InvalidInput(
+                f"TAG collection {info.key!r} has no run numbers, so a good-run list cannot "
+                "select from it",
+                where=GRL_WHERE,
+            )
+        fingerprint = self.store_good_runs(grl)
+        g = self.grl_ranges.alias("good_runs")
+        conditions = [g.c.grl == fingerprint, g.c.run == table.c.run]
+        if "lumi" in info.numbering:
+            conditions += [g.c.lumi_lo <= table.c.lumi, g.c.lumi_hi >= table.c.lumi]
+        return sa.exists().where(*conditions)
+
+    @_in_session
+    def missing_runs(self, key: str, grl: GoodRunList) -> list[int]:
+        """The runs of ``grl`` that collection ``key`` has no event of, in order."""
+        info, table, _ = self._bound(key)
+        self._good_runs_condition(info, table, grl)  # checks the numbering, stores the list
+        g = self.grl_ranges
+        stmt = (
+            sa.select(g.c.run)
+            .where(
+                g.c.grl == grl.fingerprint,
+                ~sa.exists().where(table.c.run == g.c.run),
+            )
+            .group_by(g.c.run)
+            .order_by(g.c.run)
+        )
+        with self._reading() as conn:
+            return [int(run) for run in conn.execute(stmt).scalars()]
 
     # -- building
 
@@ -1041,13 +1244,18 @@ class TagStore:
         return info, cached[1], info.attribute_types()
 
     def _source(
-        self, key: str, tree: Node | None, attr: str | None = None
+        self,
+        key: str,
+        tree: Node | None,
+        attr: str | None = None,
+        good_runs: GoodRunList | None = None,
     ) -> tuple[CollectionInfo, sa.Table | sa.Subquery, dict[str, str]]:
         """Like :meth:`_bound`, but where the selection (and the histogrammed ``attr``)
-        names a single attribute that has a sorted copy, that copy and its one type."""
+        names a single attribute that has a sorted copy, and no good-run list needs the
+        run and luminosity block, that copy and its one type."""
         info, table, types = self._bound(key)
         copies = self._tables[key][2]
-        if copies and tree is not None:
+        if copies and tree is not None and good_runs is None:
             names = names_in(tree) | ({attr} if attr else set())
             if len(names) == 1:
                 (name,) = names
@@ -1060,10 +1268,14 @@ class TagStore:
             return conn.execute(stmt).scalar()
 
     @_in_session
-    def count(self, key: str, tree: Node | None = None) -> int:
-        """How many events of ``key`` pass ``tree`` (all events for None)."""
-        _, table, types = self._source(key, tree)
-        return int(self._scalar(select_count(table, types, tree)))
+    def count(
+        self, key: str, tree: Node | None = None, good_runs: GoodRunList | None = None
+    ) -> int:
+        """How many events of ``key`` pass ``tree`` (all events for None), within the
+        good-run list ``good_runs`` when one is given."""
+        info, table, types = self._source(key, tree, good_runs=good_runs)
+        also = self._good_runs_condition(info, table, good_runs)
+        return int(self._scalar(select_count(table, types, tree, also)))
 
     @_in_session
     def histogram(
@@ -1074,8 +1286,10 @@ class TagStore:
         bins: int = 50,
         lo: float | None = None,
         hi: float | None = None,
+        good_runs: GoodRunList | None = None,
     ) -> Histogram:
-        """Histogram of ``attr`` over the events passing ``tree``, binned in the database.
+        """Histogram of ``attr`` over the events passing ``tree`` (within ``good_runs``
+        when given), binned in the database.
 
         Passing events where ``attr`` is missing are counted in ``missing``, apart from
         the bins and the under- and overflow. With ``lo`` and ``hi``: ``bins`` equal bins
@@ -1088,7 +1302,7 @@ class TagStore:
         highest cell. Integer and boolean attributes with few distinct values get one
         bin per integer.
         """
-        info, table, types = self._source(key, tree, attr)
+        info, table, types = self._source(key, tree, attr, good_runs)
         if attr not in types:
             raise InvalidInput(
                 f"unknown attribute '{attr}'{suggest(attr, sorted(types))}", where="attribute"
@@ -1096,6 +1310,7 @@ class TagStore:
         if not isinstance(bins, int) or not 1 <= bins <= 10_000:
             raise InvalidInput("bins must be a whole number from 1 to 10000", where="bins")
         type_ = types[attr]
+        also = self._good_runs_condition(info, table, good_runs)
         with self._reading() as conn:
             if lo is None or hi is None:
                 found: tuple[Any, Any] | None = None
@@ -1111,13 +1326,14 @@ class TagStore:
                         grid.origin,
                         grid.width,
                         guard_nulls=self.dialect == "sqlite",
+                        also=also,
                     )
                     merged = _merge_cells(attr, conn.execute(stmt).all(), grid, bins)
                     if isinstance(merged, Histogram):
                         return merged
                     found = merged
                 if found is None:
-                    found = conn.execute(select_range(table, types, attr, tree)).one()
+                    found = conn.execute(select_range(table, types, attr, tree, also)).one()
                 found_lo, found_hi = found
                 if found_lo is None:
                     found_lo, found_hi = 0.0, 1.0
@@ -1150,6 +1366,7 @@ class TagStore:
                 hi,
                 bounded=bounded,
                 guard_nulls=self.dialect == "sqlite",
+                also=also,
             )
             rows = conn.execute(stmt).all()
         counts = np.zeros(bins, dtype=np.int64)
@@ -1186,16 +1403,18 @@ class TagStore:
         limit: int = 100,
         offset: int = 0,
         attributes: Sequence[str] = (),
+        good_runs: GoodRunList | None = None,
     ) -> list[EventRef]:
         """A page of the passing events, in load order (file by file, entry by entry),
         with the values of ``attributes`` in ``.values`` (None where one is missing)."""
-        _, table, types = self._bound(key)
+        info, table, types = self._bound(key)
         for name in attributes:
             if name not in types:
                 raise InvalidInput(
                     f"unknown attribute '{name}'{suggest(name, sorted(types))}", where="attributes"
                 )
         names = list(dict.fromkeys(attributes))
+        also = self._good_runs_condition(info, table, good_runs)
         stmt = (
             sa.select(
                 table.c.file_guid,
@@ -1204,7 +1423,7 @@ class TagStore:
                 table.c.event,
                 *(table.c[name].label(f"v{i}") for i, name in enumerate(names)),
             )
-            .where(where_clause(table, types, tree))
+            .where(where_clause(table, types, tree, also))
             .order_by(table.c.id)
             .limit(int(limit))
             .offset(int(offset))
@@ -1216,29 +1435,44 @@ class TagStore:
             ]
 
     @_in_session
-    def count_missing(self, key: str, attr: str, tree: Node | None = None) -> int:
-        """How many events passing ``tree`` have no value of ``attr``."""
-        _, table, types = self._source(key, tree, attr)
+    def count_missing(
+        self,
+        key: str,
+        attr: str,
+        tree: Node | None = None,
+        good_runs: GoodRunList | None = None,
+    ) -> int:
+        """How many events passing ``tree`` (within ``good_runs``) have no value of ``attr``."""
+        info, table, types = self._source(key, tree, attr, good_runs=good_runs)
         if attr not in types:
             raise InvalidInput(
                 f"unknown attribute '{attr}'{suggest(attr, sorted(types))}", where="attribute"
             )
-        stmt = select_count(table, types, tree).where(table.c[attr].is_(None))
+        also = self._good_runs_condition(info, table, good_runs)
+        stmt = select_count(table, types, tree, also).where(table.c[attr].is_(None))
         return int(self._scalar(stmt))
 
     @_in_session
-    def top(self, key: str, tree: Node | None, attr: str, n: int = 10) -> list[EventRef]:
+    def top(
+        self,
+        key: str,
+        tree: Node | None,
+        attr: str,
+        n: int = 10,
+        good_runs: GoodRunList | None = None,
+    ) -> list[EventRef]:
         """The ``n`` passing events with the largest ``attr`` (its value in ``.value``);
         events where ``attr`` is missing are not among them (see :meth:`count_missing`)."""
-        _, table, types = self._bound(key)
+        info, table, types = self._bound(key)
         if attr not in types:
             raise InvalidInput(
                 f"unknown attribute '{attr}'{suggest(attr, sorted(types))}", where="attribute"
             )
+        also = self._good_runs_condition(info, table, good_runs)
         col = table.c[attr]
         stmt = (
             sa.select(table.c.file_guid, table.c.entry, table.c.run, table.c.event, col)
-            .where(where_clause(table, types, tree), col.is_not(None))
+            .where(where_clause(table, types, tree, also), col.is_not(None))
             .order_by(sort_key(col).desc(), table.c.id)
             .limit(int(n))
         )
@@ -1246,22 +1480,29 @@ class TagStore:
             return [EventRef(*row) for row in conn.execute(stmt)]
 
     @_in_session
-    def files_touched(self, key: str, tree: Node | None = None) -> tuple[int, int]:
+    def files_touched(
+        self, key: str, tree: Node | None = None, good_runs: GoodRunList | None = None
+    ) -> tuple[int, int]:
         """(files with at least one passing event, files in the collection)."""
         info, table, types = self._bound(key)
+        also = self._good_runs_condition(info, table, good_runs)
         stmt = sa.select(sa.func.count(sa.distinct(table.c.file_guid))).where(
-            where_clause(table, types, tree)
+            where_clause(table, types, tree, also)
         )
         return int(self._scalar(stmt)), info.n_files
 
     @_in_session
-    def entries_by_file(self, key: str, tree: Node | None = None) -> dict[str, np.ndarray]:
-        """For each file with passing events, their entry numbers (sorted int64 array):
-        exactly what a skim of this selection has to read."""
-        _, table, types = self._bound(key)
+    def entries_by_file(
+        self, key: str, tree: Node | None = None, good_runs: GoodRunList | None = None
+    ) -> dict[str, np.ndarray]:
+        """For each file with passing events (within ``good_runs`` when given), their
+        entry numbers (sorted int64 array): exactly what a skim of this selection has to
+        read."""
+        info, table, types = self._bound(key)
+        also = self._good_runs_condition(info, table, good_runs)
         stmt = (
             sa.select(table.c.file_guid, table.c.entry)
-            .where(where_clause(table, types, tree))
+            .where(where_clause(table, types, tree, also))
             .order_by(table.c.file_guid, table.c.entry)
         )
         with self._reading() as conn:

@@ -17,7 +17,6 @@ urlpatterns = [
     path("tags/<int:pk>/histogram.svg", views.histogram_image, name="histogram_svg"),
     path("tags/<int:pk>/queries/", views.save_query, name="save_query"),
     path("tags/<int:pk>/pick/", views.pick, name="pick"),
-    path("tags/<int:pk>/good-runs/", views.good_runs, name="good_runs"),
 ]
 
 

@@ -16,16 +16,15 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils.safestring import mark_safe
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from dmu.models import Dataset
 from dss.errors import DSSError, NotFound
 from dss.forms import add_domain_error
 
 from . import actions
-from .forms import BuildForm, GoodRunForm, PickForm, QueryForm, SaveQueryForm
+from .forms import BuildForm, PickForm, QueryForm, SaveQueryForm
 from .models import CollectionState
 from .plots import histogram_svg
 from .selection import INT, SelectionError
@@ -47,8 +46,11 @@ def _build(pk: int):
 
 def error_context(err: DSSError, text: str) -> dict:
     """What the page shows for an error: the message and, for a selection, the line of
-    the selection with a caret under the bad token."""
+    the selection with a caret under the bad token (other errors, such as a good-run
+    list's, name their place before the message)."""
     ctx = {"error": str(err.message), "error_where": err.where}
+    if not isinstance(err, SelectionError) and err.where:
+        ctx["error"] = str(err)
     column = getattr(err, "column", None)
     if isinstance(err, SelectionError) and column and text and column <= len(text) + 1:
         start = text.rfind("\n", 0, column - 1) + 1
@@ -60,20 +62,40 @@ def error_context(err: DSSError, text: str) -> dict:
     return ctx
 
 
-def skim_url(collection, selection: str) -> str:
-    """The skim form, filled in with this collection and selection."""
-    return "/skims/new/?" + urlencode(
-        {"collection": collection.pk, "selection": selection or "true"}
-    )
+# A page URL longer than this is not offered as a link: servers refuse long request lines
+# (gunicorn at 4,094 bytes), so the page sends its queries in POST bodies.
+SHARE_URL_MAX = 2000
 
 
-def _export_urls(collection, selection: str) -> dict:
-    query = "?" + urlencode({"selection": selection}) if selection else ""
-    return {
-        "csv_url": reverse("tagdb:events_csv", args=[collection.pk]) + query,
-        "json_url": reverse("tagdb:events_json", args=[collection.pk]) + query,
-        "skim_url": skim_url(collection, selection),
-    }
+def query_data(request):
+    """Where a query's fields are: the POST body (the page sends selections and good-run
+    lists there, as they may be long) or, for a link, the query string."""
+    if request.method == "POST":
+        return request.POST, request.FILES
+    return request.GET or None, None
+
+
+def _good_runs(collection, q: dict, ctx: dict):
+    """The query's good-run list, read and checked (None without one); its summary and
+    warnings go into ``ctx``."""
+    grl = actions.good_runs_for(collection, q["good_runs"])
+    if grl is not None:
+        note = actions.good_runs_note(collection, grl)
+        ctx["grl_note"] = note
+        ctx["grl_warnings"] = note.warnings
+    return grl
+
+
+def _count_context(collection, q: dict) -> dict:
+    """The live count under the selection box: the count (within the good-run list),
+    its warnings, and the export and skim buttons; or the error."""
+    ctx: dict = {"collection": collection}
+    try:
+        grl = _good_runs(collection, q, ctx)
+        ctx["result"] = actions.count(collection, q["selection"], grl)
+    except DSSError as e:
+        ctx.update(error_context(e, q["selection"]))
+    return ctx
 
 
 # --------------------------------------------------------------------------- lists, builds
@@ -132,11 +154,17 @@ def _results(collection, q: dict) -> dict:
     ctx: dict = {}
     text = q["selection"]
     try:
-        result = actions.count(collection, text)
+        grl = _good_runs(collection, q, ctx)
+        result = actions.count(collection, text, grl)
         ctx["result"] = result
-        ctx.update(_export_urls(collection, result.selection))
         hist = actions.histogram(
-            collection, q["attribute"], text, bins=q["bins"], lo=q["lo"], hi=q["hi"]
+            collection,
+            q["attribute"],
+            text,
+            bins=q["bins"],
+            lo=q["lo"],
+            hi=q["hi"],
+            good_runs=grl,
         )
         info = {a.name: a for a in actions.attribute_list(collection, ranges=False)}[q["attribute"]]
         integer_bins = info.type != "float" and len(hist.counts) == hist.edges[-1] - hist.edges[0]
@@ -146,48 +174,46 @@ def _results(collection, q: dict) -> dict:
             histogram_svg(
                 hist,
                 unit=info.unit,
-                title=f"{info.name} for {result.selection or 'all events'}",
+                title=f"{info.name} for {result.selection or 'all events'}"
+                + (" within the good-run list" if grl else ""),
                 integer_bins=integer_bins,
             )
         )
-        ctx["hist_svg_url"] = (
-            reverse("tagdb:histogram_svg", args=[collection.pk])
-            + "?"
-            + urlencode(
-                {
-                    k: v
-                    for k, v in {
-                        "selection": result.selection,
-                        "attribute": q["attribute"],
-                        "bins": q["bins"],
-                        "lo": q["lo"],
-                        "hi": q["hi"],
-                    }.items()
-                    if v not in (None, "")
-                }
-            )
-        )
-        top = actions.top(collection, text, q["top_attribute"], q["top_n"])
+        top = actions.top(collection, text, q["top_attribute"], q["top_n"], grl)
         ctx["top"], ctx["top_missing"] = top.events, top.missing
+        if not q["good_runs"]:
+            share = _share_url(collection, q)
+            if len(share) <= SHARE_URL_MAX:
+                ctx["share_url"] = share
     except DSSError as e:
         ctx.update(error_context(e, text))
     return ctx
 
 
+def _share_url(collection, q: dict) -> str:
+    """The page's GET URL for this query (without a good-run list), to bookmark or share."""
+    fields = ("selection", "attribute", "bins", "lo", "hi", "top_attribute", "top_n")
+    params = {k: q[k] for k in fields if q.get(k) not in (None, "")}
+    return collection.get_absolute_url() + "?" + urlencode(params)
+
+
 def collection_page_context(request, collection, **extra) -> dict:
-    q = QueryForm(collection, request.GET or None).query()
+    form = QueryForm(collection, *query_data(request))
+    q = form.query()
+    shown = dict(q)
+    if isinstance(shown["good_runs"], bytes):  # an upload that is not text: see the error
+        shown["good_runs"] = ""
     ctx = {
         "collection": collection,
         "dataset": collection.dataset,
         # Shows the values in effect, defaults included.
-        "form": QueryForm(collection, initial=q),
+        "form": QueryForm(collection, initial=shown),
         "q": q,
         "active_build": actions.active_build(collection),
         "last_build": collection.builds.order_by("-created_at").first(),
         "saved": actions.saved_queries_for_user(request.user, collection),
         "save_form": SaveQueryForm(initial={"selection": q["selection"]}),
         "pick_form": PickForm(),
-        "grl_form": GoodRunForm(initial={"selection": q["selection"]}),
         "numbering": actions.collection_schema(collection).numbering(),
     }
     if collection.state == CollectionState.READY:
@@ -203,25 +229,22 @@ def collection_page_context(request, collection, **extra) -> dict:
     return ctx
 
 
+@require_http_methods(["GET", "POST"])
 def collection_detail(request, pk: int):
+    """The query page. A link may carry a short query in its URL; the page itself sends
+    every query in a POST body, so selections and good-run lists of any length work."""
     collection = _collection(pk)
     return render(
         request, "tagdb/collection_detail.html", collection_page_context(request, collection)
     )
 
 
+@require_http_methods(["GET", "POST"])
 def count_fragment(request, pk: int):
     """The live count under the selection box (htmx, as the user types)."""
     collection = _collection(pk)
-    text = request.GET.get("selection", "")
-    ctx: dict = {"collection": collection}
-    try:
-        result = actions.count(collection, text)
-        ctx["result"] = result
-        ctx.update(_export_urls(collection, result.selection))
-    except DSSError as e:
-        ctx.update(error_context(e, text))
-    return render(request, "tagdb/_count.html", ctx)
+    q = QueryForm(collection, *query_data(request)).query()
+    return render(request, "tagdb/_count.html", _count_context(collection, q))
 
 
 def _plain_error(err: DSSError) -> HttpResponse:
@@ -235,13 +258,30 @@ def _download_name(collection, ext: str) -> str:
     return f"{collection.dataset.name}.{collection.schema.name}.events.{ext}"
 
 
+def _export_query(request, collection):
+    """The selection and good-run list of an export (from the page's POST, or a link)."""
+    q = QueryForm(collection, *query_data(request)).query()
+    return q["selection"], actions.good_runs_for(collection, q["good_runs"])
+
+
+def _warnings_header(response, collection, grl) -> None:
+    note = actions.good_runs_note(collection, grl)
+    if note and note.warnings:
+        response["DSS-Warnings"] = "; ".join(note.warnings)
+
+
+@require_http_methods(["GET", "POST"])
 def events_csv(request, pk: int):
     """The passing events as CSV: file GUID, entry, run, event, and the value of each
     ``attribute`` asked for (an empty field where the event has none)."""
     collection = _collection(pk)
     try:
-        names = actions.event_attributes(collection, request.GET.getlist("attribute"))
-        rows = actions.iter_events(collection, request.GET.get("selection", ""), attributes=names)
+        selection, grl = _export_query(request, collection)
+        names = actions.event_attributes(
+            collection,
+            (request.POST if request.method == "POST" else request.GET).getlist("attribute"),
+        )
+        rows = actions.iter_events(collection, selection, grl, names)
     except DSSError as e:
         return _plain_error(e)
 
@@ -259,18 +299,25 @@ def events_csv(request, pk: int):
 
     response = StreamingHttpResponse(generate(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{_download_name(collection, "csv")}"'
+    _warnings_header(response, collection, grl)
     return response
 
 
+@require_http_methods(["GET", "POST"])
 def events_json(request, pk: int):
-    """The passing events as JSON: {"collection", "selection", "events": [...]}, each event
-    with the value of every ``attribute`` asked for (null where the event has none)."""
+    """The passing events as JSON: {"collection", "selection", "good_runs", "warnings",
+    "events": [...]}, each event with the value of every ``attribute`` asked for (null
+    where the event has none)."""
     collection = _collection(pk)
-    text = request.GET.get("selection", "")
     try:
+        text, grl = _export_query(request, collection)
         _, normal = actions.query_selection(collection, text)
-        names = actions.event_attributes(collection, request.GET.getlist("attribute"))
-        rows = actions.iter_events(collection, text, attributes=names)
+        names = actions.event_attributes(
+            collection,
+            (request.POST if request.method == "POST" else request.GET).getlist("attribute"),
+        )
+        rows = actions.iter_events(collection, text, grl, names)
+        note = actions.good_runs_note(collection, grl)
     except DSSError as e:
         return _plain_error(e)
 
@@ -278,6 +325,8 @@ def events_json(request, pk: int):
         head = {"collection": collection.pk, "dataset": collection.dataset.name}
         head["schema"] = str(collection.schema)
         head["selection"] = normal
+        head["good_runs"] = note.as_dict() if note else None
+        head["warnings"] = note.warnings if note else []
         yield json.dumps(head)[:-1] + ', "events": ['
         for i, ev in enumerate(rows):
             item = {"file_guid": ev.file_guid, "entry": ev.entry, "run": ev.run, "event": ev.event}
@@ -289,14 +338,20 @@ def events_json(request, pk: int):
     return response
 
 
+@require_http_methods(["GET", "POST"])
 def histogram_image(request, pk: int):
     """The page's histogram as an SVG file."""
     collection = _collection(pk)
-    form = QueryForm(collection, request.GET or None)
-    q = form.query()
+    q = QueryForm(collection, *query_data(request)).query()
     try:
         hist = actions.histogram(
-            collection, q["attribute"], q["selection"], bins=q["bins"], lo=q["lo"], hi=q["hi"]
+            collection,
+            q["attribute"],
+            q["selection"],
+            bins=q["bins"],
+            lo=q["lo"],
+            hi=q["hi"],
+            good_runs=q["good_runs"],
         )
         _, normal = actions.query_selection(collection, q["selection"])
     except DSSError as e:
@@ -305,7 +360,8 @@ def histogram_image(request, pk: int):
     svg = histogram_svg(
         hist,
         unit=info.unit,
-        title=f"{info.name} for {normal or 'all events'}",
+        title=f"{info.name} for {normal or 'all events'}"
+        + (" within the good-run list" if q["good_runs"] else ""),
         integer_bins=info.type == INT and len(hist.counts) == hist.edges[-1] - hist.edges[0],
     )
     response = HttpResponse(svg, content_type="image/svg+xml")
@@ -345,8 +401,12 @@ def save_query(request, pk: int):
         )
     if error:
         messages.error(request, error)
-    selection = request.POST.get("selection", "")
-    return redirect(collection.get_absolute_url() + "?" + urlencode({"selection": selection}))
+    url = (
+        collection.get_absolute_url()
+        + "?"
+        + urlencode({"selection": request.POST.get("selection", "")})
+    )
+    return redirect(url if len(url) <= SHARE_URL_MAX else collection.get_absolute_url())
 
 
 @require_POST
@@ -393,34 +453,4 @@ def pick(request, pk: int):
         request,
         "tagdb/collection_detail.html",
         collection_page_context(request, collection, pick_form=form, pick=report),
-    )
-
-
-@require_POST
-def good_runs(request, pk: int):
-    collection = _collection(pk)
-    form = GoodRunForm(request.POST, request.FILES)
-    if form.is_valid():
-        current = form.cleaned_data.get("selection", "")
-        try:
-            extra = actions.good_run_selection(collection, form.cleaned_data["text"])
-            _, combined = actions.check_selection(
-                collection, actions.combine_selections(current, extra)
-            )
-        except DSSError as e:
-            add_domain_error(form, e, "good_runs")
-        else:
-            note = ""
-            if "lumi" not in actions.collection_schema(collection).numbering():
-                note = (
-                    " This collection has no luminosity blocks, so the listed runs are kept whole."
-                )
-            messages.success(request, f"Good-run list applied to the selection.{note}")
-            return redirect(
-                collection.get_absolute_url() + "?" + urlencode({"selection": combined})
-            )
-    return render(
-        request,
-        "tagdb/collection_detail.html",
-        collection_page_context(request, collection, grl_form=form),
     )

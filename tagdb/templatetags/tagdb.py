@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+import json
 
 from django import template
 from django.utils.html import format_html
 
+from dss.errors import InvalidInput
 from tagdb import actions
+from tagdb.goodruns import parse_good_run_list
 
 register = template.Library()
 
@@ -30,12 +32,6 @@ def collection_badge(collection):
     )
 
 
-@register.simple_tag
-def selection_url(collection, selection: str) -> str:
-    """The collection page with ``selection`` applied."""
-    return collection.get_absolute_url() + "?" + urlencode({"selection": selection})
-
-
 @register.filter
 def short_guid(guid: str) -> str:
     return str(guid)[:8] + "…"
@@ -56,3 +52,21 @@ def value(v):
 @register.filter
 def sum_counts(counts) -> int:
     return int(sum(int(c) for c in counts))
+
+
+@register.filter
+def good_runs_summary(recorded) -> str:
+    """A recorded good-run list (``{"run": [[first, last], …]}``) in words:
+    ``500 runs, 10,000 luminosity-block ranges``."""
+    if not recorded:
+        return ""
+    try:
+        return parse_good_run_list(recorded).describe()
+    except InvalidInput as e:
+        return f"unreadable ({e})"
+
+
+@register.filter
+def compact_json(value) -> str:
+    """``value`` as JSON on one line (a recorded good-run list, to copy)."""
+    return json.dumps(value, separators=(",", ":"))

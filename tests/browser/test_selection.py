@@ -15,7 +15,7 @@ def test_a_bad_selection_points_at_the_wrong_token(page, hzz_tags, physicist):
 
     alert = page.locator("#live-count").get_by_role("alert")
     expect(alert).to_contain_text("unknown attribute 'met_x' at column 16; did you mean 'met'?")
-    expect(page.get_by_role("link", name="Skim these events")).to_have_count(0)
+    expect(page.get_by_role("button", name="Skim these events")).to_have_count(0)
     line, caret = page.locator("#live-count pre.caret").inner_text().split("\n")[:2]
     assert line == "n_muon >= 2 && met_x > 40"
     column = caret.index("^")

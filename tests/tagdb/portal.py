@@ -74,3 +74,18 @@ def client_for(user):
     c = Client()
     c.force_login(user)
     return c
+
+
+@pytest.fixture
+def lumi(local_se, storage_root):
+    """data99.lumi: events with run, luminosity-block and event numbers (see
+    ``tests.tagdb.goodruns_data``), registered and tagged with the automatic schema."""
+    from dmu import actions as dmu_actions
+    from tagdb import actions
+    from tests.tagdb.goodruns_data import write_lumi_file
+
+    write_lumi_file(storage_root / "data99" / "lumi.root")
+    dmu_actions.check_register_dataset("data99.lumi", local_se, ["data99/lumi.root"])
+    (collection,) = actions.check_build_builtin(["data99.lumi"], lambda _: None)
+    yield collection
+    drop_tags(collection)

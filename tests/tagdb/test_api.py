@@ -71,6 +71,8 @@ def test_count_answers_with_the_count_and_files_touched(api, hzz):
         "total": 2421,
         "files_touched": 1,
         "files_total": 1,
+        "good_runs": None,
+        "warnings": [],
     }
     assert post(api, f"/api/tags/{hzz.pk}/count/", {}).json()["count"] == 2421
 
@@ -199,15 +201,54 @@ def test_picking_finds_pairs_and_reports_missing_and_duplicates(api, zmumu):
 def test_a_good_run_list_is_counted_and_accepted_by_every_query(api, zmumu):
     r = post(api, f"/api/tags/{zmumu.pk}/good-runs", {"good_runs": {"148029": [[1, 10]]}})
     body = r.json()
-    assert body["selection"] == "run in [148029]" and body["lumi_blocks"] is False
-    r = post(
-        api,
-        f"/api/tags/{zmumu.pk}/count",
-        {"selection": "mass > 80", "good_runs": '{"148029": [[1, 10]]}'},
-    )
-    assert r.json()["selection"] == "mass > 80 && run in [148029]"
+    assert body["selection"] == "" and body["good_runs"]["lumi_blocks"] is False
+    assert body["warnings"] == [
+        "demo.zmumu has no luminosity-block numbers: the GRL's runs are kept whole"
+    ]
+    whole_run = post(api, f"/api/tags/{zmumu.pk}/count", {"selection": "run == 148029"})
+    assert body["count"] == whole_run.json()["count"]
+    grl = '{"148029": [[1, 10]], "1": [[1, 2]], "2": [[5, 6]]}'
+    for endpoint, extra in [
+        ("count", {}),
+        ("histogram", {"attribute": "mass"}),
+        ("events", {"limit": 5}),
+        ("top", {"attribute": "mass", "n": 3}),
+        ("files-touched", {}),
+    ]:
+        r = post(
+            api,
+            f"/api/tags/{zmumu.pk}/{endpoint}",
+            {"selection": "mass > 80", "good_runs": grl, **extra},
+        )
+        assert r.status_code == 200, (endpoint, r.content)
+        body = r.json()
+        assert body["selection"] == "mass > 80"
+        assert body["good_runs"] == {
+            "runs": 3,
+            "ranges": 3,
+            "format": "JSON",
+            "lumi_blocks": False,
+            "missing_runs": [1, 2],
+        }
+        assert body["warnings"][0] == "2 runs of the GRL are not in this collection: 1, 2"
+    counted = post(api, f"/api/tags/{zmumu.pk}/count", {"selection": "mass > 80"}).json()
+    assert counted["good_runs"] is None and counted["warnings"] == []
     r = post(api, f"/api/tags/{zmumu.pk}/count", {"good_runs": {"148029": [[10, 1]]}})
     assert r.status_code == 400 and "ends before it starts" in r.json()["detail"]
+
+
+def test_a_malformed_good_run_list_is_a_400_naming_the_line(api, zmumu, hzz):
+    xml = "<LumiRangeCollection>\n<NamedLumiRange>\n<LumiBlockCollection>\n</LumiRangeCollection>"
+    r = post(api, f"/api/tags/{zmumu.pk}/count", {"good_runs": xml})
+    assert r.status_code == 400
+    assert r.json()["where"] == "line 4" and "mismatched tag" in r.json()["detail"]
+    r = post(api, f"/api/tags/{zmumu.pk}/events", {"good_runs": '{"148029": [[1, 2]'})
+    assert r.status_code == 400 and r.json()["where"] == "line 1"
+    assert "not valid JSON" in r.json()["detail"]
+    r = post(api, f"/api/tags/{zmumu.pk}/count", {"good_runs": [1, 2]})
+    assert r.status_code == 400 and r.json()["where"] == "good-run list"
+    r = post(api, f"/api/tags/{hzz.pk}/count", {"good_runs": {"1": [[1, 2]]}})
+    assert r.status_code == 400 and "no run numbers" in r.json()["detail"]
 
 
 def test_saved_queries_are_per_user(api, hzz, operator):

@@ -141,19 +141,27 @@ def test_event_pairs_are_read_from_text_and_json_and_errors_name_the_line(db):
         actions.parse_event_pairs('[["1", 2]]')
 
 
-def test_a_good_run_list_becomes_a_selection(tagged):  # noqa: F811
+def test_a_good_run_list_is_applied_beside_the_selection(tagged):  # noqa: F811
     from tagdb import actions
 
-    text = actions.good_run_selection(tagged.zmumu, '{"148029": [[1, 100]], "5": [[1, 2]]}')
-    assert text == "run in [5, 148029]"  # no luminosity blocks: the listed runs whole
     all_148029 = actions.count(tagged.zmumu, "run == 148029").count
+    # No luminosity blocks in demo.zmumu: the listed runs are kept whole.
     assert actions.count(tagged.zmumu, "", good_runs={"148029": [[1, 2]]}).count == all_148029
     both = actions.count(tagged.zmumu, "mass > 80", good_runs='{"148029": [[1, 2]]}')
-    assert both.selection == "mass > 80 && run in [148029]"
+    assert both.selection == "mass > 80"
+    assert both.count == actions.count(tagged.zmumu, "mass > 80 && run == 148029").count
+    grl = actions.good_runs_for(tagged.zmumu, '{"148029": [[1, 100]], "5": [[1, 2]]}')
+    note = actions.good_runs_note(tagged.zmumu, grl)
+    assert note.missing_runs == (5,) and not note.lumi_blocks
+    assert note.warnings == [
+        "1 run of the GRL is not in this collection: 5",
+        "demo.zmumu has no luminosity-block numbers: the GRL's runs are kept whole",
+    ]
+    assert actions.good_runs_for(tagged.zmumu, "  ") is None
     with pytest.raises(InvalidInput, match="no run numbers"):
-        actions.good_run_selection(tagged.hzz, {"1": [[1, 2]]})
-    with pytest.raises(InvalidInput, match="run 'x'"):
-        actions.good_run_selection(tagged.zmumu, {"x": [[1, 2]]})
+        actions.good_runs_for(tagged.hzz, {"1": [[1, 2]]})
+    with pytest.raises(InvalidInput, match="run number 'x'"):
+        actions.good_runs_for(tagged.zmumu, {"x": [[1, 2]]})
 
 
 def test_check_selection_names_the_column_and_suggests_a_name(tagged):  # noqa: F811

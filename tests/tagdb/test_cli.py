@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.tagdb.portal import drop_tags, tagged  # noqa: F401
+from tests.tagdb.portal import drop_tags, lumi, tagged  # noqa: F401
 
 
 @pytest.fixture
@@ -175,3 +175,39 @@ def test_the_dss_command_line_has_the_tag_commands():
     assert (args.collection, args.selection) == ("demo.hzz", "met > 40")
     args = build_parser().parse_args(["tag", "hist", "3", "met", "--bins", "20", "--json"])
     assert args.func is cli.cmd_hist and args.bins == 20 and args.json is True
+
+
+def test_tag_count_with_a_good_run_list_file_warns_of_missing_runs(portal, lumi, tmp_path):  # noqa: F811
+    from tests.tagdb import goodruns_data as data
+
+    events = data.lumi_events()
+    keep = data.expected_mask(events["Run"], events["LumiBlock"]) & (events["pt"] > 20)
+    missing = data.missing_runs(events["Run"])
+    for name, text in (("grl.xml", data.atlas_xml()), ("grl.json", data.cms_json())):
+        path = tmp_path / name
+        path.write_text(text)
+        code, out, err = run(portal, "tag", "count", "data99.lumi", "pt > 20", "--grl", str(path))
+        assert code == 0, err
+        assert out.startswith(
+            f"{int(keep.sum()):,} of 20,000 events ({100 * keep.mean():.1f}%) pass pt > 20 "
+            "within the good-run list (500 runs) in data99.lumi"
+        )
+        assert err == (
+            f"dss: warning: {len(missing)} runs of the GRL are not in this collection: "
+            + ", ".join(map(str, missing[:20]))
+            + f" and {len(missing) - 20} more\n"
+        )
+    code, out, err = run(portal, "tag", "hist", "data99.lumi", "pt", "--grl", str(path), "--json")
+    assert code == 0 and json.loads(out)["total"] == int(
+        data.expected_mask(events["Run"], events["LumiBlock"]).sum()
+    )
+    code, out, err = run(portal, "tag", "events", "data99.lumi", "pt > 20", "--grl", str(path))
+    rows = list(csv.reader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 1 + int(keep.sum())
+    assert err.count("dss: warning:") == 1
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<LumiRangeCollection>\n<LumiBlockCollection>\n</LumiRange>\n")
+    code, out, err = run(portal, "tag", "count", "data99.lumi", "--grl", str(bad))
+    assert code == 2 and out == "" and err.startswith("dss: line 3: the good-run list is not")
+    code, _, err = run(portal, "tag", "count", "data99.lumi", "--grl", str(tmp_path / "no.xml"))
+    assert code == 2 and "cannot read the good-run list" in err

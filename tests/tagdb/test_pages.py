@@ -8,7 +8,7 @@ import io
 import json
 import re
 from html.parser import HTMLParser
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.test import Client
@@ -84,27 +84,37 @@ def test_the_collection_page_shows_the_count_a_histogram_and_the_attributes(tagg
     assert html.count('class="bar"') >= 10
     assert "Missing transverse energy" in html and "0.3489 … 341.9" in html
     assert "Top events" in html and "341.9" in html
-    skim = re.search(r'href="(/skims/new/\?[^"]+)"', html).group(1).replace("&amp;", "&")
-    query = parse_qs(urlparse(skim).query)
-    assert query == {"collection": [str(tagged.hzz.pk)], "selection": ["n_muon >= 2"]}
+    # "Skim these events" posts the query form (collection, selection) to the skim form.
+    form = re.search(r'<form id="query" method="post"[^>]*>', html).group(0)
+    assert 'enctype="multipart/form-data"' in form
+    assert f'<input type="hidden" name="collection" value="{tagged.hzz.pk}">' in html
+    assert re.search(r'<button[^>]*formaction="/skims/new/"[^>]*>Skim these events', html)
+    share = re.search(r'<a href="([^"]+)">Link to this view</a>', html).group(1)
+    query = parse_qs(urlparse(share.replace("&amp;", "&")).query)
+    assert query["selection"] == ["n_muon >= 2"] and query["attribute"] == ["met"]
+    posted = c.post(
+        tagged.hzz.get_absolute_url(), {"selection": "n_muon >= 2", "attribute": "met"}
+    ).content.decode()
+    assert "<strong>1,413</strong> of 2,421 events pass" in posted and "met [GeV]" in posted
 
 
 def test_the_selection_box_asks_for_a_live_count_as_you_type(tagged, physicist):  # noqa: F811
     html = client_for(physicist).get(tagged.hzz.get_absolute_url()).content.decode()
     box = re.search(r"<textarea[^>]*id=\"id_selection\"[^>]*>", html, re.S).group(0)
-    assert f'hx-get="/tags/{tagged.hzz.pk}/count/"' in box
+    assert f'hx-post="/tags/{tagged.hzz.pk}/count/"' in box
     assert 'hx-trigger="input changed delay:300ms"' in box
     assert 'hx-target="#live-count"' in box
 
 
 def test_the_live_count_fragment_shows_the_count(tagged, physicist):  # noqa: F811
-    r = client_for(physicist).get(
+    r = client_for(physicist).post(
         f"/tags/{tagged.hzz.pk}/count/", {"selection": "n_muon>=2"}, HTTP_HX_REQUEST="true"
     )
     html = r.content.decode()
     assert r.status_code == 200 and "<html" not in html
     assert "<strong>1,413</strong> of 2,421 events pass (58.4%)" in html
-    assert "Skim these events" in html and "events.csv?selection=n_muon+%3E%3D+2" in html
+    assert "Skim these events" in html
+    assert f'formaction="/tags/{tagged.hzz.pk}/events.csv"' in html
 
 
 def test_the_live_count_fragment_points_at_the_bad_token(tagged, physicist):  # noqa: F811
@@ -194,7 +204,7 @@ def test_a_physicist_saves_loads_and_deletes_a_query(tagged, physicist):  # noqa
     saved = SavedQuery.objects.get(owner=physicist)
     assert saved.selection == "n_muon >= 2"
     page = c.get(tagged.hzz.get_absolute_url()).content.decode()
-    assert "?" + urlencode({"selection": "n_muon >= 2"}) in page.replace("&amp;", "&")
+    assert '<input type="hidden" name="selection" value="n_muon &gt;= 2">' in page
     r = c.post(url, {"name": "dimuon", "selection": "n_muon >= 3"}, HTTP_HX_REQUEST="true")
     assert SavedQuery.objects.get(owner=physicist).selection == "n_muon >= 3"  # replaced
     r = c.post(url, {"name": "bad", "selection": "met_x > 1"}, HTTP_HX_REQUEST="true")
@@ -234,16 +244,24 @@ def test_picking_events_on_the_page_lists_found_missing_and_duplicated(tagged, p
     audit(r.content.decode())
 
 
-def test_a_good_run_list_is_applied_to_the_selection(tagged, physicist):  # noqa: F811
+def test_a_good_run_list_is_applied_beside_the_selection(tagged, physicist):  # noqa: F811
     c = client_for(physicist)
+    url = tagged.zmumu.get_absolute_url()
     r = c.post(
-        f"/tags/{tagged.zmumu.pk}/good-runs/",
-        {"good_runs": '{"148029": [[1, 500]]}', "selection": "mass > 80"},
+        url, {"good_runs": '{"148029": [[1, 500]], "7": [[1, 2]]}', "selection": "mass > 80"}
     )
-    assert r.status_code == 302
-    assert parse_qs(urlparse(r.url).query)["selection"] == ["mass > 80 && run in [148029]"]
-    r = c.post(f"/tags/{tagged.zmumu.pk}/good-runs/", {"good_runs": '{"run": 1}'})
-    assert r.status_code == 200 and "run &#x27;run&#x27;" in r.content.decode()
+    html = r.content.decode()
+    audit(html)
+    from tagdb import actions
+
+    expected = actions.count(tagged.zmumu, "mass > 80 && run == 148029").count
+    assert f"<strong>{expected:,}</strong> of 2,304 events pass" in html
+    assert "within the good-run list" in html
+    assert "1 run of the GRL is not in this collection: 7" in html
+    assert "no luminosity-block numbers: the GRL&#x27;s runs are kept whole" in html
+    assert "Link to this view" not in html  # a list does not fit in a link
+    r = c.post(url, {"good_runs": '{"run": 1}', "selection": "mass > 80"})
+    assert r.status_code == 200 and "run number &#x27;run&#x27;" in r.content.decode()
 
 
 def test_the_dataset_page_shows_its_tag_collections(tagged, physicist, operator):  # noqa: F811

@@ -24,7 +24,6 @@ from tagdb.selection import (
     evaluate,
     normalise,
     parse,
-    parse_good_run_list,
     to_sql,
     tree_to_json,
     truth,
@@ -409,32 +408,3 @@ def test_sql_and_numpy_agree(agreement, text):
     store, key, arrays = agreement
     tree = check(parse(text), store.attribute_types(key))
     assert sql_truth(store, key, tree) == numpy_truth(tree, arrays)
-
-
-def test_good_run_list_mask_and_sql():
-    grl = parse_good_run_list('{"1": [[1, 3], [7, 9]], "4": [[2, 2]]}')
-    runs = np.array([1, 1, 1, 4, 4, 5])
-    lumis = np.array([2, 5, 9, 2, 3, 1])
-    assert grl.mask(runs, lumis).tolist() == [True, False, True, True, False, False]
-    run, lumi = sa.column("run", sa.BigInteger), sa.column("lumi", sa.BigInteger)
-    compiled = grl.to_sql(run, lumi).compile(dialect=postgresql.dialect())
-    assert "BETWEEN" in str(compiled) and "9" not in str(compiled)
-    assert sorted(compiled.params.values()) == [1, 1, 2, 2, 3, 4, 7, 9]
-    assert parse_good_run_list({"1": [[1, 3]]}).runs == {1: ((1, 3),)}
-
-
-@pytest.mark.parametrize(
-    "text, where",
-    [
-        ('{"12a": [[1, 2]]}', "run '12a'"),
-        ('{"12": [[3, 1]]}', "run '12'"),
-        ('{"12": [[1, 2, 3]]}', "run '12'"),
-        ('{"12": "all"}', "run '12'"),
-        ("[1, 2]", "good-run list"),
-        ("{nope", "good-run list"),
-    ],
-)
-def test_good_run_list_errors_name_the_run(text, where):
-    with pytest.raises(InvalidInput) as info:
-        parse_good_run_list(text)
-    assert info.value.where == where
