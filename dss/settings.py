@@ -8,6 +8,7 @@ DSS_STORAGE_ROOT, SECRET_KEY, DEBUG=0 and ALLOWED_HOSTS.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -40,6 +41,14 @@ def envint(name: str, default: str) -> int:
         return int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={value!r} is not a whole number") from None
+
+
+def envjson(name: str, default: str):
+    value = env(name, default) or default
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise ImproperlyConfigured(f"{name} is not JSON: {e}") from None
 
 
 def envlist(name: str, default: str) -> list[str]:
@@ -233,6 +242,23 @@ CELERY_TASK_DEFAULT_QUEUE = env("DSS_CELERY_QUEUE", "dss")
 PILOT_DIR = Path(env("PILOT_DIR", str(VAR_DIR / "pilots")))
 PILOT_REPORT_MAX_BYTES = envint("PILOT_REPORT_MAX_BYTES", "262144")
 PILOT_POLL_SECONDS = envint("PILOT_POLL_SECONDS", "10")
+# The commands a site may ask its pilots to run, by name: a JSON object of name -> argv list,
+# e.g. {"gcc": ["gcc", "--version"], "root-config": ["/opt/root/bin/root-config", "--version"]}.
+# Sites choose among these names; what runs is only ever what the deployment wrote here.
+DSS_PILOT_COMMANDS = envjson("DSS_PILOT_COMMANDS", "{}")
+_bad_commands = [
+    name
+    for name, argv in (DSS_PILOT_COMMANDS.items() if isinstance(DSS_PILOT_COMMANDS, dict) else [])
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) and a for a in argv))
+]
+if not isinstance(DSS_PILOT_COMMANDS, dict) or _bad_commands:
+    raise ImproperlyConfigured(
+        "DSS_PILOT_COMMANDS must be a JSON object of name: [argv, ...]"
+        + (f" (bad: {', '.join(_bad_commands)})" if _bad_commands else "")
+    )
+# Local pilots (the `local` batch system runs them on this machine) run as this user when the
+# worker runs as root; they start with a clean environment either way.
+DSS_PILOT_USER = env("DSS_PILOT_USER", "nobody")
 # Periodic work (celery beat): each app adds its entries here.
 CELERY_BEAT_SCHEDULE: dict = {
     "pilotchecker-poll-pilots": {

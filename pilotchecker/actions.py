@@ -41,6 +41,7 @@ from .models import (
     Verdict,
     check_site_name,
     hash_token,
+    program_config,
 )
 
 log = logging.getLogger(__name__)
@@ -129,13 +130,15 @@ def do_add_site(
     pilot_interval_minutes: int | None = None,
     pilot_timeout_minutes: int = 30,
     status: str = SiteStatus.TEST,
+    contacts: list[str] | None = None,
     user=None,
 ) -> Site:
     """Register a compute site; refuses (naming the field) a configuration a pilot cannot use.
 
     A new site starts in ``test`` unless told otherwise; the first entry of its history says
-    who added it.
+    who added it. ``contacts`` are user names who may read the site's pilot reports.
     """
+    contact_users = users_named(contacts or [])
     if status not in SiteStatus.values:
         raise InvalidInput(
             f"{status!r} is not a site status ({', '.join(SiteStatus.values)})", where="status"
@@ -157,6 +160,7 @@ def do_add_site(
         if Site.objects.filter(name=name).exists():
             raise Conflict(f"a site named {name!r} already exists", where="name")
         site.save()
+        site.contacts.set(contact_users)
         SiteStatusChange.objects.create(
             site=site,
             new_status=status,
@@ -167,8 +171,25 @@ def do_add_site(
     return site
 
 
+def users_named(names: Any) -> list:
+    """The users called ``names`` (a site's contacts); InvalidInput names one that is unknown."""
+    from django.contrib.auth import get_user_model
+
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise InvalidInput("must be a list of user names", where="contacts")
+    wanted = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    User = get_user_model()
+    found = {u.get_username(): u for u in User.objects.filter(**{"username__in": wanted})}
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise InvalidInput(f"no user named {missing[0]!r}", where="contacts")
+    return [found[n] for n in wanted]
+
+
 def check_update_site(site: Site, *, user=None, **changes: Any) -> Site:
     """Change a site's settings; nothing is saved unless the new configuration is valid."""
+    contacts = changes.pop("contacts", None)
+    contact_users = users_named(contacts) if contacts is not None else None
     unknown = sorted(set(changes) - set(SITE_FIELDS))
     if unknown:
         raise InvalidInput(
@@ -181,8 +202,11 @@ def check_update_site(site: Site, *, user=None, **changes: Any) -> Site:
     except InvalidInput:
         site.refresh_from_db()
         raise
-    if changes:
-        site.save(update_fields=list(changes))
+    with transaction.atomic():
+        if changes:
+            site.save(update_fields=list(changes))
+        if contact_users is not None:
+            site.contacts.set(contact_users)
     return site
 
 
@@ -210,7 +234,7 @@ def do_ensure_demo_site() -> Site:
         "local",
         description="Local processes on the portal's machine",
         submit_params={"time_limit": 10},
-        requirements={"min_work_disk_gb": 1, "paths": ["/tmp"], "commands": ["uname -r"]},
+        requirements={"min_work_disk_gb": 1, "paths": ["/tmp"], "tools": ["python3", "uname"]},
         pilot_timeout_minutes=15,
         status=SiteStatus.ONLINE,
     )
@@ -230,6 +254,10 @@ def adapter_for(site: Site) -> batch.BatchAdapter:
     options: dict[str, Any] = {}
     if site.batch_system == "local":
         options["state_dir"] = Path(settings.PILOT_DIR) / "local-jobs"
+        # Local pilots run on the portal's machine: as an unprivileged user, and never as
+        # a production portal's own user (it can read the portal's secrets).
+        options["run_as"] = settings.DSS_PILOT_USER
+        options["own_user_ok"] = settings.DEBUG
     return batch.get_adapter(site.batch_system, **options)
 
 
@@ -292,7 +320,9 @@ def do_send_pilot(p: Pilot, *, last_attempt: bool = True) -> bool:
         shutil.copyfile(pilot.__file__, script)
         script.chmod(0o755)
         report_url, ping_url = pilot_urls(p.pk)
-        config = dict(p.requirements, report_url=report_url, ping_url=ping_url, token=token)
+        config = dict(
+            program_config(p.requirements), report_url=report_url, ping_url=ping_url, token=token
+        )
         config_path = workdir / "pilot.json"
         config_path.touch(mode=0o600)
         config_path.write_text(json.dumps(config, indent=2))
@@ -671,7 +701,7 @@ def sites_overview() -> list[Site]:
         Site.objects.annotate(
             n_active=Count("pilots", filter=Q(pilots__state__in=PILOT_ACTIVE_STATES)),
             n_pilots=Count("pilots"),
-        )
+        ).prefetch_related("contacts")
     )
     outcomes = recent_outcomes(sites)
     for site in sites:

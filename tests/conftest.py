@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +83,17 @@ def demo_datasets(local_se, storage_root):
     a, _ = actions.check_register_dataset("demo.hzz", local_se, [hzz])
     b, _ = actions.check_register_dataset("demo.zmumu", local_se, [zmm])
     return a, b
+
+
+@pytest.fixture
+def pilots_dir():
+    """A pilot directory that every user may enter, as PILOT_DIR must be: local pilots run as
+    an unprivileged user when the tests run as root (pytest's own temporary folders are
+    private to their owner)."""
+    path = Path(tempfile.mkdtemp(prefix="dss-test-pilots-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _database_url_for_worker() -> str:
