@@ -26,6 +26,31 @@ def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+# Variables that hold secrets (or URLs with passwords). The web and worker processes drop
+# them, and their *_FILE names, from their environment once the settings have read them
+# (``forget_secret_environment``), so no program they start inherits them. A process's
+# /proc/<pid>/environ keeps what it was started with whatever it does later: give secrets as
+# files (SECRET_KEY_FILE, DATABASE_URL_FILE...), so that only the file names are there.
+SECRET_ENVIRONMENT = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "TAGDB_URL",
+    "CELERY_BROKER_URL",
+    "CACHE_URL",
+    "DSS_RUCIO_USERNAME",
+    "DSS_RUCIO_PASSWORD",
+)
+
+
+def forget_secret_environment(environ=os.environ) -> list[str]:
+    """Remove the secret variables and their ``*_FILE`` names from ``environ``; the names
+    removed. Call it once the settings are read (dss.wsgi, the Celery worker and beat)."""
+    names = [n for s in SECRET_ENVIRONMENT for n in (s, f"{s}_FILE") if n in environ]
+    for name in names:
+        del environ[name]
+    return names
+
+
 def envbool(name: str, default: str) -> bool:
     value = (env(name, default) or "").strip().lower()
     if value in ("1", "true", "yes", "on"):
