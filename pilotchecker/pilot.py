@@ -1439,17 +1439,25 @@ def format_report(report):
     return "%s\n%s\n%s\n" % (BEGIN_MARKER, json.dumps(report, indent=2, sort_keys=True), END_MARKER)
 
 
-def extract_report(text):
-    """The last complete report in a batch output file's ``text``, or None."""
+def extract_report_text(text):
+    """The JSON text of the last complete report in a batch output file's ``text``, or None."""
     end = text.rfind(END_MARKER)
     if end < 0:
         return None
     begin = text.rfind(BEGIN_MARKER, 0, end)
     if begin < 0:
         return None
+    return text[begin + len(BEGIN_MARKER):end]
+
+
+def extract_report(text):
+    """The last complete report in a batch output file's ``text``, or None."""
+    found = extract_report_text(text)
+    if found is None:
+        return None
     try:
-        report = json.loads(text[begin + len(BEGIN_MARKER):end])
-    except ValueError:
+        report = json.loads(found)
+    except (ValueError, RecursionError):
         return None
     return report if isinstance(report, dict) else None
 
