@@ -29,8 +29,17 @@ from sqlalchemy.pool import NullPool
 
 from dmu.actions import get_dataset
 from dmu.models import Dataset, File, ReplicaState
-from dss.errors import BadEventFile, Conflict, DSSError, InvalidInput, NotFound, StorageError
+from dss.errors import (
+    BadEventFile,
+    Conflict,
+    DSSError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StorageError,
+)
 from dss.jobs import FINAL_STATES, JobState
+from dss.roles import may_change
 
 from .models import CollectionState, SavedQuery, TagBuild, TagCollection, TagSchema
 from .schema import Schema, auto_schema, compute_tags, load_schema
@@ -582,6 +591,18 @@ def do_cancel_build(build: TagBuild, user: Any = None) -> bool:
         _settle_collection(build.collection, failed=False)
         discard_scratch(build)
     return won
+
+
+def check_cancel_build(build: TagBuild, user: Any) -> bool:
+    """Cancel a build on behalf of ``user``: the build's owner or an admin may; anyone else
+    gets Forbidden and the build goes on."""
+    if not may_change(user, build):
+        raise Forbidden(
+            f"build #{build.pk} belongs to {build.owner or 'nobody'}: only its owner or an "
+            "admin may cancel it",
+            where=f"build {build.pk}",
+        )
+    return do_cancel_build(build, user)
 
 
 def do_publish_build(build: TagBuild) -> bool:
