@@ -283,6 +283,7 @@ def check_submit_skim(
         )
     if output_se is None:
         output_se = dmu_actions.get_storage_element(settings.DSS_SKIM_OUTPUT_SE)
+    dmu_actions.check_may_write(user, output_name, output_se)
     patterns = list(preset.patterns) if preset else [b.strip() for b in branches if b.strip()]
 
     normalised, tree_json = None, None
@@ -696,7 +697,7 @@ def do_retry_skim(skim: SkimJob, user=None) -> SkimJob:
 def do_rerun(record: ProvenanceRecord, user, output_name: str | None = None) -> SkimJob:
     """A new skim from a provenance record: same inputs, selection and options."""
     old = record.skim
-    name = output_name or _rerun_name(old.output_name)
+    name = output_name or _rerun_name(dmu_actions.name_for_user(user, old.output_name))
     inputs = []
     for i in old.inputs.select_related("dataset", "collection", "collection__schema"):
         collection = (

@@ -62,7 +62,10 @@ def storage_root(tmp_path, settings):
 def local_se(db, storage_root):
     from dmu import actions
 
-    return actions.do_add_storage_element("LOCAL", storage_root.as_uri(), "test disk")
+    # the storage element skims write to: open to users' own datasets
+    return actions.do_add_storage_element(
+        "LOCAL", storage_root.as_uri(), "test disk", user_writable=True
+    )
 
 
 def put_file(storage_root: Path, source: Path, rel: str) -> str:

@@ -68,7 +68,7 @@ def test_a_physicist_skims_from_the_command_line_and_an_operator_reruns(portal, 
     assert (
         again["state"] == "succeeded"
         and again["events_written"] == 1413
-        and again["output_name"] == "user.phys.cli_rerun1"
+        and again["output_name"] == "user.oper.cli_rerun1"
     )
 
 
