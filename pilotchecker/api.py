@@ -12,7 +12,7 @@ from drf_spectacular.utils import (
     extend_schema_field,
     inline_serializer,
 )
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import generics, permissions, serializers, status, throttling
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -212,11 +212,17 @@ WRITE = [permissions.IsAuthenticated, ChangesNeedPermission]
 # ---------------------------------------------------------------- what pilots call
 
 
+# Pilots of a whole cluster may come from one address (NAT): they have a rate of their own.
+PILOT_THROTTLES = [throttling.ScopedRateThrottle]
+
+
 class Ping(APIView):
     """The portal's clock, for pilots to measure their offset and prove outbound access."""
 
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
+    throttle_classes = PILOT_THROTTLES
+    throttle_scope = "pilot"
 
     @extend_schema(
         responses=inline_serializer(
@@ -236,6 +242,8 @@ class PilotReport(APIView):
 
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
+    throttle_classes = PILOT_THROTTLES
+    throttle_scope = "pilot"
 
     @extend_schema(
         request={"application/json": {"type": "object"}},

@@ -30,6 +30,22 @@ def make_user(username: str, roles: list[str]):
     return user
 
 
+def api_token(user, name: str = "tests") -> str:
+    """A new API token's key for ``user``, as /account/ makes one."""
+    from dss.tokens import do_issue_token
+
+    return do_issue_token(user, name).key
+
+
+@pytest.fixture(autouse=True)
+def _fresh_request_counts():
+    """Each test starts with no API request counted against anyone (throttling): the counts
+    live in the process's cache, which outlives a test."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def physicist(db):
     return make_user("phys", ["physicist"])

@@ -13,12 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from dmu import actions
 from dmu.models import Dataset, Replica
 from dmu.storage import deterministic_path
-from tests.conftest import HZZ, ROOT, ZMUMU
+from tests.conftest import HZZ, ROOT, ZMUMU, api_token
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def portal(live_server, siteadmin, storage_root, xrootd_server, tmp_path):
     actions.do_add_storage_element(
         "XRD", xrootd_server.se_url(f"cli-{uuid.uuid4().hex[:8]}"), "XRootD on loopback"
     )
-    token = Token.objects.create(user=siteadmin).key
+    token = api_token(siteadmin)
     return live_server.url, token
 
 

@@ -213,10 +213,11 @@ def test_the_poller_keeps_a_report_whose_output_holds_a_nul_written_out(fake_bat
 
     (p,) = send(site)
     report = a_report()
-    report["checks"].append(
+    report["checks"] = [
+        *report["checks"],
         {"name": "commands", "status": "pass", "code": "ok", "message": "x exited with 0",
-         "value": {"output": ["a\x00b", "\udcff"]}, "threshold": "x"}
-    )  # fmt: skip
+         "value": {"output": ["a\x00b", "\udcff"]}, "threshold": "x"},
+    ]  # fmt: skip
     # The pilot's post was refused; the job printed the report and raw NULs on its logs.
     fake_batch.end(
         p.batch_job_id,

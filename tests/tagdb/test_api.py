@@ -19,10 +19,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def api(physicist) -> APIClient:
-    from rest_framework.authtoken.models import Token
+    from tests.conftest import api_token
 
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=physicist).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(physicist)}")
     return client
 
 
