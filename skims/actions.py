@@ -35,6 +35,7 @@ from dmu.storage import deterministic_path
 from dmu.transfer import copy
 from dss.errors import ChecksumMismatch, Conflict, DSSError, InvalidInput, NotFound, StorageError
 from dss.jobs import JobState
+from dss.roles import may_change
 from tagdb.actions import check_selection, get_store
 from tagdb.models import CollectionState, TagCollection
 from tagdb.schema import auto_schema, builtin_schemas, compute_tags
@@ -96,10 +97,10 @@ def get_skim_for_user(pk: int, user) -> SkimJob:
 
 
 def _may_change(skim: SkimJob, user) -> None:
-    if user is not None and not (user.is_superuser or skim.owner_id == user.pk):
+    if user is not None and not may_change(user, skim):
         from django.core.exceptions import PermissionDenied
 
-        raise PermissionDenied("only the skim's owner may change it")
+        raise PermissionDenied("only the skim's owner or an admin may change it")
 
 
 def _scan_schema(file: File):
