@@ -304,6 +304,43 @@ def test_a_work_directory_the_job_user_cannot_enter_is_refused(local, tmp_path):
     assert err.value.where == "workdir"
 
 
+NOT_ROOT_SUBMITS = """
+import sys, tempfile, os
+sys.path.insert(0, os.getcwd())
+from pilotchecker.batch import LocalAdapter, BatchError
+folder = tempfile.mkdtemp()
+with open(os.path.join(folder, "x.sh"), "w") as handle:
+    handle.write("#!/bin/sh\\ntrue\\n")
+adapter = LocalAdapter(state_dir=os.path.join(folder, "state"), own_user_ok=sys.argv[1] == "ok")
+try:
+    adapter.submit(os.path.join(folder, "x.sh"), folder, {})
+    print("started")
+except BatchError as e:
+    print("refused:", e)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+@pytest.mark.parametrize(("own_user_ok", "answer"), [("no", "refused: "), ("ok", "started")])
+def test_a_worker_that_is_not_root_runs_local_jobs_as_itself_only_when_allowed(own_user_ok, answer):
+    # a portal process that is not root (here: nobody, with the system's Python)
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    done = subprocess.run(
+        [python, "-c", NOT_ROOT_SUBMITS, own_user_ok],
+        user="nobody",
+        extra_groups=[],
+        cwd=Path(__file__).resolve().parents[2],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.stdout.startswith(answer), done.stderr
+    if answer.startswith("refused"):
+        assert "can read its secrets" in done.stdout
+
+
 @pytest.mark.parametrize("name", ["LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "BASH_ENV"])
 def test_a_site_cannot_set_variables_that_load_code(name):
     with pytest.raises(InvalidInput, match="cannot be set") as err:

@@ -195,6 +195,17 @@ def test_the_login_page_locks_a_user_name_out_after_repeated_failures(physicist,
     assert ok.status_code == 302
 
 
+def test_a_right_password_resets_the_count_of_failures(physicist, settings):
+    c = Client()
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
+        wrong_login(c)
+    assert c.post("/login/", {"username": "phys", "password": "phys-pw"}).status_code == 302
+
+    answers = [wrong_login(Client()).status_code for _ in range(settings.AXES_FAILURE_LIMIT - 1)]
+
+    assert answers == [200] * (settings.AXES_FAILURE_LIMIT - 1)
+
+
 def test_the_token_endpoint_locks_out_after_repeated_wrong_passwords(physicist, settings):
     c = APIClient()
     answers = [
