@@ -139,7 +139,7 @@ def setup_portal(var: Path, storage: Path, rels: list[str]):
     from tagdb import actions as tag_actions
     from tagdb.models import TagSchema
 
-    se = dmu_actions.do_add_storage_element("LOCAL", storage.as_uri())
+    se = dmu_actions.do_add_storage_element("LOCAL", storage.as_uri(), user_writable=True)
     t = time.perf_counter()
     dataset, _ = dmu_actions.check_register_dataset("bench.synth", se, rels)
     register_s = time.perf_counter() - t

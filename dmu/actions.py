@@ -15,8 +15,9 @@ from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from dss import failpoints, leases
-from dss.errors import Conflict, DSSError, InvalidInput, NotFound
+from dss.errors import Conflict, DSSError, Forbidden, InvalidInput, NotFound
 from dss.jobs import JobState
+from dss.roles import is_admin
 
 from . import transfer as engine
 from .checksum import file_checksum
@@ -32,7 +33,7 @@ from .models import (
     TransferFile,
     TransferFileState,
 )
-from .names import check_dataset_name, check_se_name
+from .names import check_dataset_name, check_se_name, scope_of
 from .storage import StorageEndpoint, deterministic_path, safe_relpath
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,11 @@ def search_datasets(query: str = ""):
     return qs
 
 
-def do_add_storage_element(name: str, url: str, description: str = "") -> StorageElement:
-    """Create a storage element, or return the existing one if it has the same URL."""
+def do_add_storage_element(
+    name: str, url: str, description: str = "", *, user_writable: bool = False
+) -> StorageElement:
+    """Create a storage element, or return the existing one if it has the same URL.
+    ``user_writable``: physicists may write their own datasets there (see check_may_write)."""
     check_se_name(name)
     scheme = urlparse(url).scheme
     if scheme not in ("file", "root", "https", "http"):
@@ -91,11 +95,69 @@ def do_add_storage_element(name: str, url: str, description: str = "") -> Storag
             f"unsupported storage URL {url!r}: use file://, root:// or https://", where="url"
         )
     se, created = StorageElement.objects.get_or_create(
-        name=name, defaults={"url": url.rstrip("/"), "description": description}
+        name=name,
+        defaults={
+            "url": url.rstrip("/"),
+            "description": description,
+            "user_writable": user_writable,
+        },
     )
     if not created and se.url != url.rstrip("/"):
         raise Conflict(f"storage element {name!r} already exists with URL {se.url}", where=name)
     return se
+
+
+def user_scope_prefix(user) -> str:
+    """The dataset names a user writes: ``user.<username>.``, as Rucio's user scopes."""
+    return f"user.{user.get_username()}."
+
+
+def name_for_user(user, dataset_name: str) -> str:
+    """``dataset_name`` moved into ``user``'s own scope unless they may write it as it is:
+    ``user.alice.dimuon`` re-run by bob becomes ``user.bob.dimuon``."""
+    if user is None or is_admin(user) or dataset_name.startswith(user_scope_prefix(user)):
+        return dataset_name
+    scope, _, rest = dataset_name.partition(".")
+    if scope == "user":
+        rest = rest.partition(".")[2] or rest
+    return user_scope_prefix(user) + rest
+
+
+def check_may_write(user, dataset_name: str, se: StorageElement, paths: Iterable[str] = ()) -> None:
+    """Forbidden unless ``user`` may write dataset ``dataset_name`` on ``se``.
+
+    Admins (and admin commands, which act without a user) write anywhere; everyone else
+    writes only datasets named ``user.<username>.*``, only on storage elements marked
+    ``user_writable``, and registers only files at the place ``dmu put`` puts them
+    (``paths``: the dataset scope's deterministic path of each file's name). Skim outputs
+    and ``dmu put`` registrations obey this rule.
+    """
+    if user is None or is_admin(user):
+        return
+    prefix = user_scope_prefix(user)
+    if not dataset_name.startswith(prefix) or len(dataset_name) == len(prefix):
+        raise Forbidden(
+            f"{dataset_name!r} is outside your scope: name your datasets {prefix}<name>",
+            where="dataset name",
+        )
+    if not se.user_writable:
+        open_ses = ", ".join(
+            StorageElement.objects.filter(user_writable=True).values_list("name", flat=True)
+        )
+        raise Forbidden(
+            f"storage element {se.name} is not open to users' datasets "
+            f"(those that are: {open_ses or 'none'})",
+            where="storage element",
+        )
+    for path in paths:
+        rel = relative_path(se, path)
+        expected = deterministic_path(scope_of(dataset_name), rel.rsplit("/", 1)[-1])
+        if rel != expected:
+            raise Forbidden(
+                f"{rel} is not where your dataset's files go ({expected}, as dmu put "
+                "places them): only admins register other files",
+                where=path,
+            )
 
 
 def relative_path(se: StorageElement, path: str) -> str:

@@ -14,7 +14,7 @@ from .models import (
 
 @admin.register(StorageElement)
 class StorageElementAdmin(admin.ModelAdmin):
-    list_display = ["name", "url", "description"]
+    list_display = ["name", "url", "user_writable", "description"]
     search_fields = ["name", "url"]
 
 

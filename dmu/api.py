@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from dss.api import validated
 from dss.errors import NotFound
+from dss.roles import PHYSICIST, roles_of
 
 from . import actions, catalogs
 from .models import (
@@ -27,7 +28,7 @@ from .models import (
 class StorageElementSerializer(serializers.ModelSerializer):
     class Meta:
         model = StorageElement
-        fields = ["name", "url", "description"]
+        fields = ["name", "url", "description", "user_writable"]
 
 
 class ReplicaSerializer(serializers.ModelSerializer):
@@ -119,6 +120,15 @@ class CanRegister(permissions.BasePermission):
         return request.user.has_perm("dmu.add_dataset")
 
 
+class CanRegisterOwn(CanRegister):
+    """Admins register anything; physicists their own datasets (``check_may_write``)."""
+
+    message = "registering datasets needs the admin role (or, for your own, the physicist role)"
+
+    def has_permission(self, request, view):
+        return super().has_permission(request, view) or PHYSICIST in roles_of(request.user)
+
+
 class DatasetList(generics.ListAPIView):
     """Datasets with their totals; `?q=` searches names and descriptions."""
 
@@ -153,7 +163,7 @@ class StorageElementList(generics.ListAPIView):
 class RegisterDataset(APIView):
     """Register ROOT files already on a storage element as (part of) a dataset."""
 
-    permission_classes = [permissions.IsAuthenticated, CanRegister]
+    permission_classes = [permissions.IsAuthenticated, CanRegisterOwn]
 
     @extend_schema(
         request=RegisterSerializer,
@@ -162,6 +172,8 @@ class RegisterDataset(APIView):
     def post(self, request):
         d = validated(RegisterSerializer, request.data)
         se = actions.get_storage_element(d["storage_element"])
+        # a physicist's `dmu put` writes only user.<name>.* on storage open to users
+        actions.check_may_write(request.user, d["dataset"], se, d["paths"])
         if not d["wait"]:
             with transaction.atomic():
                 job = actions.do_enqueue_registration(

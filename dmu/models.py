@@ -38,6 +38,12 @@ class StorageElement(models.Model):
         max_length=500, help_text="file:///path, root://host:port//path or https://…"
     )
     description = models.CharField(max_length=200, blank=True)
+    user_writable = models.BooleanField(
+        "users may write here",
+        default=False,
+        help_text="physicists may write datasets of their own scope (user.<name>.*) here; "
+        "only admins write to other storage elements",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -1,13 +1,20 @@
 """The REST edge shared by every app: domain errors become JSON bodies with a fitting
-status, and bad request data becomes InvalidInput naming its field."""
+status, and bad request data becomes InvalidInput naming its field; and the API tokens'
+own endpoints."""
 
 from __future__ import annotations
 
-from rest_framework import serializers, status
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema
+from rest_framework import permissions, serializers, status
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from . import tokens
 from .errors import Conflict, DSSError, Forbidden, InvalidInput, NotFound, StorageError
+from .models import ApiToken
+from .views import locked_out
 
 STATUS_OF = [
     (NotFound, status.HTTP_404_NOT_FOUND),
@@ -54,3 +61,104 @@ def validated(serializer_class: type[serializers.Serializer], data, **kwargs) ->
     if not s.is_valid():
         raise invalid_input(s.errors)
     return s.validated_data
+
+
+# --------------------------------------------------------------------------- API tokens
+
+
+class TokenSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ApiToken
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+            "revoked_at",
+            "revoked_reason",
+        ]
+
+
+class IssuedTokenSerializer(TokenSerializer):
+    token = serializers.CharField(help_text="the key: shown this once, never again")
+
+    class Meta(TokenSerializer.Meta):
+        fields = ["token", *TokenSerializer.Meta.fields]
+
+
+class NewTokenSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, default="command line")
+    days = serializers.IntegerField(required=False, help_text="default DSS_TOKEN_DAYS")
+
+
+class PasswordSerializer(NewTokenSerializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=4096, trim_whitespace=False)
+
+
+def issued_answer(issued: tokens.IssuedToken) -> Response:
+    body = TokenSerializer(issued.token).data
+    return Response({"token": issued.key, **body}, status=status.HTTP_201_CREATED)
+
+
+class ObtainToken(APIView):
+    """A new named token for a user name and password (what ``dss login`` scripts do).
+
+    Throttled (scope ``token``) and counted by the login lockout: after
+    DSS_LOGIN_FAILURE_LIMIT wrong passwords for a user name from one address, 429 until
+    the lockout ends.
+    """
+
+    authentication_classes: list = []
+    permission_classes = [permissions.AllowAny]
+    throttle_scope = "token"
+
+    @extend_schema(request=PasswordSerializer, responses={201: IssuedTokenSerializer})
+    def post(self, request):
+        d = validated(PasswordSerializer, request.data)
+        # The Django request: the lockout (django-axes) reads and marks it.
+        user = authenticate(request._request, username=d["username"], password=d["password"])
+        if user is None:
+            if getattr(request._request, "axes_locked_out", False):
+                return locked_out(request._request)
+            # 400, as rest_framework's token view answered: the command lines expect it
+            raise InvalidInput("wrong user name or password", where="password")
+        return issued_answer(tokens.do_issue_token(user, d["name"], d.get("days")))
+
+
+class TokenList(APIView):
+    """Your tokens (never their keys); POST makes a new one and answers its key once."""
+
+    throttle_scope = "token"
+
+    @extend_schema(responses=TokenSerializer(many=True))
+    def get(self, request):
+        rows = ApiToken.objects.filter(user=request.user)
+        return Response(TokenSerializer(rows, many=True).data)
+
+    @extend_schema(request=NewTokenSerializer, responses={201: IssuedTokenSerializer})
+    def post(self, request):
+        d = validated(NewTokenSerializer, request.data)
+        return issued_answer(tokens.do_issue_token(request.user, d["name"], d.get("days")))
+
+
+class TokenRotate(APIView):
+    """A new key for one of your tokens (same name); the old key stops at once."""
+
+    throttle_scope = "token"
+
+    @extend_schema(request=None, responses={201: IssuedTokenSerializer})
+    def post(self, request, pk: int):
+        return issued_answer(tokens.do_rotate_token(tokens.get_token_for_user(request.user, pk)))
+
+
+class TokenRevoke(APIView):
+    """Stop one of your tokens at once."""
+
+    @extend_schema(request=None, responses=TokenSerializer)
+    def post(self, request, pk: int):
+        token = tokens.get_token_for_user(request.user, pk)
+        tokens.do_revoke_token(token)
+        return Response(TokenSerializer(token).data)

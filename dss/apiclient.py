@@ -29,6 +29,7 @@ from dss.errors import (
     ChecksumMismatch,
     Conflict,
     DSSError,
+    Forbidden,
     InvalidInput,
     NotFound,
     StorageError,
@@ -194,6 +195,9 @@ def error_from_response(response: requests.Response) -> DSSError:
             f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in body.items()
         )
     where = str(body.get("where") or "")
+    if status == 403 and code == "forbidden":
+        # the portal's own refusal, naming what: not a problem with the token
+        return Forbidden(str(detail), where=where)
     if status in (401, 403):
         return PortalError(
             f"{detail} (check the API token: --token, DSS_TOKEN or {config_path()})",

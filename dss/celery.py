@@ -5,7 +5,7 @@ import signal
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import beat_init, worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dss.settings")
 
@@ -24,6 +24,19 @@ def _prepare_embedded_broker() -> None:
 
 
 _prepare_embedded_broker()
+
+
+@worker_init.connect
+@beat_init.connect
+def _forget_secret_environment(**kwargs) -> None:
+    """The worker and beat have read their settings: the pool processes they fork and any
+    program those start (batch commands, local pilots) do not inherit the secrets."""
+    from django.conf import settings
+
+    settings.INSTALLED_APPS  # noqa: B018 - read the settings before their variables go
+    from dss.settings import forget_secret_environment
+
+    forget_secret_environment()
 
 
 @worker_process_init.connect

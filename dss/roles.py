@@ -57,3 +57,15 @@ def roles_of(user) -> set[str]:
     if user.is_superuser:
         return set(ROLE_PERMISSIONS)
     return set(user.groups.filter(name__in=ROLE_PERMISSIONS).values_list("name", flat=True))
+
+
+def is_admin(user) -> bool:
+    """Whether ``user`` holds the admin role (a superuser holds every role)."""
+    return bool(user is not None and user.is_authenticated and ADMIN in roles_of(user))
+
+
+def may_change(user, job) -> bool:
+    """Whether ``user`` may change (cancel) ``job``: its owner, or an admin."""
+    if user is None or not user.is_authenticated:
+        return False
+    return job.owner_id == user.pk or is_admin(user)

@@ -8,7 +8,9 @@ DSS_STORAGE_ROOT, SECRET_KEY, DEBUG=0 and ALLOWED_HOSTS.
 
 from __future__ import annotations
 
+import json
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -23,6 +25,31 @@ def env(name: str, default: str | None = None) -> str | None:
     if file_name:
         return Path(file_name).read_text().strip()
     return os.environ.get(name, default)
+
+
+# Variables that hold secrets (or URLs with passwords). The web and worker processes drop
+# them, and their *_FILE names, from their environment once the settings have read them
+# (``forget_secret_environment``), so no program they start inherits them. A process's
+# /proc/<pid>/environ keeps what it was started with whatever it does later: give secrets as
+# files (SECRET_KEY_FILE, DATABASE_URL_FILE...), so that only the file names are there.
+SECRET_ENVIRONMENT = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "TAGDB_URL",
+    "CELERY_BROKER_URL",
+    "CACHE_URL",
+    "DSS_RUCIO_USERNAME",
+    "DSS_RUCIO_PASSWORD",
+)
+
+
+def forget_secret_environment(environ=os.environ) -> list[str]:
+    """Remove the secret variables and their ``*_FILE`` names from ``environ``; the names
+    removed. Call it once the settings are read (dss.wsgi, the Celery worker and beat)."""
+    names = [n for s in SECRET_ENVIRONMENT for n in (s, f"{s}_FILE") if n in environ]
+    for name in names:
+        del environ[name]
+    return names
 
 
 def envbool(name: str, default: str) -> bool:
@@ -48,6 +75,14 @@ def envfloat(name: str, default: str) -> float:
         return float(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+
+
+def envjson(name: str, default: str):
+    value = env(name, default) or default
+    try:
+        return json.loads(value)
+    except ValueError as e:
+        raise ImproperlyConfigured(f"{name} is not JSON: {e}") from None
 
 
 def envlist(name: str, default: str) -> list[str]:
@@ -76,10 +111,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "axes",
     "dss.apps.DssConfig",
     "dmu.apps.DmuConfig",
     "tagdb.apps.TagdbConfig",
@@ -98,6 +133,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: answers a locked-out login with its own page (see AXES_* below).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "dss.urls"
@@ -134,6 +171,23 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The test database is a file too, so that a real worker process can share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-portal.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Failed logins are counted per user name and address (django-axes): after
+# DSS_LOGIN_FAILURE_LIMIT failures in a row that pair is locked out for
+# DSS_LOGIN_LOCKOUT_MINUTES, on the login page and the token endpoint alike.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("DSS_LOGIN_FAILURE_LIMIT", "5")
+AXES_COOLOFF_TIME = timedelta(minutes=envint("DSS_LOGIN_LOCKOUT_MINUTES", "15"))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "dss.views.locked_out"
+AXES_VERBOSE = False
+# API tokens (dss/tokens.py): how long a new one lasts unless its owner says, and at most.
+DSS_TOKEN_DAYS = envint("DSS_TOKEN_DAYS", "90")
+DSS_TOKEN_MAX_DAYS = envint("DSS_TOKEN_MAX_DAYS", "365")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -176,12 +230,34 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
 
-# REST API: session auth for the browser, tokens for the command line.
+# The cache holds the API's request counts (throttling): shared by every process when
+# CACHE_URL names a Redis server, per process otherwise.
+CACHE_URL = env("CACHE_URL", "")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+
+# REST API: session auth for the browser, tokens for the command line. Every caller has a
+# request rate (per user, or per address when anonymous); obtaining a token with a password
+# has a low one of its own.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "dss.tokens.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env("DSS_API_RATE_ANON", "120/min"),
+        "user": env("DSS_API_RATE_USER", "1200/min"),
+        "token": env("DSS_API_RATE_TOKEN", "10/min"),
+        "pilot": env("DSS_API_RATE_PILOT", "600/min"),
+    },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -241,6 +317,23 @@ CELERY_TASK_DEFAULT_QUEUE = env("DSS_CELERY_QUEUE", "dss")
 PILOT_DIR = Path(env("PILOT_DIR", str(VAR_DIR / "pilots")))
 PILOT_REPORT_MAX_BYTES = envint("PILOT_REPORT_MAX_BYTES", "262144")
 PILOT_POLL_SECONDS = envint("PILOT_POLL_SECONDS", "10")
+# The commands a site may ask its pilots to run, by name: a JSON object of name -> argv list,
+# e.g. {"gcc": ["gcc", "--version"], "root-config": ["/opt/root/bin/root-config", "--version"]}.
+# Sites choose among these names; what runs is only ever what the deployment wrote here.
+DSS_PILOT_COMMANDS = envjson("DSS_PILOT_COMMANDS", "{}")
+_bad_commands = [
+    name
+    for name, argv in (DSS_PILOT_COMMANDS.items() if isinstance(DSS_PILOT_COMMANDS, dict) else [])
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) and a for a in argv))
+]
+if not isinstance(DSS_PILOT_COMMANDS, dict) or _bad_commands:
+    raise ImproperlyConfigured(
+        "DSS_PILOT_COMMANDS must be a JSON object of name: [argv, ...]"
+        + (f" (bad: {', '.join(_bad_commands)})" if _bad_commands else "")
+    )
+# Local pilots (the `local` batch system runs them on this machine) run as this user when the
+# worker runs as root; they start with a clean environment either way.
+DSS_PILOT_USER = env("DSS_PILOT_USER", "nobody")
 # Periodic work (celery beat): each app adds its entries here.
 CELERY_BEAT_SCHEDULE: dict = {
     "pilotchecker-poll-pilots": {

@@ -4,7 +4,6 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from dmu.urls import api_urlpatterns as dmu_api
 from pilotchecker.urls import api_urlpatterns as pilot_api
@@ -12,7 +11,7 @@ from skims.urls import api_urlpatterns as skim_api
 from skims.views import home
 from tagdb.urls import api_urlpatterns as tag_api
 
-from . import views
+from . import api, views
 
 api_patterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -27,7 +26,10 @@ api_patterns = [
         login_required(SpectacularRedocView.as_view(url_name="api-schema")),
         name="api-redoc",
     ),
-    path("token/", obtain_auth_token, name="api-token"),
+    path("token/", api.ObtainToken.as_view(), name="api-token"),
+    path("tokens/", api.TokenList.as_view(), name="api-tokens"),
+    path("tokens/<int:pk>/rotate/", api.TokenRotate.as_view(), name="api-token-rotate"),
+    path("tokens/<int:pk>/revoke/", api.TokenRevoke.as_view(), name="api-token-revoke"),
     *skim_api,
     *dmu_api,
     *tag_api,
@@ -44,7 +46,9 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("account/", views.account, name="account"),
-    path("account/token/", views.new_token, name="new_token"),
+    path("account/tokens/", views.token_create, name="token_create"),
+    path("account/tokens/<int:pk>/rotate/", views.token_rotate, name="token_rotate"),
+    path("account/tokens/<int:pk>/revoke/", views.token_revoke, name="token_revoke"),
     path("admin/", admin.site.urls),
     path("api/", include(api_patterns)),
     path("", include("dmu.urls")),

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import re
 import secrets
 import shutil
 from collections import defaultdict
@@ -41,6 +44,7 @@ from .models import (
     Verdict,
     check_site_name,
     hash_token,
+    program_config,
 )
 
 log = logging.getLogger(__name__)
@@ -129,13 +133,15 @@ def do_add_site(
     pilot_interval_minutes: int | None = None,
     pilot_timeout_minutes: int = 30,
     status: str = SiteStatus.TEST,
+    contacts: list[str] | None = None,
     user=None,
 ) -> Site:
     """Register a compute site; refuses (naming the field) a configuration a pilot cannot use.
 
     A new site starts in ``test`` unless told otherwise; the first entry of its history says
-    who added it.
+    who added it. ``contacts`` are user names who may read the site's pilot reports.
     """
+    contact_users = users_named(contacts or [])
     if status not in SiteStatus.values:
         raise InvalidInput(
             f"{status!r} is not a site status ({', '.join(SiteStatus.values)})", where="status"
@@ -157,6 +163,7 @@ def do_add_site(
         if Site.objects.filter(name=name).exists():
             raise Conflict(f"a site named {name!r} already exists", where="name")
         site.save()
+        site.contacts.set(contact_users)
         SiteStatusChange.objects.create(
             site=site,
             new_status=status,
@@ -167,8 +174,25 @@ def do_add_site(
     return site
 
 
+def users_named(names: Any) -> list:
+    """The users called ``names`` (a site's contacts); InvalidInput names one that is unknown."""
+    from django.contrib.auth import get_user_model
+
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+        raise InvalidInput("must be a list of user names", where="contacts")
+    wanted = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+    User = get_user_model()
+    found = {u.get_username(): u for u in User.objects.filter(**{"username__in": wanted})}
+    missing = [n for n in wanted if n not in found]
+    if missing:
+        raise InvalidInput(f"no user named {missing[0]!r}", where="contacts")
+    return [found[n] for n in wanted]
+
+
 def check_update_site(site: Site, *, user=None, **changes: Any) -> Site:
     """Change a site's settings; nothing is saved unless the new configuration is valid."""
+    contacts = changes.pop("contacts", None)
+    contact_users = users_named(contacts) if contacts is not None else None
     unknown = sorted(set(changes) - set(SITE_FIELDS))
     if unknown:
         raise InvalidInput(
@@ -181,8 +205,11 @@ def check_update_site(site: Site, *, user=None, **changes: Any) -> Site:
     except InvalidInput:
         site.refresh_from_db()
         raise
-    if changes:
-        site.save(update_fields=list(changes))
+    with transaction.atomic():
+        if changes:
+            site.save(update_fields=list(changes))
+        if contact_users is not None:
+            site.contacts.set(contact_users)
     return site
 
 
@@ -210,7 +237,7 @@ def do_ensure_demo_site() -> Site:
         "local",
         description="Local processes on the portal's machine",
         submit_params={"time_limit": 10},
-        requirements={"min_work_disk_gb": 1, "paths": ["/tmp"], "commands": ["uname -r"]},
+        requirements={"min_work_disk_gb": 1, "paths": ["/tmp"], "tools": ["python3", "uname"]},
         pilot_timeout_minutes=15,
         status=SiteStatus.ONLINE,
     )
@@ -230,6 +257,10 @@ def adapter_for(site: Site) -> batch.BatchAdapter:
     options: dict[str, Any] = {}
     if site.batch_system == "local":
         options["state_dir"] = Path(settings.PILOT_DIR) / "local-jobs"
+        # Local pilots run on the portal's machine: as an unprivileged user, and never as
+        # a production portal's own user (it can read the portal's secrets).
+        options["run_as"] = settings.DSS_PILOT_USER
+        options["own_user_ok"] = settings.DEBUG
     return batch.get_adapter(site.batch_system, **options)
 
 
@@ -292,7 +323,9 @@ def do_send_pilot(p: Pilot, *, last_attempt: bool = True) -> bool:
         shutil.copyfile(pilot.__file__, script)
         script.chmod(0o755)
         report_url, ping_url = pilot_urls(p.pk)
-        config = dict(p.requirements, report_url=report_url, ping_url=ping_url, token=token)
+        config = dict(
+            program_config(p.requirements), report_url=report_url, ping_url=ping_url, token=token
+        )
         config_path = workdir / "pilot.json"
         config_path.touch(mode=0o600)
         config_path.write_text(json.dumps(config, indent=2))
@@ -347,21 +380,92 @@ def do_fail_pilot(p: Pilot, message: str) -> None:
 # ---------------------------------------------------------------- reports
 
 
-def parse_report(body: bytes) -> dict:
-    """A report body as a dict, or InvalidInput naming what is wrong and where."""
+# How deeply a report's JSON may nest: the pilot's own reports nest five levels.
+REPORT_MAX_DEPTH = 32
+# Text PostgreSQL cannot store: NUL, and halves of UTF-16 surrogate pairs standing alone.
+UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _escape_unstorable(text: str) -> str:
+    return UNSTORABLE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _checked_json(value: Any, *, escape: bool, path: str = "", depth: int = 0) -> Any:
+    """``value`` with every string storable; InvalidInput (or, with ``escape``, a written-out
+    escape) for NUL and lone surrogates, InvalidInput for nesting deeper than the limit."""
+    if depth > REPORT_MAX_DEPTH:
+        raise InvalidInput(f"nested deeper than {REPORT_MAX_DEPTH} levels", where=path or "body")
+    if isinstance(value, str):
+        if UNSTORABLE_RE.search(value):
+            if not escape:
+                raise InvalidInput(
+                    "text holds a NUL character or a lone UTF-16 surrogate", where=path or "body"
+                )
+            return _escape_unstorable(value)
+        return value
+    if isinstance(value, list):
+        return [
+            _checked_json(v, escape=escape, path=f"{path}[{i}]", depth=depth + 1)
+            for i, v in enumerate(value)
+        ]
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            where = f"{path}.{k}" if path else k
+            key = _checked_json(k, escape=escape, path=_escape_unstorable(where), depth=depth)
+            out[key] = _checked_json(
+                v, escape=escape, path=_escape_unstorable(where), depth=depth + 1
+            )
+        return out
+    return value
+
+
+def _strict_json(text: str, *, escape: bool) -> Any:
+    """JSON as RFC 8259 has it: no NaN or Infinity, no number too large for a double (or, with
+    ``escape``, such numbers kept as their text)."""
+
+    def constant(name: str):
+        if escape:
+            return name
+        raise InvalidInput(f"{name} is not a JSON number", where="body")
+
+    def number(literal: str):
+        value = float(literal)
+        if math.isinf(value):
+            if escape:
+                return literal
+            raise InvalidInput(f"the number {literal[:40]} is out of range", where="body")
+        return value
+
+    try:
+        return json.loads(text, parse_constant=constant, parse_float=number)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(
+            f"not JSON: {e.msg}", where=f"line {e.lineno} column {e.colno}"
+        ) from None
+    except RecursionError:
+        raise InvalidInput(f"nested deeper than {REPORT_MAX_DEPTH} levels", where="body") from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise InvalidInput(f"not a usable JSON number: {e}", where="body") from None
+
+
+def parse_report(body: bytes, *, recovered: bool = False) -> dict:
+    """A report body as a dict, or InvalidInput naming what is wrong and where.
+
+    A posted report must be storable as it is (no NUL, no lone surrogate, no NaN, no
+    infinite number, at most ``REPORT_MAX_DEPTH`` levels deep). A report ``recovered`` from
+    the job's output keeps such text written out as escapes instead: it is all there is.
+    """
     limit = settings.PILOT_REPORT_MAX_BYTES
     if len(body) > limit:
         raise InvalidInput(
             f"the report is {len(body)} bytes; at most {limit} are accepted", where="body"
         )
     try:
-        report = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InvalidInput(f"not UTF-8 text: {e.reason}", where=f"byte {e.start}") from None
-    except json.JSONDecodeError as e:
-        raise InvalidInput(
-            f"not JSON: {e.msg}", where=f"line {e.lineno} column {e.colno}"
-        ) from None
+    report = _checked_json(_strict_json(text, escape=recovered), escape=recovered)
     if not isinstance(report, dict):
         raise InvalidInput("the report must be a JSON object", where="body")
     checks = report.get("checks")
@@ -430,14 +534,16 @@ def check_receive_report(pilot_id: int, token: str, body: bytes) -> Pilot:
 def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
     """The last ``limit`` bytes of a log file as text ('' when there is no file)."""
     try:
-        with open(path, "rb") as handle:
+        # Never through a link: a job could have put one where its log was.
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
             handle.seek(0, 2)
             size = handle.tell()
             handle.seek(max(0, size - limit))
             data = handle.read()
     except OSError:
         return ""
-    text = data.decode("utf-8", "replace")
+    # A NUL cannot be stored in a text column: written out, like the pilot does.
+    text = data.decode("utf-8", "replace").replace("\x00", "\\x00")
     if size > limit:
         text = f"[… {size - limit} earlier bytes not shown]\n" + text.split("\n", 1)[-1]
     return text
@@ -486,10 +592,11 @@ def _follow(p: Pilot, status: batch.BatchStatus, adapter: batch.BatchAdapter) ->
         if out_path is not None:
             # The pilot prints its report before posting it: recover it when the post failed.
             report_text = read_tail(out_path, 2 * settings.PILOT_REPORT_MAX_BYTES)
-            found = pilot.extract_report(report_text)
+            found = pilot.extract_report_text(report_text)
             if found is not None:
                 try:
-                    report = parse_report(json.dumps(found).encode())
+                    # recovered: what a database cannot store is kept as written-out escapes
+                    report = parse_report(found.encode(), recovered=True)
                 except InvalidInput as e:
                     log.warning("pilot %s printed an unusable report: %s", p.pk, e)
         with transaction.atomic():
@@ -532,9 +639,17 @@ def do_poll_pilots() -> int:
             continue
         for p in pilots:
             status = statuses.get(p.batch_job_id)
-            if status is not None:
+            if status is None:
+                continue
+            try:
                 _follow(p, status, adapter)
-                seen += 1
+            except Exception as e:
+                # One pilot's trouble must not stop the others being followed; a pilot whose
+                # job ended is not left open with its outcome unrecorded.
+                log.exception("following pilot %s failed", p.pk)
+                if status.final:
+                    do_fail_pilot(p, f"its outcome could not be recorded: {type(e).__name__}: {e}")
+            seen += 1
     return seen
 
 
@@ -671,7 +786,7 @@ def sites_overview() -> list[Site]:
         Site.objects.annotate(
             n_active=Count("pilots", filter=Q(pilots__state__in=PILOT_ACTIVE_STATES)),
             n_pilots=Count("pilots"),
-        )
+        ).prefetch_related("contacts")
     )
     outcomes = recent_outcomes(sites)
     for site in sites:

@@ -12,7 +12,7 @@ from drf_spectacular.utils import (
     extend_schema_field,
     inline_serializer,
 )
-from rest_framework import generics, permissions, serializers, status
+from rest_framework import generics, permissions, serializers, status, throttling
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -69,6 +69,10 @@ class EventSerializer(serializers.Serializer):
 
 class PilotDetailSerializer(PilotSerializer):
     events = EventSerializer(many=True, read_only=True)
+    output_visible = serializers.SerializerMethodField()
+
+    # What the pilot found and printed: for admins and the site's contacts only.
+    OUTPUT_FIELDS = ("report", "stdout_tail", "stderr_tail")
 
     class Meta(PilotSerializer.Meta):
         fields = [
@@ -79,7 +83,24 @@ class PilotDetailSerializer(PilotSerializer):
             "stdout_tail",
             "stderr_tail",
             "events",
+            "output_visible",
         ]
+
+    def _visible(self, p: Pilot) -> bool:
+        request = self.context.get("request")
+        return p.site.may_read_pilot_output(request.user if request else None)
+
+    def get_output_visible(self, p: Pilot) -> bool:
+        """False when the report and logs are withheld (null): they are for the site's
+        admins and contacts."""
+        return self._visible(p)
+
+    def to_representation(self, p: Pilot) -> dict:
+        body = super().to_representation(p)
+        if not body["output_visible"]:
+            for name in self.OUTPUT_FIELDS:
+                body[name] = None
+        return body
 
 
 class StatusChangeSerializer(serializers.ModelSerializer):
@@ -90,6 +111,7 @@ class StatusChangeSerializer(serializers.ModelSerializer):
 
 class SiteSerializer(serializers.ModelSerializer):
     can_take_skims = serializers.BooleanField(read_only=True)
+    contacts = serializers.SlugRelatedField(slug_field="username", many=True, read_only=True)
     latest_outcome = serializers.SerializerMethodField()
     recent_outcomes = serializers.SerializerMethodField()
     pass_rate = serializers.SerializerMethodField()
@@ -108,6 +130,7 @@ class SiteSerializer(serializers.ModelSerializer):
             "can_take_skims",
             "pilot_interval_minutes",
             "pilot_timeout_minutes",
+            "contacts",
             "latest_outcome",
             "recent_outcomes",
             "pass_rate",
@@ -152,6 +175,11 @@ class SiteWriteSerializer(serializers.Serializer):
     pilot_interval_minutes = serializers.IntegerField(required=False, allow_null=True)
     pilot_timeout_minutes = serializers.IntegerField(required=False)
     status = serializers.ChoiceField(choices=SiteStatus.choices, required=False)
+    contacts = serializers.ListField(
+        child=serializers.CharField(max_length=150),
+        required=False,
+        help_text="user names who may read the site's pilot reports and logs",
+    )
 
 
 class StatusSerializer(serializers.Serializer):
@@ -184,11 +212,17 @@ WRITE = [permissions.IsAuthenticated, ChangesNeedPermission]
 # ---------------------------------------------------------------- what pilots call
 
 
+# Pilots of a whole cluster may come from one address (NAT): they have a rate of their own.
+PILOT_THROTTLES = [throttling.ScopedRateThrottle]
+
+
 class Ping(APIView):
     """The portal's clock, for pilots to measure their offset and prove outbound access."""
 
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
+    throttle_classes = PILOT_THROTTLES
+    throttle_scope = "pilot"
 
     @extend_schema(
         responses=inline_serializer(
@@ -208,6 +242,8 @@ class PilotReport(APIView):
 
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
+    throttle_classes = PILOT_THROTTLES
+    throttle_scope = "pilot"
 
     @extend_schema(
         request={"application/json": {"type": "object"}},

@@ -18,9 +18,11 @@ from __future__ import annotations
 import abc
 import json
 import os
+import pwd
 import re
 import shlex
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -62,6 +64,10 @@ DEFAULT_ENV_PASSTHROUGH = (
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 NAME_LIST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(,[A-Za-z0-9][A-Za-z0-9_.-]{0,63})*$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Variables that make the dynamic loader or an interpreter load code of the site's choosing.
+ENV_DENIED_RE = re.compile(r"^(LD_|DYLD_|PYTHON|PERL5|RUBY|BASH_ENV$|ENV$|SHELLOPTS$|IFS$)")
+# What a local job sees of this process's environment: nothing secret (see LocalAdapter).
+LOCAL_ENV_PASSTHROUGH = ("PATH", "HOME", "LANG")
 WALLTIME_RE = re.compile(r"^(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})$")
 EXTRA_RE = re.compile(r"^--([a-z][a-z-]*)=([A-Za-z0-9_.,:+@%/\[\]&|=-]{1,200})$")
 MAX_WALLTIME_S = 30 * 24 * 3600
@@ -175,6 +181,11 @@ def _check_env(params: Mapping[str, Any]) -> dict[str, str]:
     for name, value in env.items():
         if not isinstance(name, str) or not ENV_NAME_RE.match(name):
             raise InvalidInput(f"{name!r} is not a valid variable name", where="env")
+        if ENV_DENIED_RE.match(name):
+            raise InvalidInput(
+                f"{name} would change what programs the job loads or runs; it cannot be set",
+                where="env",
+            )
         if not isinstance(value, str) or "\0" in value:
             raise InvalidInput(f"{name}: the value must be a string without NUL bytes", where="env")
     return dict(env)
@@ -246,6 +257,25 @@ def _pid_runs_job(pid: int, job_id: str) -> bool:
         except OSError:
             continue
     return False
+
+
+def _check_reachable(workdir: Path, uid: int, gid: int, user: str) -> None:
+    """BatchError unless user ``uid``/``gid`` may enter ``workdir`` and every directory above."""
+    for folder in [workdir, *workdir.parents]:
+        st = folder.stat()
+        if st.st_uid == uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == gid:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            raise BatchError(
+                f"{folder} (mode {stat.S_IMODE(st.st_mode):o}) is closed to {user}, who runs "
+                f"the job: choose a work directory ({workdir}) that every user can enter "
+                "(PILOT_DIR)",
+                where="workdir",
+            )
 
 
 # ---------------------------------------------------------------- the interface
@@ -389,9 +419,11 @@ def get_adapter(name: str, **options: Any) -> BatchAdapter:
 # so status works from any process, even after the submitting worker restarted.
 _LOCAL_SUPERVISOR = r"""
 import json, os, signal, subprocess, sys, time
-state_path, job_id, workdir, out_path, err_path, limit = sys.argv[1:7]
-argv = sys.argv[7:]
+state_path, job_id, workdir, out_path, err_path, limit, uid, gid = sys.argv[1:9]
+argv = sys.argv[9:]
 limit = float(limit)
+# As root, the job runs as another user, with no supplementary groups.
+as_user = {} if uid == "-" else {"user": int(uid), "group": int(gid), "extra_groups": []}
 stopping = []
 child = None
 
@@ -420,7 +452,7 @@ signal.signal(signal.SIGINT, on_term)
 with open(out_path, "ab") as out, open(err_path, "ab") as err:
     try:
         child = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=err, start_new_session=True)
+                                 stderr=err, start_new_session=True, **as_user)
     except OSError as exc:
         err.write(("dss local batch: cannot start %s: %s\n" % (argv[0], exc)).encode())
         write("failed", exit_code=None, reason="cannot start: %s" % exc, finished_at=time.time())
@@ -466,14 +498,60 @@ class LocalAdapter(BatchAdapter):
     supervisor, which passes it to the job's process group and SIGKILLs it 5 s later.
     ``time_limit`` is enforced the same way and ends in state ``timeout``. The job sees
     ``DSS_LOCAL_JOB_ID``, which the pilot reports as its batch job id.
+
+    A local job runs on the portal's own machine, beside processes that hold its secrets, so
+    it starts with a clean environment (``PATH``, ``HOME``, ``LANG`` and its own variables)
+    and, when this process is root, as the unprivileged user ``run_as``: it can then neither
+    read the portal's files nor its processes' ``/proc/<pid>/environ``. The files directly in
+    the work directory (the script, its configuration) are handed to that user; the directory
+    stays ours, so the job cannot replace its log files with links to other files. Without
+    ``run_as``, root refuses to start a job; not being root, the job runs as this process's
+    user, which ``own_user_ok=False`` refuses (a production portal's user can read its
+    secrets).
     """
 
     name = "local"
 
-    def __init__(self, *, state_dir: str | os.PathLike | None = None, **options: Any) -> None:
-        """``state_dir``: where the job state files live (default ``<tmp>/dss-local-jobs``)."""
-        super().__init__(**options)
+    def __init__(
+        self,
+        *,
+        state_dir: str | os.PathLike | None = None,
+        run_as: str | None = None,
+        own_user_ok: bool = True,
+        env_passthrough: Iterable[str] = LOCAL_ENV_PASSTHROUGH,
+        **options: Any,
+    ) -> None:
+        """``state_dir``: where the job state files live (default ``<tmp>/dss-local-jobs``);
+        ``run_as``: the user jobs run as when this process is root; ``own_user_ok``: whether
+        a process that is not root may run jobs as itself."""
+        super().__init__(env_passthrough=env_passthrough, **options)
         self.state_dir = Path(state_dir or Path(tempfile.gettempdir()) / "dss-local-jobs")
+        self.run_as = run_as
+        self.own_user_ok = own_user_ok
+
+    def _job_user(self) -> tuple[int, int] | None:
+        """(uid, gid) to switch to, or None to run as this process's user."""
+        if os.geteuid() != 0:
+            if not self.own_user_ok:
+                raise BatchError(
+                    "local jobs would run as the portal's own user, who can read its secrets: "
+                    "run the worker as root (jobs then run as DSS_PILOT_USER) or send pilots "
+                    "to a batch system",
+                    where=self.name,
+                )
+            return None
+        if not self.run_as:
+            raise BatchError("refusing to run a local job as root: name a user", where=self.name)
+        try:
+            entry = pwd.getpwnam(self.run_as)
+        except KeyError:
+            raise BatchError(
+                f"no user {self.run_as!r} on this machine to run local jobs as (DSS_PILOT_USER)",
+                where=self.name,
+            ) from None
+        if entry.pw_uid == 0:
+            raise BatchError(f"{self.run_as!r} is root; name an unprivileged user", where=self.name)
+        return entry.pw_uid, entry.pw_gid
 
     def _paths(self, job_id: str) -> tuple[Path, Path, Path]:
         if not isinstance(job_id, str) or not LOCAL_JOB_ID_RE.match(job_id):
@@ -497,6 +575,7 @@ class LocalAdapter(BatchAdapter):
         clean = self.validate_params(params)
         script = _check_script(script_path)
         workdir = _check_workdir(workdir)
+        job_user = self._job_user()
         if os.access(script, os.X_OK):
             argv = [str(script)]
         else:
@@ -504,6 +583,11 @@ class LocalAdapter(BatchAdapter):
             shebang = script.open("rb").readline(256)[2:].decode(errors="replace").split()
             argv = [*shebang, str(script)]
         argv += clean["args"]
+        if job_user is not None:
+            _check_reachable(workdir, *job_user, self.run_as)
+            for item in workdir.iterdir():
+                if item.is_file() and not item.is_symlink():
+                    os.chown(item, *job_user)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         job_id = uuid.uuid4().hex
         state_path, pid_path, _ = self._paths(job_id)
@@ -511,8 +595,12 @@ class LocalAdapter(BatchAdapter):
         state_path.write_text(
             json.dumps({"job_id": job_id, "state": QUEUED, "submitted_at": time.time()})
         )
-        env = self.job_environment({**clean["env"], "DSS_LOCAL_JOB_ID": job_id})
+        extra = {**clean["env"], "DSS_LOCAL_JOB_ID": job_id}
+        if job_user is not None:
+            extra.setdefault("HOME", str(workdir))
+        env = self.job_environment(extra)
         limit = str(clean["time_limit"] or 0)
+        uid, gid = (str(job_user[0]), str(job_user[1])) if job_user else ("-", "-")
         with open(err, "ab") as supervisor_err:
             proc = subprocess.Popen(
                 [
@@ -525,6 +613,8 @@ class LocalAdapter(BatchAdapter):
                     str(out),
                     str(err),
                     limit,
+                    uid,
+                    gid,
                     *argv,
                 ],
                 cwd=workdir,

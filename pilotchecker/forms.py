@@ -90,11 +90,30 @@ class SiteForm(forms.Form):
         widget=forms.Textarea(attrs=TEXTAREA),
         help_text="one per line; $VARS and ~ are expanded on the node",
     )
-    commands = forms.CharField(
-        label="Commands that must run",
+    tools = forms.CharField(
+        label="Tools on PATH",
         required=False,
         widget=forms.Textarea(attrs=TEXTAREA),
-        help_text="one per line, split like a shell would (never run by one); must exit 0",
+        help_text="one program name per line, e.g. xrdcp; each is run as 'name --version' "
+        "(no shell, no arguments of yours) and must exit 0",
+    )
+    allowed_commands = forms.CharField(
+        label="Checks from the portal's list",
+        required=False,
+        widget=forms.Textarea(attrs=TEXTAREA),
+        help_text="one name per line from the checks this portal allows (DSS_PILOT_COMMANDS)",
+    )
+    reach = forms.CharField(
+        label="Storage elements to reach",
+        required=False,
+        widget=forms.Textarea(attrs=TEXTAREA),
+        help_text="one storage element name per line; the pilot must open a connection to it",
+    )
+    contacts = forms.CharField(
+        label="Contacts",
+        required=False,
+        widget=forms.Textarea(attrs=TEXTAREA),
+        help_text="one user name per line: they may read this site's pilot reports and logs",
     )
     # schedule
     pilot_interval_minutes = forms.IntegerField(
@@ -111,7 +130,7 @@ class SiteForm(forms.Form):
     )
 
     GROUPS = (
-        ("Site", ("name", "description", "batch_system")),
+        ("Site", ("name", "description", "batch_system", "contacts")),
         ("Submit parameters", ("partition", "account", "time_limit", "extra", "env")),
         (
             "Requirements",
@@ -125,14 +144,16 @@ class SiteForm(forms.Form):
                 "require_credential",
                 "cvmfs_repos",
                 "paths",
-                "commands",
+                "tools",
+                "allowed_commands",
+                "reach",
             ),
         ),
         ("Schedule", ("pilot_interval_minutes", "pilot_timeout_minutes")),
     )
     PARAM_FIELDS = ("partition", "account", "time_limit", "extra", "env")
     REQUIREMENT_FIELDS = GROUPS[2][1]
-    LIST_FIELDS = ("cvmfs_repos", "paths", "commands")
+    LIST_FIELDS = ("cvmfs_repos", "paths", "tools", "allowed_commands", "reach")
 
     def __init__(self, *args, site: Site | None = None, **kwargs):
         self.site = site
@@ -155,6 +176,7 @@ class SiteForm(forms.Form):
             "batch_system": site.batch_system,
             "pilot_interval_minutes": site.pilot_interval_minutes,
             "pilot_timeout_minutes": site.pilot_timeout_minutes,
+            "contacts": "\n".join(u.get_username() for u in site.contacts.all()),
         }
         params = site.submit_params
         for key in ("partition", "account", "time_limit"):
@@ -237,6 +259,7 @@ class SiteForm(forms.Form):
             "requirements": reqs,
             "pilot_interval_minutes": d["pilot_interval_minutes"],
             "pilot_timeout_minutes": d["pilot_timeout_minutes"],
+            "contacts": _lines(d["contacts"]),
         }
 
 

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.contenttypes.fields import GenericRelation
@@ -33,9 +34,16 @@ REQUIREMENT_KEYS = (
     "require_credential",
     "cvmfs_repos",
     "paths",
-    "commands",
+    "tools",
+    "allowed_commands",
+    "reach",
     "timeout_s",
 )
+# Requirements the portal turns into the pilot's own configuration when it sends a pilot:
+# names of allow-listed commands (settings.DSS_PILOT_COMMANDS) become their argv lists, and
+# storage element names become the host and port to connect to. A site never gives an argv.
+PORTAL_REQUIREMENT_DEFAULTS: dict[str, Any] = {"allowed_commands": [], "reach": []}
+DEFAULT_PORTS = {"root": 1094, "xroot": 1094, "https": 443, "davs": 443, "http": 80, "dav": 80}
 # Submit parameters DSS sets itself for every pilot.
 RESERVED_PARAMS = ("args",)
 
@@ -69,10 +77,68 @@ def check_requirements(requirements: Any) -> dict[str, Any]:
             )
         if value is None:
             continue
+        if key == "allowed_commands":
+            check_allowed_commands(value)
+            continue
+        if key == "reach":
+            for name in _names(value, "reach"):
+                reach_endpoint(name)
+            continue
         problem = pilot.CONFIG_RULES[key](value)
         if problem:
             raise InvalidInput(problem, where=key)
     return {k: v for k, v in requirements.items() if v is not None}
+
+
+def _names(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidInput("must be a list of names", where=where)
+    return value
+
+
+def check_allowed_commands(names: Any) -> dict[str, list[str]]:
+    """The allow-listed commands ``names`` asks for, as name -> argv from the settings.
+
+    A site names checks; only the deployment (settings.DSS_PILOT_COMMANDS) says what runs.
+    """
+    allowed = settings.DSS_PILOT_COMMANDS
+    chosen = {}
+    for name in _names(names, "allowed_commands"):
+        if name not in allowed:
+            known = ", ".join(sorted(allowed)) or "none: the deployment configured none"
+            raise InvalidInput(
+                f"{name!r} is not a command of this portal's allow-list (DSS_PILOT_COMMANDS; "
+                f"known: {known})",
+                where="allowed_commands",
+            )
+        chosen[name] = list(allowed[name])
+    return chosen
+
+
+def reach_endpoint(se_name: str) -> dict[str, Any]:
+    """The host and port a pilot connects to in order to show it reaches storage element
+    ``se_name``; InvalidInput for an unknown SE or one that is a local directory."""
+    from dmu.models import StorageElement
+
+    se = StorageElement.objects.filter(name=se_name).first()
+    if se is None:
+        raise InvalidInput(f"no storage element named {se_name!r}", where="reach")
+    url = urlsplit(se.url)
+    if url.scheme not in DEFAULT_PORTS or not url.hostname:
+        raise InvalidInput(
+            f"storage element {se_name} ({url.scheme}://) is not reached over the network",
+            where="reach",
+        )
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    return {"name": se.name, "host": host, "port": url.port or DEFAULT_PORTS[url.scheme]}
+
+
+def program_config(requirements: dict[str, Any]) -> dict[str, Any]:
+    """A pilot's requirements (as stored on it) as the pilot program's own configuration."""
+    config = {k: v for k, v in requirements.items() if k not in PORTAL_REQUIREMENT_DEFAULTS}
+    config["commands"] = check_allowed_commands(requirements.get("allowed_commands") or [])
+    config["reach"] = [reach_endpoint(name) for name in requirements.get("reach") or []]
+    return config
 
 
 def check_submit_params(batch_system: str, params: Any) -> dict[str, Any]:
@@ -140,6 +206,12 @@ class Site(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    contacts = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        blank=True,
+        related_name="contact_for_sites",
+        help_text="people who may read this site's pilot reports and logs (besides admins)",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -209,9 +281,23 @@ class Site(models.Model):
 
     def pilot_config(self) -> dict[str, Any]:
         """The requirements merged over the pilot's defaults: what a pilot will check."""
-        config = {k: pilot.DEFAULT_CONFIG[k] for k in REQUIREMENT_KEYS}
+        config = {
+            k: pilot.DEFAULT_CONFIG[k]
+            if k in pilot.DEFAULT_CONFIG
+            else PORTAL_REQUIREMENT_DEFAULTS[k]
+            for k in REQUIREMENT_KEYS
+        }
         config.update(self.requirements)
         return config
+
+    def may_read_pilot_output(self, user) -> bool:
+        """Admins and the site's contacts read its pilots' reports and logs; others see only
+        each pilot's state and verdict (a report holds what the node revealed)."""
+        if user is None or not user.is_authenticated:
+            return False
+        if user.is_superuser or user.has_perm("pilotchecker.change_site"):
+            return True
+        return self.contacts.filter(pk=user.pk).exists()
 
 
 class PilotState(models.TextChoices):

@@ -37,9 +37,16 @@ credential_min_hours   72         remaining lifetime of the proxy or token
 require_credential     false      a missing credential fails only when this is true
 cvmfs_repos            []         repositories that must be alive under /cvmfs
 paths                  []         paths that must exist ($VARS and ~ are expanded)
-commands               []         commands that must exit 0; a string is split like a
-                                  shell would split it but never run by a shell (use
-                                  ["/bin/sh", "-c", "..."] to ask for one)
+tools                  []         programs that must be on PATH, named by a plain name
+                                  (``[A-Za-z0-9][A-Za-z0-9_.+-]*``); each is run as
+                                  ``<tool> --version``, without a shell, and must exit 0
+commands               {}         checks from the portal's allow-list: name -> argv list,
+                                  run as given, without a shell, must exit 0. The portal
+                                  writes only argv lists its deployment configured
+                                  (DSS_PILOT_COMMANDS); text to split is never accepted
+reach                  []         network endpoints the node must reach (a storage
+                                  element): objects {"name", "host", "port"}; a TCP
+                                  connection must open
 timeout_s              30         limit per command, per CVMFS/path probe, per HTTP call
 report_tries           5          POST attempts on network errors and HTTP 5xx
 report_backoff_s       2          first wait between attempts, doubled each time (cap 30)
@@ -61,7 +68,9 @@ credential_lifetime    credential_missing (fail when required), credential_expir
 cvmfs                  cvmfs_not_mounted, cvmfs_unreadable, cvmfs_timeout (fail);
                        cvmfs_io_errors (warn: an I/O error in the last hour)
 paths                  path_missing, path_unreadable, path_timeout
+tools                  tool_not_found, tool_failed, tool_timeout
 commands               command_failed, command_not_found, command_timeout
+reach                  reach_failed
 portal_access          portal_unreachable (fail); portal_not_configured (warn)
 =====================  ==================================================================
 
@@ -71,8 +80,12 @@ required, none found"); a site that runs without grid credentials would otherwis
 ``credential_min_hours`` warns even when not required, because something on the node meant
 to use it and it will expire under running jobs.
 
-The checks ``cvmfs``, ``paths`` and ``commands`` appear once per required item, with the item
-as ``threshold``; when nothing is required they appear once, passing, with threshold ``[]``.
+The checks ``cvmfs``, ``paths``, ``tools``, ``commands`` and ``reach`` appear once per
+required item, with the item (a command's or endpoint's name) as ``threshold``; when nothing
+is required they appear once, passing, with threshold ``[]``.
+
+Output that commands print is kept to a few lines; control characters in it (a NUL, an
+escape) are written as ``\\xNN`` so that the report is plain text whatever a tool prints.
 
 The report always goes to stdout between the marker lines, before it is posted, so the
 portal can recover it from the batch output file even when the POST never got through.
@@ -127,7 +140,9 @@ DEFAULT_CONFIG = {
     "require_credential": False,
     "cvmfs_repos": [],
     "paths": [],
-    "commands": [],
+    "tools": [],
+    "commands": {},
+    "reach": [],
     "timeout_s": 30.0,
     "report_tries": 5,
     "report_backoff_s": 2.0,
@@ -136,6 +151,13 @@ DEFAULT_CONFIG = {
 
 # CVMFS repository names are DNS-like; anything else could walk out of /cvmfs.
 CVMFS_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# A tool is named, never given as a path or with arguments: it is looked up on PATH.
+TOOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+# Names of allow-listed commands and of reach endpoints.
+CHECK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$|^\[[0-9A-Fa-f:.]+\]$")
+# Control characters other than tab, as they may appear in what a command prints.
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 CVMFS_XATTRS = ("revision", "fqrn", "expires", "host", "nioerr", "timestamp_last_ioerr", "version")
 CVMFS_RECENT_IOERR_S = 3600
 
@@ -289,9 +311,19 @@ def run_command(argv, timeout):
             out = b""
     result["exit_code"] = proc.returncode
     result["seconds"] = round(time.time() - started, 3)
-    lines = out.decode("utf-8", "replace").splitlines()
-    result["output"] = [line[:OUTPUT_LINE_CHARS] for line in lines[:OUTPUT_LINES]]
+    result["output"] = output_lines(out)
     return result
+
+
+def escape_control(text):
+    """``text`` with control characters (NUL, ESC...) written as ``\\xNN``: a report is text."""
+    return CONTROL_RE.sub(lambda m: "\\x%02x" % ord(m.group()), text)
+
+
+def output_lines(data):
+    """The first lines a command printed, decoded leniently, control characters escaped."""
+    lines = data.decode("utf-8", "replace").splitlines()
+    return [escape_control(line)[:OUTPUT_LINE_CHARS] for line in lines[:OUTPUT_LINES]]
 
 
 def parse_version(text):
@@ -335,18 +367,39 @@ def _check_repos(value):
     return "not a repository name: %s" % ", ".join(bad) if bad else None
 
 
+def _check_tools(value):
+    problem = _check_str_list(value)
+    if problem:
+        return problem
+    bad = [v for v in value if not TOOL_RE.match(v)]
+    if bad:
+        return ("not a tool name: %s (a name looked up on PATH: letters, digits and _.+-, "
+                "no path, no arguments)" % ", ".join(repr(b) for b in bad))
+    return None
+
+
 def _check_commands(value):
+    if not isinstance(value, dict):
+        return ("must be an object of name: argv list from the portal's allow-list "
+                "(text to split or to give a shell is never accepted)")
+    for name, argv in value.items():
+        if not CHECK_NAME_RE.match(name):
+            return "not a command name: %r" % (name,)
+        if not (isinstance(argv, list) and argv
+                and all(isinstance(a, str) and a and "\0" not in a for a in argv)):
+            return "%s: must be a non-empty list of non-empty strings (an argv)" % name
+    return None
+
+
+def _check_reach(value):
     if not isinstance(value, list):
-        return "must be a list of commands (strings or lists of strings)"
-    for command in value:
-        if isinstance(command, str) and command.strip():
-            try:
-                shlex.split(command)
-            except ValueError as exc:
-                return "cannot split %r: %s" % (command, exc)
-        elif not (isinstance(command, list) and command
-                  and all(isinstance(a, str) for a in command)):
-            return "each command must be a non-empty string or list of strings"
+        return "must be a list of {\"name\", \"host\", \"port\"} objects"
+    for item in value:
+        if not (isinstance(item, dict) and isinstance(item.get("name"), str)
+                and CHECK_NAME_RE.match(item["name"]) and isinstance(item.get("host"), str)
+                and HOST_RE.match(item["host"]) and isinstance(item.get("port"), int)
+                and not isinstance(item.get("port"), bool) and 0 < item["port"] < 65536):
+            return "not a {\"name\", \"host\", \"port\"} endpoint: %r" % (item,)
     return None
 
 
@@ -389,7 +442,9 @@ CONFIG_RULES = {
     "require_credential": _check_bool,
     "cvmfs_repos": _check_repos,
     "paths": _check_str_list,
+    "tools": _check_tools,
     "commands": _check_commands,
+    "reach": _check_reach,
     "timeout_s": _number_at_least(0.1),
     "report_tries": _number_at_least(1, integer=True),
     "report_backoff_s": _number_at_least(0),
@@ -857,17 +912,48 @@ def gather_paths(facts, paths, timeout):
     return results
 
 
-def command_argv(command):
-    """A configured command as argv: lists as given, strings split like a shell would."""
-    return list(command) if isinstance(command, list) else shlex.split(command)
+def gather_tools(facts, tools, timeout):
+    """Find each required tool on PATH and run ``<tool> --version`` (no shell)."""
+    results = []
+    for tool in tools:
+        path = shutil.which(tool)
+        if path is None:
+            result = {"argv": [tool, "--version"], "exit_code": None, "output": [],
+                      "seconds": None, "timed_out": False, "not_found": True,
+                      "error": "not found on PATH (%s)" % os.environ.get("PATH", "")}
+        else:
+            result = run_command([path, "--version"], timeout)
+        result["tool"] = tool
+        result["path"] = path
+        results.append(result)
+    return results
 
 
 def gather_commands(facts, commands, timeout):
-    """Run each required command once; exit code and first output lines."""
+    """Run each allow-listed command once, as its argv; exit code and first output lines."""
     results = []
-    for command in commands:
-        result = run_command(command_argv(command), timeout)
-        result["command"] = command if isinstance(command, str) else " ".join(command)
+    for name in sorted(commands):
+        result = run_command(list(commands[name]), timeout)
+        result["command"] = name
+        results.append(result)
+    return results
+
+
+def gather_reach(facts, endpoints, timeout):
+    """Open a TCP connection to each endpoint; whether it opened and how long it took."""
+    results = []
+    for endpoint in endpoints:
+        host = endpoint["host"].strip("[]")
+        result = {"name": endpoint["name"], "host": endpoint["host"], "port": endpoint["port"],
+                  "connected": False, "seconds": None, "error": None}
+        started = time.time()
+        try:
+            connection = socket.create_connection((host, endpoint["port"]), timeout=timeout)
+            connection.close()
+            result["connected"] = True
+        except (OSError, ValueError) as exc:
+            result["error"] = describe(exc)
+        result["seconds"] = round(time.time() - started, 3)
         results.append(result)
     return results
 
@@ -1038,7 +1124,9 @@ def gather_facts(config, workdir):
     facts.gather("batch", gather_batch)
     facts.gather("cvmfs", gather_cvmfs, config["cvmfs_repos"], timeout)
     facts.gather("paths", gather_paths, config["paths"], timeout)
+    facts.gather("tools", gather_tools, config["tools"], timeout)
     facts.gather("commands", gather_commands, config["commands"], timeout)
+    facts.gather("reach", gather_reach, config["reach"], timeout)
     facts.gather("credential", gather_credential, timeout)
     facts.gather("portal", gather_portal, config)
     return facts.result()
@@ -1206,8 +1294,60 @@ def check_commands(facts, config):
         else:
             out.append(check("commands", PASS, "%s exited with 0" % command, value, command))
     if len(out) < len(config["commands"]):
-        out.append(check("commands", FAIL, "the commands were not run", None, config["commands"],
-                         "command_failed"))
+        out.append(check("commands", FAIL, "the commands were not run", None,
+                         sorted(config["commands"]), "command_failed"))
+    return out
+
+
+def check_tools(facts, config):
+    """tools: one check per required tool."""
+    if not config["tools"]:
+        return [check("tools", PASS, "no tools required", None, [])]
+    out = []
+    for result in facts.get("tools") or []:
+        tool = result["tool"]
+        value = {"path": result.get("path"), "exit_code": result.get("exit_code"),
+                 "output": result.get("output"), "seconds": result.get("seconds")}
+        if result.get("not_found"):
+            out.append(check("tools", FAIL, "%s: %s" % (tool, result.get("error")), value, tool,
+                             "tool_not_found"))
+        elif result.get("error"):
+            out.append(check("tools", FAIL, "%s could not start: %s" % (tool, result["error"]),
+                             value, tool, "tool_failed"))
+        elif result.get("timed_out"):
+            out.append(check("tools", FAIL, "%s --version did not finish within %ss"
+                             % (tool, config["timeout_s"]), value, tool, "tool_timeout"))
+        elif result.get("exit_code") != 0:
+            out.append(check("tools", FAIL, "%s --version exited with %s"
+                             % (tool, result["exit_code"]), value, tool, "tool_failed"))
+        else:
+            first = (result.get("output") or [""])[0]
+            out.append(check("tools", PASS, "%s (%s)%s" % (tool, result.get("path"),
+                                                          ": " + first if first else ""),
+                             value, tool))
+    if len(out) < len(config["tools"]):
+        out.append(check("tools", FAIL, "the tools were not looked for", None, config["tools"],
+                         "tool_not_found"))
+    return out
+
+
+def check_reach(facts, config):
+    """reach: one check per required endpoint."""
+    if not config["reach"]:
+        return [check("reach", PASS, "no endpoints required", None, [])]
+    out = []
+    for result in facts.get("reach") or []:
+        where = "%s (%s:%s)" % (result["name"], result["host"], result["port"])
+        value = {"connected": result.get("connected"), "seconds": result.get("seconds")}
+        if result.get("connected"):
+            out.append(check("reach", PASS, "%s: connected in %s s" % (where, result["seconds"]),
+                             value, result["name"]))
+        else:
+            out.append(check("reach", FAIL, "%s: cannot connect: %s" % (where, result.get("error")),
+                             value, result["name"], "reach_failed"))
+    if len(out) < len(config["reach"]):
+        out.append(check("reach", FAIL, "the endpoints were not tried", None,
+                         [e["name"] for e in config["reach"]], "reach_failed"))
     return out
 
 
@@ -1260,7 +1400,9 @@ def evaluate(facts, config, problems=()):
     checks.append(check_credential(facts, config))
     checks.extend(check_cvmfs(facts, config))
     checks.extend(check_paths(facts, config))
+    checks.extend(check_tools(facts, config))
     checks.extend(check_commands(facts, config))
+    checks.extend(check_reach(facts, config))
     checks.append(check_portal(facts, config))
     return checks
 
@@ -1297,17 +1439,25 @@ def format_report(report):
     return "%s\n%s\n%s\n" % (BEGIN_MARKER, json.dumps(report, indent=2, sort_keys=True), END_MARKER)
 
 
-def extract_report(text):
-    """The last complete report in a batch output file's ``text``, or None."""
+def extract_report_text(text):
+    """The JSON text of the last complete report in a batch output file's ``text``, or None."""
     end = text.rfind(END_MARKER)
     if end < 0:
         return None
     begin = text.rfind(BEGIN_MARKER, 0, end)
     if begin < 0:
         return None
+    return text[begin + len(BEGIN_MARKER):end]
+
+
+def extract_report(text):
+    """The last complete report in a batch output file's ``text``, or None."""
+    found = extract_report_text(text)
+    if found is None:
+        return None
     try:
-        report = json.loads(text[begin + len(BEGIN_MARKER):end])
-    except ValueError:
+        report = json.loads(found)
+    except (ValueError, RecursionError):
         return None
     return report if isinstance(report, dict) else None
 

@@ -128,7 +128,12 @@ def submit(request):
 def pilot_detail(request, pk: int):
     pilot = get_object_or_404(Pilot.objects.select_related("site", "owner"), pk=pk)
     template = "pilotchecker/_pilot_live.html" if request.htmx else "pilotchecker/pilot_detail.html"
-    return render(request, template, {"pilot": pilot, "events": pilot.events.all()})
+    ctx = {
+        "pilot": pilot,
+        "events": pilot.events.all(),
+        "may_read_output": pilot.site.may_read_pilot_output(request.user),
+    }
+    return render(request, template, ctx)
 
 
 @require_POST

@@ -46,6 +46,7 @@ from dss.errors import (
     StorageError,
 )
 from dss.jobs import FINAL_STATES, JobState
+from dss.roles import may_change
 from tagdb.actions import check_selection, collection_schema, get_store
 from tagdb.goodruns import WHERE as GRL_WHERE
 from tagdb.goodruns import GoodRunList, missing_runs_warning, parse_good_run_list
@@ -109,10 +110,10 @@ def get_skim_for_user(pk: int, user) -> SkimJob:
 
 
 def _may_change(skim: SkimJob, user) -> None:
-    if user is not None and not (user.is_superuser or skim.owner_id == user.pk):
+    if user is not None and not may_change(user, skim):
         from django.core.exceptions import PermissionDenied
 
-        raise PermissionDenied("only the skim's owner may change it")
+        raise PermissionDenied("only the skim's owner or an admin may change it")
 
 
 def _scan_schema(file: File):
@@ -309,6 +310,7 @@ def check_submit_skim(
         )
     if output_se is None:
         output_se = dmu_actions.get_storage_element(settings.DSS_SKIM_OUTPUT_SE)
+    dmu_actions.check_may_write(user, output_name, output_se)
     patterns = list(preset.patterns) if preset else [b.strip() for b in branches if b.strip()]
 
     normalised, tree_json = None, None
@@ -916,7 +918,7 @@ def do_retry_skim(skim: SkimJob, user=None) -> SkimJob:
 def do_rerun(record: ProvenanceRecord, user, output_name: str | None = None) -> SkimJob:
     """A new skim from a provenance record: same inputs, selection and options."""
     old = record.skim
-    name = output_name or _rerun_name(old.output_name)
+    name = output_name or _rerun_name(dmu_actions.name_for_user(user, old.output_name))
     inputs = []
     for i in old.inputs.select_related("dataset", "collection", "collection__schema"):
         collection = (

@@ -17,6 +17,7 @@ from dmu.models import Dataset, File
 from dss.errors import DSSError
 from dss.forms import add_domain_error
 from dss.jobs import JobState
+from dss.roles import may_change
 
 from . import actions
 from .forms import ProvenanceFilter, SkimForm
@@ -134,7 +135,7 @@ def skim_detail(request, pk: int):
         "parts": skim.parts.select_related("input_file").order_by("number"),
         "inputs": skim.inputs.select_related("dataset", "collection"),
         "events": skim.events.all(),
-        "may_change": request.user.is_superuser or skim.owner_id == request.user.pk,
+        "may_change": may_change(request.user, skim),
     }
     template = "skims/_skim_status.html" if request.htmx else "skims/skim_detail.html"
     return render(request, template, ctx)

@@ -36,11 +36,13 @@ from dss.errors import (
     BadEventFile,
     Conflict,
     DSSError,
+    Forbidden,
     InvalidInput,
     NotFound,
     StorageError,
 )
 from dss.jobs import FINAL_STATES, FileWorkState, JobState
+from dss.roles import may_change
 
 from .goodruns import WHERE as GRL_WHERE
 from .goodruns import GoodRunList, missing_runs_warning, parse_good_run_list
@@ -675,6 +677,18 @@ def do_cancel_build(build: TagBuild, user: Any = None) -> bool:
     """Cancel a queued or running build; the collection keeps its previous TAGs."""
     who = f" by {user}" if getattr(user, "is_authenticated", False) else ""
     return _end_build(build, JobState.CANCELLED, f"cancelled{who}")
+
+
+def check_cancel_build(build: TagBuild, user: Any) -> bool:
+    """Cancel a build on behalf of ``user``: the build's owner or an admin may; anyone else
+    gets Forbidden and the build goes on."""
+    if not may_change(user, build):
+        raise Forbidden(
+            f"build #{build.pk} belongs to {build.owner or 'nobody'}: only its owner or an "
+            "admin may cancel it",
+            where=f"build {build.pk}",
+        )
+    return do_cancel_build(build, user)
 
 
 def do_publish_build(lease: leases.Lease) -> bool:

@@ -400,7 +400,7 @@ class CancelBuild(TagAPIView):
     @extend_schema(request=None, responses=BuildSerializer)
     def post(self, request, pk):
         build = actions.get_build(pk)
-        actions.do_cancel_build(build, request.user)
+        actions.check_cancel_build(build, request.user)
         return Response(BuildSerializer(actions.get_build(pk)).data)
 
 

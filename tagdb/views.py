@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
 from django.http import (
     Http404,
     HttpResponse,
@@ -20,7 +21,7 @@ from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
 from dmu.models import Dataset
-from dss.errors import DSSError, NotFound
+from dss.errors import DSSError, Forbidden, NotFound
 from dss.forms import add_domain_error
 
 from . import actions
@@ -141,7 +142,11 @@ def build_detail(request, pk: int):
 @permission_required("tagdb.add_tagcollection", raise_exception=True)
 def build_cancel(request, pk: int):
     build = _build(pk)
-    if actions.do_cancel_build(build, request.user):
+    try:
+        cancelled = actions.check_cancel_build(build, request.user)
+    except Forbidden as e:
+        raise PermissionDenied(e.message) from None
+    if cancelled:
         messages.info(request, f"Build #{build.pk} cancelled; the collection keeps its TAGs.")
     return redirect(build)
 

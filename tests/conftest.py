@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +28,22 @@ def make_user(username: str, roles: list[str]):
     user = User.objects.create_user(username=username, password=f"{username}-pw")
     user.groups.add(*Group.objects.filter(name__in=roles))
     return user
+
+
+def api_token(user, name: str = "tests") -> str:
+    """A new API token's key for ``user``, as /account/ makes one."""
+    from dss.tokens import do_issue_token
+
+    return do_issue_token(user, name).key
+
+
+@pytest.fixture(autouse=True)
+def _fresh_request_counts():
+    """Each test starts with no API request counted against anyone (throttling): the counts
+    live in the process's cache, which outlives a test."""
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 @pytest.fixture
@@ -61,7 +78,10 @@ def storage_root(tmp_path, settings):
 def local_se(db, storage_root):
     from dmu import actions
 
-    return actions.do_add_storage_element("LOCAL", storage_root.as_uri(), "test disk")
+    # the storage element skims write to: open to users' own datasets
+    return actions.do_add_storage_element(
+        "LOCAL", storage_root.as_uri(), "test disk", user_writable=True
+    )
 
 
 def put_file(storage_root: Path, source: Path, rel: str) -> str:
@@ -99,6 +119,17 @@ def demo_datasets(local_se, storage_root):
     a, _ = actions.check_register_dataset("demo.hzz", local_se, [hzz])
     b, _ = actions.check_register_dataset("demo.zmumu", local_se, [zmm])
     return a, b
+
+
+@pytest.fixture
+def pilots_dir():
+    """A pilot directory that every user may enter, as PILOT_DIR must be: local pilots run as
+    an unprivileged user when the tests run as root (pytest's own temporary folders are
+    private to their owner)."""
+    path = Path(tempfile.mkdtemp(prefix="dss-test-pilots-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _database_url_for_worker() -> str:

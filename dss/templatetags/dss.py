@@ -7,6 +7,8 @@ from datetime import timedelta
 from django import template
 from django.utils.html import format_html
 
+from dss.roles import may_change
+
 register = template.Library()
 
 
@@ -21,6 +23,12 @@ def bytes(value) -> str:  # noqa: A001 - the name reads well in templates
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(value)
+
+
+@register.filter
+def changeable_by(job, user) -> bool:
+    """``{% if build|changeable_by:user %}``: the job's owner or an admin may cancel it."""
+    return may_change(user, job)
 
 
 @register.filter

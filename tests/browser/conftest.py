@@ -101,10 +101,10 @@ def hzz_tags(demo_datasets):
 
 
 @pytest.fixture
-def portal_url(live_server, monkeypatch, settings, tmp_path):
+def portal_url(live_server, monkeypatch, settings, pilots_dir):
     """The live portal's address and a pilot directory, for this process and (through the
     environment) for the worker started after it: pilots post their reports there."""
-    pilots = tmp_path / "pilots"
+    pilots = pilots_dir
     monkeypatch.setenv("DSS_PORTAL_URL", live_server.url)
     monkeypatch.setenv("PILOT_DIR", str(pilots))
     settings.DSS_PORTAL_URL = live_server.url

@@ -1,19 +1,17 @@
 """The catalog's REST API: listing, detail, registration, errors as JSON, tokens."""
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from dmu.models import Dataset
-from tests.conftest import HZZ, corrupt_basket, put_file
+from tests.conftest import HZZ, api_token, corrupt_basket, put_file
 
 pytestmark = pytest.mark.django_db
 
 
 def client_for(user):
     c = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    c.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    c.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return c
 
 
@@ -122,7 +120,10 @@ def test_anonymous_api_calls_are_refused_not_redirected(demo_datasets):
 
 def test_a_token_is_issued_for_a_password(physicist):
     r = APIClient().post("/api/token/", {"username": "phys", "password": "phys-pw"})
-    assert r.status_code == 200 and r.json()["token"] == Token.objects.get(user=physicist).key
+    assert r.status_code == 201 and r.json()["token"].startswith("dss_")
+    c = APIClient()
+    c.credentials(HTTP_AUTHORIZATION=f"Token {r.json()['token']}")
+    assert c.get("/api/datasets/").status_code == 200
 
 
 def test_the_openapi_schema_describes_the_catalog(physicist):

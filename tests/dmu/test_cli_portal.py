@@ -13,12 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from dmu import actions
 from dmu.models import Dataset, Replica
 from dmu.storage import deterministic_path
-from tests.conftest import HZZ, ROOT, ZMUMU
+from tests.conftest import HZZ, ROOT, ZMUMU, api_token
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def portal(live_server, siteadmin, storage_root, xrootd_server, tmp_path):
     actions.do_add_storage_element(
         "XRD", xrootd_server.se_url(f"cli-{uuid.uuid4().hex[:8]}"), "XRootD on loopback"
     )
-    token = Token.objects.create(user=siteadmin).key
+    token = api_token(siteadmin)
     return live_server.url, token
 
 
@@ -111,3 +110,20 @@ def test_a_wrong_token_is_exit_1_naming_the_token(portal, tmp_path):
     url, _ = portal
     done = dmu((url, "not-a-token"), "get", "user.cli.any", "out", cwd=tmp_path)
     assert done.returncode == 1 and "check the API token" in done.stderr
+
+
+def test_a_physicist_puts_into_their_own_scope_only(live_server, physicist, storage_root, tmp_path):
+    actions.do_add_storage_element(
+        "OPEN", storage_root.as_uri(), "open to users", user_writable=True
+    )
+    portal = (live_server.url, api_token(physicist))
+    shutil.copyfile(HZZ, tmp_path / "mine.root")
+
+    mine = dmu(portal, "put", "mine.root", "OPEN", "--dataset", "user.phys.mine", cwd=tmp_path)
+    theirs = dmu(portal, "put", "mine.root", "OPEN", "--dataset", "user.bob.x", cwd=tmp_path)
+
+    assert mine.returncode == 0, mine.stderr
+    assert Dataset.objects.get(name="user.phys.mine").files.count() == 1
+    assert theirs.returncode == 9
+    assert "outside your scope: name your datasets user.phys.<name>" in theirs.stderr
+    assert not Dataset.objects.filter(name="user.bob.x").exists()

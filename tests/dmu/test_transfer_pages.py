@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from dmu import actions, tasks
 from dmu.models import Replica, Transfer, TransferFile
-from tests.conftest import HZZ, put_file
+from tests.conftest import HZZ, api_token, put_file
 from tests.xrootd import free_port
 
 pytestmark = pytest.mark.django_db
@@ -44,7 +43,7 @@ def logged_in(user) -> Client:
 
 def api(user) -> APIClient:
     c = APIClient()
-    c.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    c.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return c
 
 

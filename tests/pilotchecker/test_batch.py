@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -164,22 +166,28 @@ def test_scripts_and_workdirs_are_checked(tmp_path):
 
 
 @pytest.fixture
+def workdir(pilots_dir):
+    return pilots_dir
+
+
+@pytest.fixture
 def local(tmp_path):
-    return LocalAdapter(state_dir=tmp_path / "state")
+    # As the portal's worker does: run as root here, jobs run as an unprivileged user.
+    return LocalAdapter(state_dir=tmp_path / "state", run_as="nobody")
 
 
-def test_local_runs_a_pilot_to_completion(local, tmp_path):
-    script = copy_pilot(tmp_path)
+def test_local_runs_a_pilot_to_completion(local, workdir):
+    script = copy_pilot(workdir)
     job_id = local.submit(
-        script, tmp_path, {"args": ["--dry-run", "--config-json", '{"min_tmp_disk_gb": 0}']}
+        script, workdir, {"args": ["--dry-run", "--config-json", '{"min_tmp_disk_gb": 0}']}
     )
 
     status, seen = wait_for(local, job_id, final)
 
     assert status == BatchStatus(COMPLETED, COMPLETED, 0, "")
     assert set(seen) <= {QUEUED, RUNNING, COMPLETED}
-    out, err = local.output_paths(job_id, tmp_path)
-    assert out == tmp_path / f"dss-{job_id}.out"
+    out, err = local.output_paths(job_id, workdir)
+    assert out == workdir / f"dss-{job_id}.out"
     report = pilot.extract_report(out.read_text())
     assert report["facts"]["batch"] == {
         "system": "local",
@@ -188,23 +196,23 @@ def test_local_runs_a_pilot_to_completion(local, tmp_path):
         "allocated_cores": None,
         "allocated_memory_mb": None,
     }
-    assert report["facts"]["disk"]["work"]["path"] == str(tmp_path)
+    assert report["facts"]["disk"]["work"]["path"] == str(workdir)
 
 
-def test_local_records_a_failing_script_and_its_stderr(local, tmp_path):
+def test_local_records_a_failing_script_and_its_stderr(local, workdir):
     # not executable: the adapter runs it through its #! line
-    script = write_script(tmp_path / "fail.sh", "echo oops >&2; exit 3", executable=False)
-    job_id = local.submit(script, tmp_path, {})
+    script = write_script(workdir / "fail.sh", "echo oops >&2; exit 3", executable=False)
+    job_id = local.submit(script, workdir, {})
 
     status, _ = wait_for(local, job_id, final)
 
     assert (status.state, status.exit_code) == (FAILED, 3)
-    assert local.output_paths(job_id, tmp_path)[1].read_text() == "oops\n"
+    assert local.output_paths(job_id, workdir)[1].read_text() == "oops\n"
 
 
-def test_local_cancels_a_sleeping_job(local, tmp_path):
-    script = write_script(tmp_path / "sleep.sh", "echo started; exec sleep 300")
-    job_id = local.submit(script, tmp_path, {})
+def test_local_cancels_a_sleeping_job(local, workdir):
+    script = write_script(workdir / "sleep.sh", "echo started; exec sleep 300")
+    job_id = local.submit(script, workdir, {})
     wait_for(local, job_id, lambda s: s.state == RUNNING)
     child = json.loads((local.state_dir / f"{job_id}.json").read_text())["child_pid"]
 
@@ -220,25 +228,124 @@ def test_local_cancels_a_sleeping_job(local, tmp_path):
     local.cancel(job_id)  # cancelling a finished job is not an error
 
 
-def test_local_time_limit_ends_in_timeout(local, tmp_path):
-    script = write_script(tmp_path / "sleep.sh", "exec sleep 300")
-    job_id = local.submit(script, tmp_path, {"time_limit": "00:00:01"})
+def test_local_time_limit_ends_in_timeout(local, workdir):
+    script = write_script(workdir / "sleep.sh", "exec sleep 300")
+    job_id = local.submit(script, workdir, {"time_limit": "00:00:01"})
 
     status, _ = wait_for(local, job_id, final, timeout=20)
 
     assert status.state == TIMEOUT
 
 
-def test_local_jobs_do_not_see_the_portal_environment(local, tmp_path, monkeypatch):
+def test_local_jobs_do_not_see_the_portal_environment(local, workdir, monkeypatch):
     monkeypatch.setenv("DSS_SECRET_KEY_FOR_TEST", "do-not-leak")
     script = write_script(
-        tmp_path / "env.sh", 'echo "${DSS_SECRET_KEY_FOR_TEST:-absent} $DSS_PILOT_ID"'
+        workdir / "env.sh", 'echo "${DSS_SECRET_KEY_FOR_TEST:-absent} $DSS_PILOT_ID"'
     )
-    job_id = local.submit(script, tmp_path, {"env": {"DSS_PILOT_ID": "42"}})
+    job_id = local.submit(script, workdir, {"env": {"DSS_PILOT_ID": "42"}})
 
     wait_for(local, job_id, final)
 
-    assert local.output_paths(job_id, tmp_path)[0].read_text() == "absent 42\n"
+    assert local.output_paths(job_id, workdir)[0].read_text() == "absent 42\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_a_local_job_runs_as_an_unprivileged_user_with_a_clean_environment(
+    local, workdir, monkeypatch
+):
+    # What a hostile job on the portal's machine would try: the portal's secrets.
+    monkeypatch.setenv("SECRET_KEY", "portal-secret")
+    # a secret of the portal's, readable by its owner only (mkstemp: mode 600), where all
+    # users may look
+    handle, name = tempfile.mkstemp(prefix="dss-test-secret-")
+    os.write(handle, b"portal-secret")
+    os.close(handle)
+    secret_file = Path(name)
+    script = write_script(
+        workdir / "probe.sh",
+        f"id -u; env | sort | cut -d= -f1 | tr '\\n' ' '; echo; "
+        f"cat /proc/{os.getpid()}/environ >/dev/null 2>&1 && echo environ-read || echo environ-denied; "
+        f"cat {secret_file} >/dev/null 2>&1 && echo file-read || echo file-denied",
+    )
+    job_id = local.submit(script, workdir, {"env": {"DSS_PILOT_ID": "7"}})
+
+    status, _ = wait_for(local, job_id, final)
+    secret_file.unlink()
+
+    uid, names, environ, secret = local.output_paths(job_id, workdir)[0].read_text().splitlines()
+    assert status.state == COMPLETED
+    assert int(uid) == pwd.getpwnam("nobody").pw_uid
+    # sh adds PWD, SHLVL and _ of its own; nothing else of the portal's comes through
+    assert set(names.split()) - {"PWD", "SHLVL", "_"} == {
+        "PATH",
+        "HOME",
+        "LANG",
+        "DSS_PILOT_ID",
+        "DSS_LOCAL_JOB_ID",
+    } - ({"LANG"} if "LANG" not in os.environ else set())
+    assert (environ, secret) == ("environ-denied", "file-denied")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_root_runs_no_local_job_as_itself_or_as_an_unknown_user(workdir):
+    script = write_script(workdir / "noop.sh", "true")
+    for run_as, words in ((None, "as root"), ("no-such-user-dss", "no user 'no-such-user-dss'")):
+        with pytest.raises(BatchError, match=words):
+            LocalAdapter(state_dir=workdir / "state", run_as=run_as).submit(script, workdir, {})
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_a_work_directory_the_job_user_cannot_enter_is_refused(local, tmp_path):
+    # pytest's folders are private to root: the job could not even start in one
+    script = write_script(tmp_path / "noop.sh", "true")
+
+    with pytest.raises(BatchError, match="closed to nobody") as err:
+        local.submit(script, tmp_path, {})
+    assert err.value.where == "workdir"
+
+
+NOT_ROOT_SUBMITS = """
+import sys, tempfile, os
+sys.path.insert(0, os.getcwd())
+from pilotchecker.batch import LocalAdapter, BatchError
+folder = tempfile.mkdtemp()
+with open(os.path.join(folder, "x.sh"), "w") as handle:
+    handle.write("#!/bin/sh\\ntrue\\n")
+adapter = LocalAdapter(state_dir=os.path.join(folder, "state"), own_user_ok=sys.argv[1] == "ok")
+try:
+    adapter.submit(os.path.join(folder, "x.sh"), folder, {})
+    print("started")
+except BatchError as e:
+    print("refused:", e)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+@pytest.mark.parametrize(("own_user_ok", "answer"), [("no", "refused: "), ("ok", "started")])
+def test_a_worker_that_is_not_root_runs_local_jobs_as_itself_only_when_allowed(own_user_ok, answer):
+    # a portal process that is not root (here: nobody, with the system's Python)
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    done = subprocess.run(
+        [python, "-c", NOT_ROOT_SUBMITS, own_user_ok],
+        user="nobody",
+        extra_groups=[],
+        cwd=Path(__file__).resolve().parents[2],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.stdout.startswith(answer), done.stderr
+    if answer.startswith("refused"):
+        assert "can read its secrets" in done.stdout
+
+
+@pytest.mark.parametrize("name", ["LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "BASH_ENV"])
+def test_a_site_cannot_set_variables_that_load_code(name):
+    with pytest.raises(InvalidInput, match="cannot be set") as err:
+        get_adapter("local").validate_params({"env": {name: "/tmp/x"}})
+    assert err.value.where == "env"
 
 
 def test_an_unknown_local_job_is_unknown(local):

@@ -22,10 +22,10 @@ from tests.services import require
 
 
 @pytest.fixture
-def portal_url(live_server, monkeypatch, settings, tmp_path):
+def portal_url(live_server, monkeypatch, settings, pilots_dir):
     """The live portal's address and a pilot directory, for this process and (through the
     environment) for the worker process started after it."""
-    pilots = tmp_path / "pilots"
+    pilots = pilots_dir
     monkeypatch.setenv("DSS_PORTAL_URL", live_server.url)
     monkeypatch.setenv("PILOT_DIR", str(pilots))
     settings.DSS_PORTAL_URL = live_server.url
@@ -68,7 +68,7 @@ def until(pilot_id: int, predicate, what: str, timeout: float = 120, poll: bool 
 def requirements(tmp_path) -> dict:
     return {
         "paths": [str(tmp_path)],
-        "commands": ["uname -r"],
+        "tools": ["uname"],
         "min_work_disk_gb": 0.1,
         "min_tmp_disk_gb": 0.1,
     }
@@ -79,7 +79,7 @@ def assert_a_real_report(p: Pilot, system: str) -> None:
     assert p.verdict == "passed", [c for c in p.checks if c["status"] != "pass"]
     checks = {c["name"]: c for c in p.checks}
     assert checks["portal_access"]["status"] == "pass"
-    assert checks["commands"]["threshold"] == "uname -r" and checks["commands"]["status"] == "pass"
+    assert checks["tools"]["threshold"] == "uname" and checks["tools"]["status"] == "pass"
     assert checks["paths"]["status"] == "pass"
     assert p.facts["batch"]["system"] == system
     assert p.facts["batch"]["job_id"] == p.batch_job_id
@@ -87,9 +87,10 @@ def assert_a_real_report(p: Pilot, system: str) -> None:
     assert p.token_used_at is not None
 
 
-def test_a_pilot_to_the_local_site_reports_a_verdict(worker, siteadmin, tmp_path):
+def test_a_pilot_to_the_local_site_reports_a_verdict(worker, siteadmin, pilots_dir):
+    # a path the pilot's unprivileged user can see
     site = actions.do_add_site(
-        "LOCAL", "local", requirements=requirements(tmp_path), status="online"
+        "LOCAL", "local", requirements=requirements(pilots_dir), status="online"
     )
 
     p = submit(site, siteadmin)

@@ -127,7 +127,7 @@ def test_a_report_printed_but_never_posted_is_recovered_from_the_output(fake_bat
     assert p.token_used_at is not None  # a late post is refused
 
 
-def test_a_pilot_that_crashes_before_reporting_shows_its_error_log(fake_batch, site, physicist):
+def test_a_pilot_that_crashes_before_reporting_shows_its_error_log(fake_batch, site, siteadmin):
     (p,) = send(site)
     traceback = 'Traceback (most recent call last):\n  File "pilot.py", line 1\nMemoryError\n'
     fake_batch.end(p.batch_job_id, stderr=traceback, state=FAILED, raw="FAILED", exit_code=1)
@@ -141,7 +141,7 @@ def test_a_pilot_that_crashes_before_reporting_shows_its_error_log(fake_batch, s
     from django.test import Client
 
     c = Client()
-    c.force_login(physicist)
+    c.force_login(siteadmin)
     html = c.get(f"/pilots/{p.pk}/").content.decode()
     assert "MemoryError" in html and "Error log" in html and "without a report" in html
     assert 'hx-trigger="every 2s"' not in html  # settled: the page stops refreshing

@@ -185,9 +185,9 @@ def test_an_admin_sets_the_status_from_the_site_page(site, siteadmin):
     assert site.status == "offline"
 
 
-def test_the_pilot_page_shows_checks_facts_and_the_batch_view(history, physicist):
+def test_the_pilot_page_shows_checks_facts_and_the_batch_view(history, siteadmin):
     ok, bad, running, again = history
-    c = logged_in(physicist)
+    c = logged_in(siteadmin)
 
     html = c.get(f"/pilots/{bad.pk}/").content.decode()
     assert "cvmfs_not_mounted" in html and "/cvmfs/atlas.cern.ch is not mounted" in html
@@ -221,7 +221,7 @@ def test_every_model_is_in_the_admin(siteadmin, admin_client, history):
     assert admin_client.get(f"/admin/pilotchecker/pilot/{history[0].pk}/change/").status_code == 200
 
 
-def test_a_pilot_that_reported_before_any_poll_says_so(site, siteadmin, physicist):
+def test_a_pilot_that_reported_before_any_poll_says_so(fake_batch, site, siteadmin):
     (quick,) = send(site, user=siteadmin)
     report = a_report("passed")
     nothing = "no CVMFS repositories required"
@@ -230,7 +230,7 @@ def test_a_pilot_that_reported_before_any_poll_says_so(site, siteadmin, physicis
         {"name": "cvmfs", "status": "pass", "code": "ok", "message": nothing, "threshold": []},
     ]
     actions.check_receive_report(quick.pk, token_of(quick), body(report))
-    html = logged_in(physicist).get(f"/pilots/{quick.pk}/").content.decode()
+    html = logged_in(siteadmin).get(f"/pilots/{quick.pk}/").content.decode()
     assert "not asked: the pilot reported first" in html
     assert "not asked yet" not in html
     checks = html[html.index('id="checks-h"') :]

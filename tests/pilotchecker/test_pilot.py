@@ -179,7 +179,9 @@ def test_it_reports_a_passing_node_with_its_token(portal, tmp_path):
         "credential_lifetime",
         "cvmfs",
         "paths",
+        "tools",
         "commands",
+        "reach",
         "portal_access",
     ]
     for item in report["checks"]:
@@ -239,12 +241,13 @@ def test_it_checks_paths_commands_and_cvmfs_one_by_one(portal, tmp_path):
     (tmp_path / "present.txt").write_text("x")
     config = portal.config(
         paths=[str(tmp_path / "present.txt"), "$DSS_TEST_DIR", "/no/such/dss/path"],
-        commands=[
-            "true",
-            "sh -c 'echo first line; echo second; exit 3'",
-            "no-such-dss-command",
-            ["sleep", "30"],
-        ],
+        # argv lists from a deployment's allow-list, run in name order
+        commands={
+            "a-true": ["true"],
+            "b-prints": ["sh", "-c", "echo first line; echo second; exit 3"],
+            "c-missing": ["no-such-dss-command"],
+            "d-sleeps": ["sleep", "30"],
+        },
         cvmfs_repos=["dss-test.example.org"],
         timeout_s=1,
     )
@@ -269,7 +272,7 @@ def test_it_checks_paths_commands_and_cvmfs_one_by_one(portal, tmp_path):
     ]
     assert commands[1]["value"]["exit_code"] == 3
     assert commands[1]["value"]["output"] == ["first line", "second"]
-    assert commands[3]["threshold"] == "sleep 30"
+    assert commands[3]["threshold"] == "d-sleeps"
     (cvmfs,) = by_name(report, "cvmfs")
     assert (cvmfs["status"], cvmfs["code"], cvmfs["threshold"]) == (
         "fail",
@@ -277,6 +280,73 @@ def test_it_checks_paths_commands_and_cvmfs_one_by_one(portal, tmp_path):
         "dss-test.example.org",
     )
     assert "dss-test.example.org" in report["facts"]["cvmfs"]["repos"]
+
+
+def test_it_runs_tools_by_name_with_version_and_no_shell(portal, tmp_path):
+    config = portal.config(tools=["python3", "no-such-dss-tool"], timeout_s=5)
+
+    proc, report = run_pilot(config, tmp_path)
+
+    found, missing = by_name(report, "tools")
+    assert (found["status"], found["threshold"]) == ("pass", "python3")
+    assert found["value"]["path"] == shutil.which("python3")
+    assert found["value"]["output"][0].startswith("Python 3")
+    assert (missing["status"], missing["code"]) == ("fail", "tool_not_found")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("tools", ["sh -c id"]),
+        ("tools", ["/bin/sh"]),
+        ("tools", ["-rf"]),
+        ("commands", ["uname -r"]),
+        ("commands", {"id": "sh -c id"}),
+        ("commands", {"bad name": ["true"]}),
+        ("reach", ["xrd.example.org:1094"]),
+        ("reach", [{"name": "XRD", "host": "a b", "port": 1094}]),
+    ],
+)
+def test_shell_text_is_never_a_check(portal, tmp_path, key, value):
+    config = portal.config(**{key: value})
+
+    proc, report = run_pilot(config, tmp_path)
+
+    (problem,) = by_name(report, "config")
+    assert problem["status"] == "fail" and problem["message"].startswith(f"{key}:")
+    assert not by_name(report, key)[0]["threshold"]  # nothing of it ran: the default applies
+
+
+def test_it_reaches_an_endpoint_or_says_why_not(portal, tmp_path):
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        config = portal.config(
+            reach=[
+                {"name": "XRD", "host": "127.0.0.1", "port": port},
+                {"name": "GONE", "host": "127.0.0.1", "port": free_port()},
+            ]
+        )
+        proc, report = run_pilot(config, tmp_path)
+
+    ok, gone = by_name(report, "reach")
+    assert (ok["status"], ok["threshold"]) == ("pass", "XRD")
+    assert (gone["status"], gone["code"], gone["threshold"]) == ("fail", "reach_failed", "GONE")
+    assert "127.0.0.1:" in gone["message"]
+
+
+def test_control_characters_and_bad_bytes_in_a_commands_output_are_escaped(portal, tmp_path):
+    config = portal.config(
+        commands={"noisy": ["printf", "a\\000b\\033[31mc\\377d\\n"]}, min_work_disk_gb=0
+    )
+
+    proc, report = run_pilot(config, tmp_path)
+
+    (noisy,) = by_name(report, "commands")
+    assert noisy["value"]["output"] == ["a\\x00b\\x1b[31mc\ufffdd"]
+    assert b"\\u0000" not in portal.posts[0]["body"]
+    assert portal.posts  # posted: a report is plain text whatever a tool prints
 
 
 def test_an_unreachable_portal_is_retried_then_the_pilot_exits_nonzero(tmp_path):

@@ -163,3 +163,92 @@ def test_ping_answers_anyone_with_the_time():
 
     assert r.status_code == 200
     assert r.json()["service"] == "dss" and "T" in r.json()["time"]
+
+
+def report_text(**extra_fact) -> str:
+    """A valid report's JSON with ``facts.extra`` set to the given raw JSON text."""
+    text = body(a_report()).decode()
+    ((key, raw),) = extra_fact.items()
+    return text.replace('"facts": {', f'"facts": {{"{key}": {raw}, ', 1)
+
+
+HOSTILE = {
+    "nul": report_text(note='"a\\u0000b"'),
+    "nul_in_a_key": report_text(note='{"a\\u0000": 1}'),
+    "lone_surrogate": report_text(note='"\\ud800"'),
+    "nan": report_text(note="NaN"),
+    "infinity": report_text(note="-Infinity"),
+    "huge_float": report_text(note="1e999"),
+    "huge_integer": report_text(note="1" * 5000),
+    "deep": report_text(note="[" * 5000 + "]" * 5000),
+    "deep_but_parsable": report_text(note="[" * 40 + "]" * 40),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_it_refuses_text_and_numbers_a_database_cannot_hold(fake_batch, site, case):
+    (p,) = send(site)
+
+    r = post(p.pk, HOSTILE[case].encode(), token_of(p))
+
+    assert r.status_code == 400, r.content
+    assert r.json()["error"] == "invalid" and r.json()["detail"] and r.json()["where"]
+    assert_nothing_stored(p)
+    # the token still works for a good report
+    assert post(p.pk, body(a_report()), token_of(p)).status_code == 201
+
+
+def test_a_surrogate_pair_is_a_character_and_is_accepted(fake_batch, site):
+    (p,) = send(site)
+
+    r = post(p.pk, report_text(note='"\\ud83d\\ude00"').encode(), token_of(p))
+
+    assert r.status_code == 201
+    p.refresh_from_db()
+    assert p.report["facts"]["note"] == "\U0001f600"
+
+
+def test_the_poller_keeps_a_report_whose_output_holds_a_nul_written_out(fake_batch, site):
+    from pilotchecker import actions, pilot
+
+    (p,) = send(site)
+    report = a_report()
+    report["checks"] = [
+        *report["checks"],
+        {"name": "commands", "status": "pass", "code": "ok", "message": "x exited with 0",
+         "value": {"output": ["a\x00b", "\udcff"]}, "threshold": "x"},
+    ]  # fmt: skip
+    # The pilot's post was refused; the job printed the report and raw NULs on its logs.
+    fake_batch.end(
+        p.batch_job_id,
+        stdout="noise\x00\n" + pilot.format_report(report).replace("1.0.0", "1.0.0\\u0000"),
+        stderr="dss-pilot: the portal refused the report\x00\n",
+    )
+
+    actions.do_poll_pilots()
+
+    p.refresh_from_db()
+    assert (p.state, p.report_source, p.verdict) == ("reported", "output file", "passed")
+    assert p.report["pilot_version"] == "1.0.0\\u0000"
+    assert p.report["checks"][-1]["value"]["output"] == ["a\\u0000b", "\\udcff"]
+    assert "noise\\x00" in p.stdout_tail and "\x00" not in p.stderr_tail
+
+
+def test_one_pilot_that_cannot_be_recorded_does_not_stop_the_others(fake_batch, site):
+    from pilotchecker import actions
+
+    first, second = send(site, 2)
+    # a log file replaced by a link to a file the portal must never show
+    fake_batch.end(first.batch_job_id, stdout="", stderr="")
+    out, _ = fake_batch.output_paths(first.batch_job_id, first.workdir)
+    out.unlink()
+    out.symlink_to("/etc/passwd")
+    fake_batch.end(second.batch_job_id, stdout="", stderr="boom\n")
+
+    actions.do_poll_pilots()
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.state == second.state == "failed"
+    assert "root:" not in first.stdout_tail
+    assert second.stderr_tail == "boom\n"

@@ -26,7 +26,7 @@ def test_an_admin_adds_a_slurm_site(siteadmin):
         requirements={
             "min_cores": 2,
             "cvmfs_repos": ["atlas.cern.ch"],
-            "commands": ["gcc --version"],
+            "tools": ["gcc"],
         },
         pilot_interval_minutes=30,
         user=siteadmin,
@@ -56,7 +56,10 @@ def test_an_admin_adds_a_slurm_site(siteadmin):
         ("local", {}, {"python_min": "three"}, "python_min"),
         ("local", {}, {"cvmfs_repos": ["../etc"]}, "cvmfs_repos"),
         ("local", {}, {"cvmfs_repos": "atlas.cern.ch"}, "cvmfs_repos"),
-        ("local", {}, {"commands": ["echo 'unclosed"]}, "commands"),
+        ("local", {}, {"tools": ["echo 'unclosed"]}, "tools"),
+        ("local", {}, {"commands": ["uname -r"]}, "commands"),
+        ("local", {}, {"allowed_commands": ["sh"]}, "allowed_commands"),
+        ("local", {}, {"reach": ["NO-SUCH-SE"]}, "reach"),
         ("local", {}, {"report_url": "http://elsewhere/"}, "report_url"),
         ("local", {}, ["min_cores"], "requirements"),
     ],
@@ -145,7 +148,7 @@ def test_the_site_form_adds_a_site(siteadmin):
             "min_cores": "2",
             "min_work_disk_gb": "5",
             "cvmfs_repos": "atlas.cern.ch\nsft.cern.ch",
-            "commands": "gcc --version",
+            "tools": "gcc",
             "pilot_timeout_minutes": "20",
         },
     )
@@ -162,7 +165,7 @@ def test_the_site_form_adds_a_site(siteadmin):
         "min_cores": 2,
         "min_work_disk_gb": 5,
         "cvmfs_repos": ["atlas.cern.ch", "sft.cern.ch"],
-        "commands": ["gcc --version"],
+        "tools": ["gcc"],
     }
 
 
@@ -173,7 +176,7 @@ def test_the_site_form_shows_each_error_on_its_field(siteadmin):
             "name": "UKI-FORM",
             "batch_system": "local",
             "partition": "debug",
-            "commands": "echo 'unclosed",
+            "tools": "echo 'unclosed",
             "pilot_timeout_minutes": "20",
         },
     )
@@ -182,8 +185,8 @@ def test_the_site_form_shows_each_error_on_its_field(siteadmin):
     assert r.status_code == 200 and not Site.objects.exists()
     partition = html.index("not a parameter of the local batch system")
     assert html.index('id="id_partition"') < partition < html.index('id="id_account"')
-    commands = html.index("cannot split")
-    assert html.index('id="id_commands"') < commands < html.index('id="id_pilot_interval_minutes"')
+    tools = html.index("not a tool name")
+    assert html.index('id="id_tools"') < tools < html.index('id="id_allowed_commands"')
     assert html.count('class="field has-error"') == 2
 
 

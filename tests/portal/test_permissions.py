@@ -48,16 +48,18 @@ def test_roles_hold_their_permissions(physicist, siteadmin, operator, outsider):
     assert not outsider.has_perm("dmu.add_dataset")
 
 
-def test_a_user_can_create_and_replace_an_api_token(physicist):
-    from rest_framework.authtoken.models import Token
+def test_a_user_makes_a_named_token_and_sees_its_key_once(physicist):
+    from dss.models import ApiToken
 
     c = Client()
     c.force_login(physicist)
-    c.post("/account/token/")
-    first = Token.objects.get(user=physicist).key
-    assert first in c.get("/account/").content.decode()
-    c.post("/account/token/")
-    assert Token.objects.get(user=physicist).key != first
+    r = c.post("/account/tokens/", {"name": "laptop", "days": "30"})
+    assert r.status_code == 302
+    page = c.get("/account/").content.decode()
+    (token,) = ApiToken.objects.filter(user=physicist)
+    key = page.split('id="token" class="mono wide" readonly value="')[1].split('"')[0]
+    assert key.startswith(token.prefix) and token.name == "laptop"
+    assert key not in c.get("/account/").content.decode()  # shown once
 
 
 def test_every_model_is_in_the_admin(siteadmin):

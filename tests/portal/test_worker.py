@@ -11,15 +11,16 @@ from tests.services import IN_CI
 def test_a_worker_runs_a_registration_through_the_broker(
     celery_worker, local_se, storage_root, siteadmin
 ):
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
+
+    from tests.conftest import api_token
 
     if IN_CI:
         assert settings.CELERY_BROKER_URL.startswith("redis://")
     put_file(storage_root, HZZ, "w/hzz.root")
     put_file(storage_root, ZMUMU, "w/zmumu.root")
     c = APIClient()
-    c.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=siteadmin).key}")
+    c.credentials(HTTP_AUTHORIZATION=f"Token {api_token(siteadmin)}")
     r = c.post(
         "/api/datasets/register/",
         {

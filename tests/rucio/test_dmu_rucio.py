@@ -10,18 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from dmu import catalogs
 from dmu.models import Dataset
-from tests.conftest import ROOT, ZMUMU
+from tests.conftest import ROOT, ZMUMU, api_token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def portal(live_server, siteadmin):
-    return live_server.url, Token.objects.create(user=siteadmin).key
+    return live_server.url, api_token(siteadmin)
 
 
 def dmu(portal, *args: str, cwd: Path) -> subprocess.CompletedProcess:

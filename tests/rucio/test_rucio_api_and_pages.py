@@ -3,18 +3,16 @@ what they say when Rucio refuses or is down."""
 
 from __future__ import annotations
 
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from dmu import actions, catalogs
 from dmu.models import Dataset, RucioRegistration, RucioState
-from tests.conftest import HZZ, ZMUMU
+from tests.conftest import HZZ, ZMUMU, api_token
 
 
 def client_for(user):
     c = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    c.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    c.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return c
 
 

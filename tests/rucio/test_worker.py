@@ -4,11 +4,10 @@ registration after the commit, and a worker process registers the dataset in the
 from __future__ import annotations
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from dmu.models import RucioRegistration, RucioState
-from tests.conftest import HZZ, wait_for
+from tests.conftest import HZZ, api_token, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,7 +25,7 @@ def test_a_worker_registers_what_dmu_put_registered(
 ):
     rel = site.put(HZZ, "worker/uproot-HZZ.root")
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=siteadmin).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(siteadmin)}")
     r = api.post(
         "/api/datasets/register/",
         {"dataset": f"{scope}.worker", "storage_element": site.se.name, "paths": [rel]},

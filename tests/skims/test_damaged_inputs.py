@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from dmu.eventfiles import open_event_file
 from dss.errors import BadEventFile
 from skims.eventio import read_entries
-from tests.conftest import HZZ, corrupt_basket, put_file, wait_for
+from tests.conftest import HZZ, api_token, corrupt_basket, put_file, wait_for
 from tests.skims.conftest import build_tags
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def api(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

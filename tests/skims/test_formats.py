@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import uproot
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from dmu import actions as dmu_actions
@@ -21,7 +20,7 @@ from dss.errors import BadEventFile, DSSError
 from skims import actions
 from skims.eventio import EXTENSIONS, write_events
 from tagdb import actions as tag_actions
-from tests.conftest import HZZ
+from tests.conftest import HZZ, api_token
 from tests.skims.conftest import same_events
 from tests.skims.test_skim_correctness import outputs, run_skim, submit
 
@@ -57,7 +56,7 @@ def expected_events(events: ak.Array) -> ak.Array:
 
 def api(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

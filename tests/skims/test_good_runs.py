@@ -12,14 +12,13 @@ import sys
 import numpy as np
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from dmu import actions as dmu_actions
 from skims import actions
 from skims.models import SkimJob
 from tagdb.goodruns import parse_good_run_list
-from tests.conftest import ROOT
+from tests.conftest import ROOT, api_token
 from tests.skims.test_skim_correctness import outputs, run_skim, submit
 from tests.tagdb import goodruns_data as data
 from tests.tagdb.goodruns_data import write_lumi_file
@@ -112,7 +111,7 @@ def test_the_identical_request_hash_includes_the_list(lumi, physicist):  # noqa:
 
 def api(user) -> APIClient:
     c = APIClient()
-    c.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    c.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return c
 
 
@@ -191,7 +190,7 @@ def test_the_form_takes_a_list_file_and_the_pages_show_it(lumi, physicist, opera
 def test_dss_skim_submit_takes_a_list_file(live_server, lumi, physicist, tmp_path):  # noqa: F811
     grl = tmp_path / "grl.xml"
     grl.write_text(data.atlas_xml())
-    token = Token.objects.create(user=physicist).key
+    token = api_token(physicist)
     env = {k: v for k, v in os.environ.items() if k not in ("DSS_URL", "DSS_TOKEN")}
     argv = [sys.executable, "-m", "dss.cli", "--url", live_server.url, "--token", token]
     r = subprocess.run(

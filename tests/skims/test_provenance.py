@@ -64,7 +64,9 @@ def test_prov_json_links_inputs_to_outputs(done):
 
 def test_a_rerun_selects_exactly_the_same_events(done, operator):
     again = run_skim(actions.do_rerun(done.provenance, operator))
-    assert again.state == "succeeded" and again.output_name == "user.phys.prov_rerun1"
+    assert (
+        again.state == "succeeded" and again.output_name == "user.oper.prov_rerun1"
+    )  # in the operator's scope
     assert again.rerun_of == done.provenance
     assert again.events_written == done.events_written
     assert same_events(outputs(done), outputs(again))

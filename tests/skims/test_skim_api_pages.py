@@ -2,17 +2,17 @@
 
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from skims.models import SkimJob
+from tests.conftest import api_token
 
 pytestmark = pytest.mark.django_db
 
 
 def api(user) -> APIClient:
     c = APIClient()
-    c.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    c.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return c
 
 
@@ -58,7 +58,7 @@ def test_a_dataset_name_uses_its_tags(hzz_tags, physicist):
     "body, status, error, where",
     [
         (
-            {"collections": [1], "selection": "n_muon >= ", "output_name": "user.p.x"},
+            {"collections": [1], "selection": "n_muon >= ", "output_name": "user.phys.x"},
             400,
             "bad_selection",
             "column 11",
@@ -70,23 +70,24 @@ def test_a_dataset_name_uses_its_tags(hzz_tags, physicist):
             "dataset name",
         ),
         (
-            {"collections": [999], "selection": "n_muon >= 2", "output_name": "user.p.x"},
+            {"collections": [999], "selection": "n_muon >= 2", "output_name": "user.phys.x"},
             404,
             "not_found",
             "collections",
         ),
-        ({"selection": "n_muon >= 2", "output_name": "user.p.x"}, 400, "invalid", "inputs"),
+        ({"selection": "n_muon >= 2", "output_name": "user.phys.x"}, 400, "invalid", "inputs"),
         (
+            # another scope than the physicist's own (user.phys.*)
             {"collections": [1], "selection": "n_muon >= 2", "output_name": "demo.zmumu"},
-            409,
-            "conflict",
-            "output_name",
+            403,
+            "forbidden",
+            "dataset name",
         ),
         (
             {
                 "collections": [1],
                 "selection": "n_muon >= 2",
-                "output_name": "user.p.x",
+                "output_name": "user.phys.x",
                 "output_format": "csv",
             },
             400,
@@ -94,7 +95,7 @@ def test_a_dataset_name_uses_its_tags(hzz_tags, physicist):
             "output_format",
         ),
         (
-            {"collections": [1], "selection": "x" * 5000, "output_name": "user.p.x"},
+            {"collections": [1], "selection": "x" * 5000, "output_name": "user.phys.x"},
             400,
             "invalid",
             "selection",
@@ -123,7 +124,7 @@ def test_an_operator_cannot_submit_and_outsiders_cannot_cancel(
     assert r.status_code == 403
     r = api(physicist).post(
         "/api/skims/",
-        {"collections": [hzz_tags.pk], "selection": "n_muon >= 2", "output_name": "user.p.y"},
+        {"collections": [hzz_tags.pk], "selection": "n_muon >= 2", "output_name": "user.phys.y"},
         format="json",
     )
     sid = r.json()["id"]

@@ -6,15 +6,14 @@ import subprocess
 import sys
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from dmu.models import Dataset
-from tests.conftest import ROOT
+from tests.conftest import ROOT, api_token
 
 
 @pytest.fixture
 def portal(live_server, hzz_tags, physicist, operator, celery_worker):
-    tokens = {u.username: Token.objects.create(user=u).key for u in (physicist, operator)}
+    tokens = {u.username: api_token(u) for u in (physicist, operator)}
     return live_server.url, tokens
 
 
@@ -68,7 +67,7 @@ def test_a_physicist_skims_from_the_command_line_and_an_operator_reruns(portal, 
     assert (
         again["state"] == "succeeded"
         and again["events_written"] == 1413
-        and again["output_name"] == "user.phys.cli_rerun1"
+        and again["output_name"] == "user.oper.cli_rerun1"
     )
 
 

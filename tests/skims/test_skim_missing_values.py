@@ -48,8 +48,8 @@ def planned_entries(skim) -> list[int]:
 def test_a_scan_and_a_tag_skim_plan_the_same_entries(hzz_tags, physicist, selection):
     dataset = hzz_tags.dataset
     suffix = zlib.crc32(selection.encode())
-    tag = submit(physicist, [actions.InputSpec(dataset, hzz_tags)], selection, f"user.p.t{suffix}")
-    scan = submit(physicist, [actions.InputSpec(dataset, None)], selection, f"user.p.s{suffix}")
+    tag = submit(physicist, [actions.InputSpec(dataset, hzz_tags)], selection, f"user.phys.t{suffix}")
+    scan = submit(physicist, [actions.InputSpec(dataset, None)], selection, f"user.phys.s{suffix}")
     plan_skim(tag.pk)
     plan_skim(scan.pk)
     tag.refresh_from_db()
@@ -65,8 +65,8 @@ def test_events_without_muons_do_not_pass_a_cut_on_the_leading_muon(hzz_tags, ph
     assert len(expected) == 4  # 63 before missing values were missing: 59 had no muon
     dataset = hzz_tags.dataset
     text = "lead_muon_pt < 20"
-    tag = run_skim(submit(physicist, [actions.InputSpec(dataset, hzz_tags)], text, "user.p.tag"))
-    scan = run_skim(submit(physicist, [actions.InputSpec(dataset, None)], text, "user.p.scan"))
+    tag = run_skim(submit(physicist, [actions.InputSpec(dataset, hzz_tags)], text, "user.phys.tag"))
+    scan = run_skim(submit(physicist, [actions.InputSpec(dataset, None)], text, "user.phys.scan"))
     assert tag.state == scan.state == "succeeded", (tag.message, scan.message)
     assert tag.events_written == scan.events_written == 4
     assert same_events(expected, outputs(tag)) and same_events(expected, outputs(scan))

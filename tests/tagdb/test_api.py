@@ -19,10 +19,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def api(physicist) -> APIClient:
-    from rest_framework.authtoken.models import Token
+    from tests.conftest import api_token
 
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=physicist).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(physicist)}")
     return client
 
 
@@ -291,6 +291,22 @@ def test_a_physicist_starts_a_build_and_reads_its_status(
     assert r.status_code == 404
     r = post(api, "/api/tags/build", {"dataset": "demo.hzz", "schema": "hz"})
     assert r.status_code == 404 and "did you mean 'hzz'" in r.json()["detail"]
+
+
+def test_another_physicist_cannot_cancel_a_build(api, hzz, django_capture_on_commit_callbacks):
+    from tagdb.models import TagBuild
+    from tests.conftest import make_user
+
+    with django_capture_on_commit_callbacks(execute=False):
+        build = post(api, "/api/tags/build", {"dataset": "demo.hzz", "schema": "hzz"}).json()
+    other = APIClient()
+    other.force_authenticate(make_user("phys2", ["physicist"]))
+
+    r = post(other, f"/api/tags/builds/{build['id']}/cancel", {})
+
+    assert r.status_code == 403
+    assert r.json()["error"] == "forbidden" and "only its owner or an admin" in r.json()["detail"]
+    assert TagBuild.objects.get(pk=build["id"]).state == "queued"
 
 
 def test_outsiders_cannot_build_and_anonymous_callers_are_refused(hzz, outsider):

@@ -14,11 +14,10 @@ from tests.tagdb.portal import drop_tags, lumi, tagged  # noqa: F401
 @pytest.fixture
 def portal(live_server, physicist):
     """An API client of the live portal, logged in as the physicist by token."""
-    from rest_framework.authtoken.models import Token
-
     from dss.apiclient import ApiClient
+    from tests.conftest import api_token
 
-    return ApiClient(live_server.url, Token.objects.create(user=physicist).key, timeout=60)
+    return ApiClient(live_server.url, api_token(physicist), timeout=60)
 
 
 def run(portal, *argv: str) -> tuple[int, str, str]:
@@ -157,11 +156,10 @@ def test_tag_build_waits_for_a_worker(portal, celery_worker, demo_datasets):
 
 
 def test_an_outsider_cannot_build(live_server, outsider, demo_datasets):
-    from rest_framework.authtoken.models import Token
-
     from dss.apiclient import ApiClient
+    from tests.conftest import api_token
 
-    client = ApiClient(live_server.url, Token.objects.create(user=outsider).key, timeout=60)
+    client = ApiClient(live_server.url, api_token(outsider), timeout=60)
     code, _, err = run(client, "tag", "build", "demo.hzz")
     assert code != 0 and "building TAGs needs the physicist or admin role" in err
 

@@ -9,10 +9,10 @@ import io
 import numpy as np
 import pytest
 import uproot
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from dss.errors import InvalidInput
+from tests.conftest import api_token
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +52,7 @@ def numbered(local_se, storage_root):
 @pytest.fixture
 def api(physicist) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=physicist).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(physicist)}")
     return client
 
 

@@ -311,6 +311,29 @@ def test_a_physicist_starts_a_build_from_the_form(
     assert "every 1s" not in html and "cancelled by phys" in html
 
 
+def test_another_physicist_cannot_cancel_a_build_and_an_admin_can(
+    demo_datasets, physicist, siteadmin, django_capture_on_commit_callbacks
+):
+    from tagdb import actions
+    from tagdb.models import TagBuild
+    from tests.conftest import make_user
+
+    with django_capture_on_commit_callbacks(execute=False):
+        actions.do_start_build(demo_datasets[1], None, physicist)
+    build = TagBuild.objects.get()
+    other = client_for(make_user("phys2", ["physicist"]))
+
+    assert "Cancel the build" not in other.get(f"/tags/builds/{build.pk}/").content.decode()
+    r = other.post(f"/tags/builds/{build.pk}/cancel/")
+    assert r.status_code == 403
+    build.refresh_from_db()
+    assert build.state == "queued"
+    r = client_for(siteadmin).post(f"/tags/builds/{build.pk}/cancel/")
+    build.refresh_from_db()
+    assert r.status_code == 302 and build.state == "cancelled"
+    assert build.message == "cancelled by admin1"
+
+
 def test_a_second_build_on_the_form_is_refused_with_a_reason(demo_datasets, physicist):
     from tagdb import actions
 

@@ -50,7 +50,7 @@ class Command(ActionCommand):
         root = Path(settings.DSS_STORAGE_ROOT)
         root.mkdir(parents=True, exist_ok=True)
         se = actions.do_add_storage_element(
-            "LOCAL", root.resolve().as_uri(), "The portal's local disk"
+            "LOCAL", root.resolve().as_uri(), "The portal's local disk", user_writable=True
         )
         for name, (filename, description) in DEMO_DATASETS.items():
             rel = deterministic_path(name.split(".")[0], filename)
