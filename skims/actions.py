@@ -47,10 +47,11 @@ from dss.errors import (
 )
 from dss.jobs import FINAL_STATES, JobState
 from dss.roles import may_change
+from tagdb import actions as tag_actions
 from tagdb.actions import check_selection, collection_schema, get_store
 from tagdb.goodruns import WHERE as GRL_WHERE
 from tagdb.goodruns import GoodRunList, missing_runs_warning, parse_good_run_list
-from tagdb.models import CollectionState, TagCollection
+from tagdb.models import CollectionState, TagCollection, TagSchema
 from tagdb.schema import auto_schema, builtin_schemas, compute_tags
 from tagdb.selection import check, evaluate, normalise, parse, tree_to_json
 
@@ -92,10 +93,74 @@ class IdenticalSkim(Conflict):
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the user names as an input: a dataset, and optionally its TAG collection."""
+    """What the user names as an input: a dataset, and optionally its TAG collection.
+
+    ``files`` pins the files to select from (records with lfn, guid, adler32, events), as a
+    re-run does to select from exactly the files of the skim it repeats; ``scan_schema``
+    is the schema a scan evaluates the selection with (None: the fitting one)."""
 
     dataset: Dataset
     collection: TagCollection | None
+    files: tuple[dict, ...] = ()
+    scan_schema: TagSchema | None = None
+
+
+def file_record(f: File) -> dict:
+    """What provenance and re-runs keep of an input file."""
+    return {"lfn": f.lfn, "guid": str(f.guid), "adler32": f.adler32, "events": f.events}
+
+
+def pinned_files(dataset: Dataset, records: Sequence[dict]) -> list[File]:
+    """The files of ``dataset`` that ``records`` name, each with the content it had then;
+    Conflict naming the files that left the dataset or changed since."""
+    by_guid = {str(f.guid): f for f in dataset.files.all()}
+    gone = [r["lfn"] for r in records if r["guid"] not in by_guid]
+    changed = [
+        r["lfn"]
+        for r in records
+        if r["guid"] in by_guid and by_guid[r["guid"]].adler32 != r["adler32"]
+    ]
+    if gone or changed:
+        what = []
+        if gone:
+            what.append(f"no longer in the dataset: {', '.join(gone[:5])}")
+        if changed:
+            what.append(f"changed since (another adler32): {', '.join(changed[:5])}")
+        raise Conflict(
+            f"the files this selects from are not as they were in {dataset.name} "
+            f"({'; '.join(what)}), so the same events cannot be selected again",
+            where=dataset.name,
+        )
+    return sorted((by_guid[r["guid"]] for r in records), key=lambda f: f.lfn)
+
+
+def input_files(inp: InputSpec | SkimInput) -> list[File]:
+    """The files an input selects from: the pinned ones, or the dataset's files now."""
+    pinned = inp.files if isinstance(inp, InputSpec) else (inp.files if inp.pinned else ())
+    if pinned:
+        return pinned_files(inp.dataset, pinned)
+    return list(inp.dataset.files.order_by("lfn"))
+
+
+def _require_tags_cover(collection: TagCollection, pinned: Sequence[dict]) -> None:
+    """StaleTags unless the collection's TAGs cover what is selected from: its dataset's
+    files now, or the ``pinned`` files (a re-run's)."""
+    if not pinned:
+        tag_actions.require_current(collection)
+        return
+    missing = tag_actions.uncovered(collection, pinned)
+    if missing:
+        raise Conflict(
+            f"the TAGs of {collection.dataset.name} were not built from "
+            f"{', '.join(missing[:5])} as it was; rebuild them, or skim without TAGs",
+            where=collection.dataset.name,
+        )
+
+
+def file_set_digest(files: Sequence[dict]) -> str:
+    """One word for a set of files and their contents (GUID and adler32 of each)."""
+    text = "\n".join(sorted(f"{r['guid']}:{r['adler32']}" for r in files))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -116,10 +181,12 @@ def _may_change(skim: SkimJob, user) -> None:
         raise PermissionDenied("only the skim's owner or an admin may change it")
 
 
-def _scan_schema(file: File):
-    """The schema that a dataset without TAGs is selected with: a shipped schema that
-    fits the tree (so attribute names are the same as with TAGs), else the automatic one."""
-
+def _scan_schema(file: File, chosen: TagSchema | None = None):
+    """The schema that a dataset without TAGs is selected with: ``chosen`` when given (the
+    schema of the TAGs a re-run repeats), else a shipped schema that fits the tree (so
+    attribute names are the same as with TAGs), else the automatic one."""
+    if chosen is not None:
+        return chosen.load()
     with _open_event_file(file) as (tree, _):
         available = set(tree.keys())
         for schema in builtin_schemas().values():
@@ -135,7 +202,7 @@ def _check_selection_for(inp: InputSpec, text: str, first_file: File | None):
         return check_selection(inp.collection, text)
     if first_file is None:
         raise InvalidInput(f"dataset {inp.dataset.name} has no files", where=inp.dataset.name)
-    schema = _scan_schema(first_file)
+    schema = _scan_schema(first_file, inp.scan_schema)
     tree = check(parse(text), schema.attribute_types())
     return tree, normalise(tree)
 
@@ -211,11 +278,19 @@ def request_hash(
     limit,
     good_runs: GoodRunList | None = None,
 ) -> str:
-    """What makes two skim requests identical: inputs, normalised selection, good-run
-    list, options."""
+    """What makes two skim requests identical: inputs (the dataset, the collection and the
+    TAG build it selects through, and the exact files: GUID and adler32 of each),
+    normalised selection, good-run list, options. A dataset that gained, lost or changed a
+    file, or TAGs rebuilt, make a new request."""
     key = {
         "inputs": sorted(
-            (i.dataset.name, i.collection.pk if i.collection else None) for i in inputs
+            (
+                i.dataset.name,
+                i.collection.pk if i.collection else None,
+                i.collection.published_build_id if i.collection else None,
+                file_set_digest([file_record(f) for f in input_files(i)]),
+            )
+            for i in inputs
         ),
         "selection": normalised,
         "branches": sorted(patterns),
@@ -315,7 +390,11 @@ def check_submit_skim(
 
     normalised, tree_json = None, None
     for inp in inputs:
-        first = inp.dataset.files.order_by("lfn").first()
+        files = input_files(inp)
+        if inp.collection is not None:
+            # TAGs that no longer cover what is selected from would skip files silently.
+            _require_tags_cover(inp.collection, inp.files)
+        first = files[0] if files else None
         if first is None:
             raise InvalidInput(f"dataset {inp.dataset.name} has no files", where=inp.dataset.name)
         tree, norm = _check_selection_for(inp, selection, first)
@@ -360,12 +439,16 @@ def check_submit_skim(
             rerun_of=rerun_of,
         )
         for inp in inputs:
+            schema = inp.collection.schema if inp.collection else inp.scan_schema
             SkimInput.objects.create(
                 skim=skim,
                 dataset=inp.dataset,
                 collection=inp.collection,
-                schema_name=inp.collection.schema.name if inp.collection else "",
-                schema_version=inp.collection.schema.version if inp.collection else None,
+                schema_name=schema.name if schema else "",
+                schema_version=schema.version if schema else None,
+                files=list(inp.files),
+                pinned=bool(inp.files),
+                scan_schema=inp.scan_schema,
             )
         skim.log(
             "queued", f"selection {normalised!r} on {', '.join(i.dataset.name for i in inputs)}"
@@ -389,15 +472,19 @@ def selected_entries(
     (``check_in`` is called between files, so that a cancelled or reassigned planning
     stops there)."""
     if inp.collection is not None:
-        return get_store().entries_by_file(inp.collection.key, tree, good_runs=good_runs)
+        found = get_store().entries_by_file(inp.collection.key, tree, good_runs=good_runs)
+        if isinstance(inp, SkimInput) and inp.pinned:
+            keep = {r["guid"] for r in inp.files}
+            found = {guid: entries for guid, entries in found.items() if guid in keep}
+        return found
 
     found: dict[str, np.ndarray] = {}
     runs_seen: set[int] = set()
-    for file in inp.dataset.files.order_by("lfn"):
+    for file in input_files(inp):
         if check_in is not None:
             check_in()
         with _open_event_file(file) as (t, where):
-            schema = _scan_schema(file)
+            schema = _scan_schema(file, inp.scan_schema)
             checked = check(tree, schema.attribute_types())
             tags = compute_tags(schema, t)
             mask = np.asarray(evaluate(checked, tags), dtype=bool)
@@ -412,20 +499,29 @@ def selected_entries(
     return found
 
 
-def plan_parts(skim: SkimJob, check_in: Callable[[], None] | None = None) -> list[SkimPart]:
+def plan_parts(
+    skim: SkimJob, check_in: Callable[[], None] | None = None
+) -> tuple[list[SkimPart], list[SkimInput]]:
     """The parts of ``skim``, unsaved: one per input file that holds selected entries, the
-    event limit applied in file order."""
+    event limit applied in file order; and the inputs, each with the files it selected
+    from and (through TAGs) the build, to record with the parts. TAGs that stopped
+    covering their dataset since the skim was submitted fail it, naming the files."""
     parts: list[SkimPart] = []
     remaining = skim.event_limit
     number = 0
     grl = skim_good_runs(skim)
-    for inp in skim.inputs.select_related("dataset", "collection"):
-        files = {str(f.guid): f for f in inp.dataset.files.all()}
+    inputs = list(skim.inputs.select_related("dataset", "collection", "scan_schema"))
+    for inp in inputs:
+        chosen = input_files(inp)
+        files = {str(f.guid): f for f in chosen}
         if not files:
             raise InvalidInput(f"dataset {inp.dataset.name} has no files", where=inp.dataset.name)
         tree = parse(skim.selection)
         if inp.collection is not None:
+            _require_tags_cover(inp.collection, inp.files if inp.pinned else ())
+            inp.tag_build_id = inp.collection.published_build_id
             tree = check(tree, get_store().attribute_types(inp.collection.key))
+        inp.files = [file_record(f) for f in chosen]
         by_file = selected_entries(inp, tree, grl, check_in)
         for guid in sorted(by_file, key=lambda g: files[g].lfn if g in files else g):
             if guid not in files:
@@ -450,7 +546,82 @@ def plan_parts(skim: SkimJob, check_in: Callable[[], None] | None = None) -> lis
                     n_entries=len(entries),
                 )
             )
-    return parts
+    return parts, inputs
+
+
+def selection_digest(parts: Sequence[SkimPart]) -> str:
+    """sha256 of the selected (file GUID, entry) list, in GUID then entry order: equal for
+    two skims exactly when they selected the same events."""
+    h = hashlib.sha256()
+    for part in sorted(parts, key=lambda p: str(p.input_file.guid)):
+        h.update(str(part.input_file.guid).encode())
+        h.update(np.sort(part_entries(part)).astype("<i8").tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class RerunCheck:
+    """How a re-run's selected events compare with those of the skim it repeats."""
+
+    original: int  # the repeated skim's number
+    both: int
+    only_rerun: int
+    only_original: int
+
+    @property
+    def same(self) -> bool:
+        return not (self.only_rerun or self.only_original)
+
+    @property
+    def message(self) -> str:
+        if self.same:
+            return f"same {self.both:,} events as skim #{self.original}"
+        return (
+            f"not the same events as skim #{self.original}: {self.both:,} in both, "
+            f"{self.only_rerun:,} only in this re-run, {self.only_original:,} only in "
+            f"skim #{self.original}"
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "original": self.original,
+            "same": self.same,
+            "both": self.both,
+            "only_rerun": self.only_rerun,
+            "only_original": self.only_original,
+            "message": self.message,
+        }
+
+
+def check_rerun(skim: SkimJob) -> RerunCheck | None:
+    """For a re-run that has been planned: did it select the events of the skim it
+    repeats? Digests decide at once when they agree; else the entries are compared."""
+    if skim.rerun_of_id is None or not skim.parts.exists():
+        return None
+    original = skim.rerun_of.skim
+    if skim.selection_digest and skim.selection_digest == original.selection_digest:
+        return RerunCheck(original.pk, skim.events_selected, 0, 0)
+    both, only_rerun, only_original = compare_selections(skim, original)
+    return RerunCheck(original.pk, both, only_rerun, only_original)
+
+
+def compare_selections(a: SkimJob, b: SkimJob) -> tuple[int, int, int]:
+    """(events both selected, only ``a``, only ``b``), by (file GUID, entry)."""
+
+    def events(skim: SkimJob) -> dict[str, np.ndarray]:
+        return {
+            str(p.input_file.guid): part_entries(p) for p in skim.parts.select_related("input_file")
+        }
+
+    ea, eb = events(a), events(b)
+    both = only_a = only_b = 0
+    for guid in set(ea) | set(eb):
+        x, y = ea.get(guid, np.empty(0, np.int64)), eb.get(guid, np.empty(0, np.int64))
+        common = len(np.intersect1d(x, y))
+        both += common
+        only_a += len(x) - common
+        only_b += len(y) - common
+    return both, only_a, only_b
 
 
 def do_plan_skim(lease: leases.Lease) -> list[SkimPart]:
@@ -458,10 +629,14 @@ def do_plan_skim(lease: leases.Lease) -> list[SkimPart]:
     ends the planning attempt (so a planning that dies records nothing). A selection that
     matches nothing ends the skim at once. Returns the parts to queue."""
     skim: SkimJob = lease.unit
-    parts = plan_parts(skim, lease.check)
+    parts, inputs = plan_parts(skim, lease.check)
     total = sum(p.n_entries for p in parts)
+    digest = selection_digest(parts)
     failpoints.reach("skim.plan")
     with lease.committing():
+        for inp in inputs:
+            SkimInput.objects.filter(pk=inp.pk).update(files=inp.files, tag_build=inp.tag_build_id)
+        SkimJob.objects.filter(pk=skim.pk).update(selection_digest=digest)
         if not parts:
             names = ", ".join(i.dataset.name for i in skim.inputs.select_related("dataset"))
             skim.finish(
@@ -915,16 +1090,42 @@ def do_retry_skim(skim: SkimJob, user=None) -> SkimJob:
     return skim
 
 
+def rerun_input(old: SkimInput) -> InputSpec:
+    """How a re-run selects from one input of the skim it repeats, so that it selects the
+    same events: from exactly the same files (GUID and adler32), through the same TAG
+    build while it is still the collection's, or TAGs rebuilt from the same files with the
+    same schema; else by scanning those files with that schema. Conflict naming the files
+    when some left the dataset or changed."""
+    records = tuple(old.files) or tuple(file_record(f) for f in old.dataset.files.all())
+    pinned_files(old.dataset, records)  # raises when the same files are not there
+    collection = old.collection
+    if collection is not None and collection.state == CollectionState.READY:
+        same_schema = (collection.schema.name, collection.schema.version) == (
+            old.schema_name,
+            old.schema_version,
+        )
+        # The same build, or one rebuilt with the same schema from the same files (TAGs
+        # are computed the same way from the same bytes), selects the same events.
+        if same_schema and not tag_actions.uncovered(collection, records):
+            return InputSpec(old.dataset, collection, records)
+    schema = None
+    if old.schema_name:
+        schema = TagSchema.objects.filter(name=old.schema_name, version=old.schema_version).first()
+    return InputSpec(old.dataset, None, records, schema)
+
+
 def do_rerun(record: ProvenanceRecord, user, output_name: str | None = None) -> SkimJob:
-    """A new skim from a provenance record: same inputs, selection and options."""
+    """A new skim from a provenance record: the same selection and options over the same
+    files, through the same TAG build when it is still published (see :func:`rerun_input`).
+    Its own record then says whether it selected the same events."""
     old = record.skim
     name = output_name or _rerun_name(dmu_actions.name_for_user(user, old.output_name))
-    inputs = []
-    for i in old.inputs.select_related("dataset", "collection", "collection__schema"):
-        collection = (
-            i.collection if i.collection and i.collection.state == CollectionState.READY else None
+    inputs = [
+        rerun_input(i)
+        for i in old.inputs.select_related(
+            "dataset", "collection", "collection__schema", "scan_schema"
         )
-        inputs.append(InputSpec(i.dataset, collection))
+    ]
     return check_submit_skim(
         user=user,
         inputs=inputs,
@@ -980,16 +1181,16 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             {
                 "dataset": i.dataset.name,
                 "collection": i.collection_id,
+                "tag_build": i.tag_build_id,
                 "schema": i.schema_name or None,
                 "schema_version": i.schema_version,
                 "method": "tags" if i.collection_id else "scan",
-                "files": [
-                    {"lfn": f.lfn, "guid": str(f.guid), "adler32": f.adler32, "events": f.events}
-                    for f in i.dataset.files.order_by("lfn")
-                ],
+                # the files it selected from (recorded at planning; none if it never planned)
+                "files": sorted(i.files, key=lambda f: f["lfn"]),
             }
         )
     parts = list(skim.parts.select_related("input_file").order_by("number"))
+    rerun = check_rerun(skim)
     outputs = [
         {
             "lfn": p.output_lfn,
@@ -1039,6 +1240,7 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "output_se": skim.output_se.name,
             "output_name": skim.output_name,
             "rerun_of": skim.rerun_of_id,
+            "rerun_check": rerun.as_dict() if rerun else None,
             "message": skim.message,
             "failed_parts": failed,
         },
@@ -1053,6 +1255,8 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             **durations,
         },
         "output_dataset_name": skim.output_dataset.name if skim.output_dataset_id else "",
+        "events_selected": skim.events_selected,
+        "selection_digest": skim.selection_digest,
         "input_dataset_names": " ".join(i["dataset"] for i in inputs),
     }
     record, _ = ProvenanceRecord.objects.update_or_create(skim=skim, defaults=fields)

@@ -247,6 +247,8 @@ class ProvenanceSerializer(serializers.ModelSerializer):
             "workers",
             "timing",
             "output_dataset_name",
+            "events_selected",
+            "selection_digest",
         ]
 
 

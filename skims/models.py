@@ -69,6 +69,9 @@ class SkimJob(Job, Leased):
     )
     events_selected = models.BigIntegerField(default=0)
     events_written = models.BigIntegerField(default=0)
+    # sha256 of the selected (file GUID, entry) list: two skims with the same digest
+    # selected the same events.
+    selection_digest = models.CharField(max_length=64, blank=True)
 
     class Meta(Job.Meta):
         permissions = [("rerun_skimjob", "Can re-run a skim from its provenance record")]
@@ -137,6 +140,22 @@ class SkimInput(models.Model):
     )
     schema_name = models.CharField(max_length=64, blank=True)
     schema_version = models.PositiveIntegerField(null=True, blank=True)
+    # The TAG build whose TAGs selected the events (through a collection).
+    tag_build = models.ForeignKey(
+        "tagdb.TagBuild", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The files the skim selected from: [{"lfn", "guid", "adler32", "events"}, ...]. Given
+    # at submission (a re-run pins the files of the skim it repeats), else recorded when
+    # the skim is planned; provenance lists exactly these.
+    files = models.JSONField(default=list, blank=True)
+    pinned = models.BooleanField(
+        default=False, help_text="select from exactly ``files``, whatever the dataset holds now"
+    )
+    # For a scan: the schema whose attribute definitions the selection is evaluated with
+    # (a re-run of a skim whose TAG build is gone); empty: the fitting one.
+    scan_schema = models.ForeignKey(
+        "tagdb.TagSchema", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         ordering = ["id"]
@@ -234,6 +253,10 @@ class ProvenanceRecord(models.Model):
     timing = models.JSONField(default=dict)
     output_dataset_name = models.CharField(max_length=256, blank=True, db_index=True)
     input_dataset_names = models.TextField(blank=True, help_text="space-separated, for filtering")
+    events_selected = models.BigIntegerField(default=0)
+    selection_digest = models.CharField(
+        max_length=64, blank=True, help_text="sha256 of the selected (file GUID, entry) list"
+    )
 
     class Meta:
         ordering = ["-created_at"]

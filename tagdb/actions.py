@@ -551,7 +551,8 @@ def _new_build(dataset: Dataset, schema: TagSchema, user: Any) -> TagBuild:
         progress_total=len(files),
     )
     TagBuildFile.objects.bulk_create(
-        TagBuildFile(build=build, file=f, guid=str(f.guid), adler32=f.adler32) for f in files
+        TagBuildFile(build=build, file=f, lfn=f.lfn, guid=str(f.guid), adler32=f.adler32)
+        for f in files
     )
     if collection.state != CollectionState.READY:
         collection.state = CollectionState.BUILDING
@@ -580,6 +581,8 @@ def do_tag_file(lease: leases.Lease) -> int:
     file's events."""
     unit: TagBuildFile = lease.unit
     build, file = unit.build, unit.file
+    if file is None:
+        raise InvalidInput(f"file {unit.lfn} left the dataset during the build", where=unit.lfn)
     schema = collection_schema(build.collection)
     parts: list[dict[str, np.ndarray]] = []
     with open_event_tree(file, schema.tree) as tree:
@@ -619,15 +622,15 @@ def _staging_token(token: str) -> str:
     return token[:16]
 
 
-def file_failure_message(file: File, reason: str) -> str:
-    return f"file {file.lfn}: {reason}"
+def file_failure_message(lfn: str, reason: str) -> str:
+    return f"file {lfn}: {reason}"
 
 
-def file_failure(file: File, exc: Exception) -> str:
-    """Why a build failed on ``file``, naming the file."""
+def file_failure(lfn: str, exc: Exception) -> str:
+    """Why a build failed on file ``lfn``, naming the file."""
     if isinstance(exc, DSSError):
-        return file_failure_message(file, str(exc))
-    return file_failure_message(file, f"internal error: {type(exc).__name__}: {exc}")
+        return file_failure_message(lfn, str(exc))
+    return file_failure_message(lfn, f"internal error: {type(exc).__name__}: {exc}")
 
 
 def publish_failure(exc: Exception) -> str:
@@ -699,7 +702,7 @@ def do_publish_build(lease: leases.Lease) -> bool:
     build: TagBuild = lease.unit
     collection = build.collection
     schema = collection_schema(collection)
-    units = list(build.files.select_related("file").order_by("file__lfn"))
+    units = list(build.files.order_by("lfn"))
     build.log("publishing", f"loading {len(units)} file(s) into the TAG DB")
     store = get_store()
     with store.begin_build(collection.key, schema, _staging_token(lease.token)) as builder:
@@ -708,11 +711,11 @@ def do_publish_build(lease: leases.Lease) -> bool:
             path = tags_path(build, unit.guid)
             if not path.exists():
                 raise InvalidInput(
-                    f"the TAGs of {unit.file.lfn} are missing from {scratch_dir(build)}",
-                    where=unit.file.lfn,
+                    f"the TAGs of {unit.lfn} are missing from {scratch_dir(build)}",
+                    where=unit.lfn,
                 )
             with np.load(path) as arrays:
-                builder.load(unit.guid, unpack_tags(arrays, unit.file.lfn))
+                builder.load(unit.guid, unpack_tags(arrays, unit.lfn))
         failpoints.reach("tags.publish")
         lease.check()
         info = builder.prepare()
@@ -739,13 +742,13 @@ def check_build_now(collection: TagCollection, user: Any = None) -> TagBuild:
     with transaction.atomic():
         build = _new_build(collection.dataset, collection.schema, user)
     build.claim()
-    for unit in build.files.select_related("file").order_by("file__lfn"):
+    for unit in build.files.select_related("file").order_by("lfn"):
         lease = leases.acquire(TagBuildFile, unit.pk)
         with lease:
             try:
                 do_tag_file(lease)
             except Exception as exc:
-                do_fail_build(build, file_failure(unit.file, exc))
+                do_fail_build(build, file_failure(unit.lfn, exc))
                 raise
     lease = leases.acquire(TagBuild, build.pk)
     with lease:
@@ -865,7 +868,7 @@ def coverage(collection: TagCollection) -> Coverage:
     tagged = {
         guid: (lfn, adler32)
         for guid, lfn, adler32 in TagBuildFile.objects.filter(build_id=build_id).values_list(
-            "guid", "file__lfn", "adler32"
+            "guid", "lfn", "adler32"
         )
     }
     added = tuple(sorted(lfn for g, (lfn, _) in current.items() if g not in tagged))
@@ -893,6 +896,17 @@ def require_current(collection: TagCollection) -> Coverage:
     if found.stale:
         raise StaleTags(found)
     return found
+
+
+def uncovered(collection: TagCollection, records: Sequence[dict]) -> list[str]:
+    """The files among ``records`` (lfn, guid, adler32) that the collection's published
+    TAGs were not built from, with that content: [] when they cover them all."""
+    tagged = set(
+        TagBuildFile.objects.filter(build_id=collection.published_build_id).values_list(
+            "guid", "adler32"
+        )
+    )
+    return [r["lfn"] for r in records if (r["guid"], r["adler32"]) not in tagged]
 
 
 class StaleTags(Conflict):

@@ -408,12 +408,18 @@ class CancelBuild(TagAPIView):
 
 
 def good_runs_fields(collection, grl) -> dict:
-    """What every query answer says about its good-run list: ``good_runs`` (null without
-    one) and ``warnings``."""
+    """What every query answer says beside its numbers: its good-run list (``good_runs``,
+    null without one), whether the TAGs still cover the dataset (``stale``, null when they
+    do), and ``warnings`` in words for both."""
     note = actions.good_runs_note(collection, grl)
+    found = actions.coverage(collection)
+    warnings = list(note.warnings) if note else []
+    if found.stale:
+        warnings.insert(0, found.message)
     return {
         "good_runs": note.as_dict() if note else None,
-        "warnings": note.warnings if note else [],
+        "stale": found.as_dict() if found.stale else None,
+        "warnings": warnings,
     }
 
 

@@ -33,7 +33,12 @@ class BuildForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         choices = [(FITTING, "The fitting schema (chosen from the files' branches)")]
-        for row in actions.latest_schemas():
+        rows = list(actions.latest_schemas())
+        asked = (self.data or {}).get("schema", "")
+        if str(asked).isdigit() and all(str(r.pk) != asked for r in rows):
+            # A rebuild keeps its collection's schema, even when a newer version exists.
+            rows += list(actions.TagSchema.objects.filter(pk=int(asked)))
+        for row in rows:
             kind = "automatic" if row.automatic else f"tree {row.tree}"
             choices.append((str(row.pk), f"{row} ({kind})"))
         self.fields["schema"].choices = choices

@@ -152,7 +152,10 @@ class TagBuildFile(Leased):
     collection says exactly what it covers."""
 
     build = models.ForeignKey(TagBuild, on_delete=models.CASCADE, related_name="files")
-    file = models.ForeignKey(File, on_delete=models.CASCADE, related_name="+")
+    # Kept (as lfn, guid, adler32) when the file later leaves the dataset: the build's
+    # record of what it covered must outlive it.
+    file = models.ForeignKey(File, null=True, on_delete=models.SET_NULL, related_name="+")
+    lfn = models.CharField(max_length=256)
     guid = models.CharField(max_length=36)
     adler32 = models.CharField(max_length=8)
     state = models.CharField(
@@ -166,13 +169,13 @@ class TagBuildFile(Leased):
     lease_task = "tagdb.tasks.build_file"
 
     class Meta:
-        ordering = ["build", "file__lfn"]
+        ordering = ["build", "lfn"]
         constraints = [
             models.UniqueConstraint(fields=["build", "file"], name="tagbuildfile_unique_file")
         ]
 
     def __str__(self) -> str:
-        return f"{self.file.lfn} in TAG build #{self.build_id}"
+        return f"{self.lfn} in TAG build #{self.build_id}"
 
     @classmethod
     def waiting(cls) -> Q:
@@ -194,7 +197,7 @@ class TagBuildFile(Leased):
         TagBuildFile.objects.filter(pk=self.pk).update(
             state=FileWorkState.FAILED, message=message, finished_at=timezone.now()
         )
-        do_fail_build(self.build, file_failure_message(self.file, message))
+        do_fail_build(self.build, file_failure_message(self.lfn, message))
 
     def discard_attempt(self, token: str) -> None:
         from .actions import partial_tags_path
@@ -202,7 +205,7 @@ class TagBuildFile(Leased):
         partial_tags_path(self.build, self.guid, token).unlink(missing_ok=True)
 
     def job_label(self) -> str:
-        return f"{self.file.lfn} of TAG build #{self.build_id}"
+        return f"{self.lfn} of TAG build #{self.build_id}"
 
     @classmethod
     def settle(cls) -> list[str]:
@@ -214,7 +217,7 @@ class TagBuildFile(Leased):
             Exists(failed), state__in=[JobState.QUEUED, JobState.RUNNING]
         ):
             unit = build.files.filter(state=FileWorkState.FAILED).select_related("file").first()
-            if do_fail_build(build, file_failure_message(unit.file, unit.message)):
+            if do_fail_build(build, file_failure_message(unit.lfn, unit.message)):
                 ended.append(str(build))
         return ended
 

@@ -36,9 +36,9 @@ def build_file(unit_id: int) -> None:
             raise
         except Exception as exc:
             if not isinstance(exc, DSSError):
-                log.exception("TAG build %s failed on %s", unit.build_id, unit.file.lfn)
+                log.exception("TAG build %s failed on %s", unit.build_id, unit.lfn)
             if lease.release(state="failed", message=str(exc)[:4000]):
-                actions.do_fail_build(unit.build, actions.file_failure(unit.file, exc))
+                actions.do_fail_build(unit.build, actions.file_failure(unit.lfn, exc))
             return
     build = TagBuild.objects.filter(TagBuild.waiting(), pk=unit.build_id, lease_token="").first()
     if build is not None:

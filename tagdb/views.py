@@ -220,6 +220,7 @@ def collection_page_context(request, collection, **extra) -> dict:
         "save_form": SaveQueryForm(initial={"selection": q["selection"]}),
         "pick_form": PickForm(),
         "numbering": actions.collection_schema(collection).numbering(),
+        "coverage": actions.coverage(collection),
     }
     if collection.state == CollectionState.READY:
         try:

@@ -48,7 +48,9 @@ def planned_entries(skim) -> list[int]:
 def test_a_scan_and_a_tag_skim_plan_the_same_entries(hzz_tags, physicist, selection):
     dataset = hzz_tags.dataset
     suffix = zlib.crc32(selection.encode())
-    tag = submit(physicist, [actions.InputSpec(dataset, hzz_tags)], selection, f"user.phys.t{suffix}")
+    tag = submit(
+        physicist, [actions.InputSpec(dataset, hzz_tags)], selection, f"user.phys.t{suffix}"
+    )
     scan = submit(physicist, [actions.InputSpec(dataset, None)], selection, f"user.phys.s{suffix}")
     plan_skim(tag.pk)
     plan_skim(scan.pk)
