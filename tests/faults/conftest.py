@@ -87,9 +87,10 @@ class Workers:
         self.procs: list[subprocess.Popen] = []
         self.started = 0
 
-    def start(self, failpoints: str = "") -> subprocess.Popen:
+    def start(self, failpoints: str = "", as_run_starts_it: bool = False) -> subprocess.Popen:
         """A worker (two pool processes and beat), ready; ``failpoints`` as in
-        dss/failpoints.py, e.g. ``"skim.part.stored=60"``."""
+        dss/failpoints.py, e.g. ``"skim.part.stored=60"``. ``as_run_starts_it``: with the
+        options of ``make run`` (scripts/run.sh), gossip, mingle and heartbeats on."""
         self.started += 1
         env = dict(os.environ)
         env.update(LEASE)
@@ -121,9 +122,11 @@ class Workers:
                 "--pool=prefork",
                 "--concurrency=2",
                 "--loglevel=INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
+                *(
+                    []
+                    if as_run_starts_it
+                    else ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+                ),
                 "-n",
                 f"fault-{os.getpid()}-{self.started}@%h",
             ],

@@ -98,3 +98,28 @@ def test_cancel_then_retry_registers_every_file_and_only_files_that_exist(
         assert endpoint.exists(replica.path) and endpoint.size(replica.path) == f.bytes
     assert same_events(outputs(skim), uproot_filter_nmuon2())
     catalog_is_clean()
+
+
+def test_a_sigterm_to_the_workers_whole_process_group_lets_running_work_end_then_stops_it(
+    workers, split_hzz, physicist
+):
+    """What `make run`'s shell, systemd or a container runtime may send: the pool processes
+    leave stopping to the main one, which lets the running parts end and then stops,
+    instead of losing them and waiting for its pool for ever."""
+    import os
+    import signal
+
+    collection = build_tags(split_hzz, "hzz")
+    worker = workers.start(failpoints="skim.part.stored=3", as_run_starts_it=True)
+    skim = submit(
+        physicist, [actions.InputSpec(split_hzz, collection)], "n_muon >= 2", "user.phys.term"
+    )
+    workers.reached("skim.part.stored")
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=60)
+    except Exception:
+        pytest.fail("the worker did not stop within 60 s of a SIGTERM to its process group")
+    # the parts that were running when the signal came ended: none was lost
+    running = SkimPart.objects.filter(skim=skim, state="running")
+    assert not running.exists(), list(running.values_list("number", "lease_worker"))
