@@ -457,6 +457,37 @@ def check_request_transfer(
     return transfer
 
 
+def do_run_registration(lease: leases.Lease) -> None:
+    """Run a queued registration (a RegistrationJob held under ``lease``): its files are
+    read and recorded, and the job ends with what it added."""
+    job: RegistrationJob = lease.unit
+    job.log("started", f"on {job.lease_worker}")
+
+    def progress(done: int, total: int) -> None:
+        lease.check()
+        job.set_progress(done, total)
+
+    _, added = check_register_dataset(
+        job.dataset_name,
+        job.storage_element,
+        job.paths,
+        user=job.owner,
+        tree=job.tree or None,
+        progress=progress,
+        before_commit=lease.assert_held,
+    )
+    RegistrationJob.objects.filter(pk=job.pk).update(files_added=added)
+    lease.end_job(JobState.SUCCEEDED, f"{added} new file(s) registered in {job.dataset_name}")
+
+
+def fail_registration_attempt(lease: leases.Lease, err: Exception) -> None:
+    """A registration raised ``err``: the job fails with it."""
+    message = (
+        str(err) if isinstance(err, DSSError) else f"internal error: {type(err).__name__}: {err}"
+    )
+    lease.end_job(JobState.FAILED, message)
+
+
 class SlotsFull(Exception):
     """Every transfer slot of the destination storage element is taken: try again later."""
 
@@ -492,9 +523,10 @@ def acquire_transfer_file(item_id: int) -> leases.Lease | None:
     return lease
 
 
-class TransferCancelled(Exception):
-    """Raised from the progress callback to stop a copy whose transfer was cancelled; the
-    engine then removes its temporary file."""
+class TransferCancelled(leases.LeaseLost):
+    """Raised from the progress callback to stop a copy that is no longer this worker's
+    (its transfer was cancelled, or it went to another worker); the engine then removes
+    its temporary file."""
 
 
 class _Progress:

@@ -1,61 +1,23 @@
-"""Celery tasks of the catalog: take a primary key, take the unit's lease (dss.leases),
-call an action, record the outcome. A second delivery finds the unit held or done."""
+"""Celery tasks of the catalog: each takes a primary key and works on that unit under its
+lease (dss.leases): a second delivery finds the unit held or done and does nothing."""
 
 from __future__ import annotations
-
-import logging
 
 from celery import shared_task
 from django.conf import settings
 
 from dss import leases
-from dss.errors import DSSError
-from dss.jobs import JobState
 
 from . import actions
 from .models import RegistrationJob
-
-log = logging.getLogger(__name__)
 
 
 @shared_task(acks_late=True)
 def register_dataset(job_id: int) -> None:
     """Run a RegistrationJob under its lease."""
-    lease = leases.acquire(RegistrationJob, job_id)
-    if lease is None:
-        return
-    job: RegistrationJob = lease.unit
-    job.log("started", f"on {job.lease_worker}")
-
-    def progress(done: int, total: int) -> None:
-        lease.check()
-        job.set_progress(done, total)
-
-    with lease:
-        try:
-            _, added = actions.check_register_dataset(
-                job.dataset_name,
-                job.storage_element,
-                job.paths,
-                user=job.owner,
-                tree=job.tree or None,
-                progress=progress,
-                before_commit=lease.assert_held,
-            )
-        except leases.LeaseLost:
-            raise
-        except Exception as e:
-            if not isinstance(e, DSSError):
-                log.exception("registration job %s failed", job_id)
-            message = (
-                str(e) if isinstance(e, DSSError) else f"internal error: {type(e).__name__}: {e}"
-            )
-            if lease.release():
-                job.finish(JobState.FAILED, message)
-            return
-        RegistrationJob.objects.filter(pk=job.pk).update(files_added=added)
-        if lease.release():
-            job.finish(JobState.SUCCEEDED, f"{added} new file(s) registered in {job.dataset_name}")
+    leases.work_on(
+        RegistrationJob, job_id, actions.do_run_registration, actions.fail_registration_attempt
+    )
 
 
 @shared_task(bind=True, acks_late=True)
@@ -72,15 +34,7 @@ def transfer_file(self, item_id: int) -> None:
         raise self.retry(countdown=settings.DMU_SLOT_WAIT_SECONDS, max_retries=None) from None
     if lease is None:
         return
-    with lease:
-        try:
-            actions.do_copy_transfer_file(lease)
-        except (actions.TransferCancelled, leases.LeaseLost):
-            log.info("transfer file %s stopped: it is no longer this worker's", item_id)
-        except Exception as e:
-            if not isinstance(e, DSSError):
-                log.exception("transfer file %s failed", item_id)
-            actions.do_fail_transfer_file(lease, e)
+    leases.hold(lease, actions.do_copy_transfer_file, actions.do_fail_transfer_file)
     actions.finish_transfer_if_done(lease.unit.transfer_id)
 
 

@@ -41,7 +41,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -360,6 +360,44 @@ def acquire(model: type[Leased], pk: int, when: Q | None = None) -> Lease | None
             f"{unit.job_label()}: taken over from {row.lease_worker}, which went silent "
             f"(attempt {unit.lease_attempts})",
         )
+    return lease
+
+
+def work_on(
+    model: type[Leased],
+    pk: int,
+    work: Callable[[Lease], Any],
+    fail: Callable[[Lease, Exception], Any],
+    when: Q | None = None,
+) -> Lease | None:
+    """What a task does with its unit: :func:`acquire` it, then :func:`hold` it while
+    ``work(lease)`` runs. Returns the lease, or None when the unit was not this worker's."""
+    lease = acquire(model, pk, when)
+    if lease is None:
+        return None
+    return hold(lease, work, fail)
+
+
+def hold(
+    lease: Lease, work: Callable[[Lease], Any], fail: Callable[[Lease, Exception], Any]
+) -> Lease:
+    """Run ``work(lease)`` with the lease's heartbeat going. A LeaseLost (cancelled, or
+    given to another worker) ends it quietly, its temporaries discarded. Any other error is
+    logged (with its traceback, unless it is a DSSError a user should read) and given to
+    ``fail(lease, error)``, in one transaction, so that the failure is recorded together
+    with the release of the lease."""
+    from dss.errors import DSSError
+
+    with lease:
+        try:
+            work(lease)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, DSSError):
+                log.exception("%s failed", lease.unit.job_label())
+            with transaction.atomic():
+                fail(lease, exc)
     return lease
 
 

@@ -629,6 +629,7 @@ def do_plan_skim(lease: leases.Lease) -> list[SkimPart]:
     ends the planning attempt (so a planning that dies records nothing). A selection that
     matches nothing ends the skim at once. Returns the parts to queue."""
     skim: SkimJob = lease.unit
+    skim.log("started", f"planning on {skim.lease_worker}")
     parts, inputs = plan_parts(skim, lease.check)
     total = sum(p.n_entries for p in parts)
     digest = selection_digest(parts)
@@ -782,6 +783,16 @@ def do_run_part(lease: leases.Lease) -> SkimPart:
         skim.log("part", f"{file.lfn}: {written.events} events → {lfn}", part=part.number)
     part.refresh_from_db()
     return part
+
+
+def fail_part_attempt(lease: leases.Lease, err: Exception) -> None:
+    """A part's attempt raised ``err``: the part fails with it."""
+    do_fail_part(lease.unit, err, lease)
+
+
+def fail_skim_attempt(lease: leases.Lease, err: Exception) -> None:
+    """Planning or finishing raised ``err``: the skim fails with it."""
+    do_fail_skim(lease.unit, err, lease)
 
 
 def do_fail_part(part: SkimPart, err: Exception | str, lease: leases.Lease | None = None) -> bool:

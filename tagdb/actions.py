@@ -581,6 +581,7 @@ def do_tag_file(lease: leases.Lease) -> int:
     file's events."""
     unit: TagBuildFile = lease.unit
     build, file = unit.build, unit.file
+    build.claim()
     if file is None:
         raise InvalidInput(f"file {unit.lfn} left the dataset during the build", where=unit.lfn)
     schema = collection_schema(build.collection)
@@ -606,6 +607,19 @@ def do_tag_file(lease: leases.Lease) -> int:
         )
         build.log("file", f"{file.lfn}: {n:,} events tagged")
     return n
+
+
+def fail_file_attempt(lease: leases.Lease, exc: Exception) -> None:
+    """Tagging a file raised ``exc``: the file fails, and with it the build."""
+    unit: TagBuildFile = lease.unit
+    if lease.release(state=FileWorkState.FAILED, message=str(exc)[:4000]):
+        do_fail_build(unit.build, file_failure(unit.lfn, exc))
+
+
+def fail_publish_attempt(lease: leases.Lease, exc: Exception) -> None:
+    """Publishing raised ``exc``: the build fails; the collection keeps its TAGs."""
+    if lease.release():
+        do_fail_build(lease.unit, publish_failure(exc))
 
 
 def discard_scratch(build: TagBuild) -> None:
@@ -748,14 +762,16 @@ def check_build_now(collection: TagCollection, user: Any = None) -> TagBuild:
             try:
                 do_tag_file(lease)
             except Exception as exc:
-                do_fail_build(build, file_failure(unit.lfn, exc))
+                with transaction.atomic():
+                    fail_file_attempt(lease, exc)
                 raise
     lease = leases.acquire(TagBuild, build.pk)
     with lease:
         try:
             do_publish_build(lease)
         except Exception as exc:
-            do_fail_build(build, publish_failure(exc))
+            with transaction.atomic():
+                fail_publish_attempt(lease, exc)
             raise
     build.refresh_from_db()
     collection.refresh_from_db()
