@@ -94,8 +94,9 @@ def _check_header(source: Any, name: str, size: int) -> None:
         head = source.read(32)
         source.seek(pos)
     if len(head) < 4 or head[:4] != b"root":
+        # Not its bytes: the message must not show what the file holds.
         raise BadEventFile(
-            f"not a ROOT file (it starts with {head[:4]!r}, not b'root')", where=name
+            "not a ROOT file (it does not begin with the ROOT signature)", where=name
         )
     if len(head) < 20:
         raise BadEventFile(f"truncated: only {size} bytes, shorter than a ROOT header", where=name)

@@ -63,7 +63,7 @@ def test_api_errors_are_json_naming_what_and_where(local_se, storage_root, sitea
     assert r.status_code == 400
     assert r.json() == {
         "error": "bad_event_file",
-        "detail": "not a ROOT file (it starts with b'nope', not b'root')",
+        "detail": "not a ROOT file (it does not begin with the ROOT signature)",
         "where": "LOCAL:junk.root",
     }
     r = c.post(
