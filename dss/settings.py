@@ -174,6 +174,7 @@ DSS_TRUSTED_PROXIES = envlist("DSS_TRUSTED_PROXIES", "")
 # works only if the deployment lets pilots report over plain HTTP (DSS_PILOT_PLAIN_HTTP=1:
 # the ping and report endpoints, which carry a one-time pilot token, skip the redirect).
 DSS_PILOT_PLAIN_HTTP = envbool("DSS_PILOT_PLAIN_HTTP", "0")
+DSS_PILOT_HTTP_PATHS = [r"^api/ping/$", r"^api/pilots/\d+/report/$"]
 
 # Production hardening; `manage.py check --deploy` reports nothing when DEBUG is off.
 if not DEBUG:
@@ -303,7 +304,7 @@ if not DEBUG and SECURE_SSL_REDIRECT and DSS_PORTAL_URL.lower().startswith("http
             "DSS_PORTAL_URL to the portal's https:// address, or set DSS_PILOT_PLAIN_HTTP=1 to "
             "let pilots (only /api/ping/ and /api/pilots/<id>/report/) use plain HTTP."
         )
-    SECURE_REDIRECT_EXEMPT = [r"^api/ping/$", r"^api/pilots/\d+/report/$"]
+    SECURE_REDIRECT_EXEMPT = DSS_PILOT_HTTP_PATHS
 # The largest file the registration reads in one call (bytes); guards a worker's time.
 DSS_MAX_REGISTER_FILES = envint("DSS_MAX_REGISTER_FILES", "10000")
 # Transfers between storage elements: at most this many file copies run at once into one
