@@ -14,3 +14,7 @@ class Pagination(LimitOffsetPagination):
     @property
     def max_limit(self) -> int:
         return settings.DSS_API_MAX_LIMIT
+
+    @property
+    def default_limit(self) -> int:
+        return min(settings.REST_FRAMEWORK["PAGE_SIZE"], self.max_limit)

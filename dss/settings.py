@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_htmx",
+    "csp",
     "dss.apps.DssConfig",
     "dmu.apps.DmuConfig",
     "tagdb.apps.TagdbConfig",
@@ -94,6 +95,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     # A domain error (no such skim, ...) escaping a page is that page's 404/403/400.
     "dss.middleware.DomainErrorMiddleware",
 ]
@@ -187,6 +189,24 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Content-Security-Policy on every answer: scripts, styles, images and requests from the
+# portal itself only; no inline script or style (htmx's indicator styles are in dss.css).
+# The API documentation pages (Swagger UI, ReDoc) add inline styles for themselves only.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # REST API: session auth for the browser, tokens for the command line.
 REST_FRAMEWORK = {

@@ -12,8 +12,8 @@ import csv
 import io
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, serializers, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -303,15 +303,21 @@ class SchemaList(TagAPIView):
         return Response(SchemaSerializer(actions.list_schemas(), many=True).data)
 
 
-class CollectionList(TagAPIView):
-    """Every TAG collection; ``?dataset=`` keeps one dataset's."""
+class CollectionList(generics.ListAPIView):
+    """Every TAG collection, a page at a time (``?limit=``, ``?offset=``); ``?dataset=``
+    keeps one dataset's."""
 
-    @extend_schema(responses=CollectionSerializer(many=True))
-    def get(self, request):
+    serializer_class = CollectionSerializer
+
+    @extend_schema(parameters=[OpenApiParameter("dataset", str, description="a dataset name")])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
         rows = actions.list_collections()
-        if request.query_params.get("dataset"):
-            rows = rows.filter(dataset__name=request.query_params["dataset"])
-        return Response(CollectionSerializer(rows, many=True).data)
+        if self.request.query_params.get("dataset"):
+            rows = rows.filter(dataset__name=self.request.query_params["dataset"])
+        return rows
 
 
 class CollectionDetail(TagAPIView):

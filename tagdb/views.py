@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
 from django.http import (
     Http404,
     HttpResponse,
@@ -30,6 +31,9 @@ from .models import CollectionState
 from .plots import histogram_svg
 from .schema import MISSING
 from .selection import INT, SelectionError
+
+# rows per page of the collection list (and of the datasets without TAGs)
+PAGE_SIZE = 50
 
 
 def _collection(pk: int):
@@ -81,11 +85,13 @@ def _export_urls(collection, selection: str) -> dict:
 
 
 def collection_list(request):
-    collections = list(actions.list_collections())
+    # A site has thousands of datasets: both lists come a page at a time.
+    collections = Paginator(actions.list_collections(), PAGE_SIZE).get_page(request.GET.get("page"))
     building = {b.collection_id: b for b in actions.active_builds()}
     for c in collections:
         c.active_build = building.get(c.pk)
     untagged = Dataset.objects.filter(tag_collections__isnull=True).order_by("name")
+    untagged = Paginator(untagged, PAGE_SIZE).get_page(request.GET.get("untagged"))
     return render(
         request,
         "tagdb/collection_list.html",

@@ -49,10 +49,10 @@ def outsider(db):
     return make_user("nobody", [])
 
 
-@pytest.fixture(autouse=True)
-def storage_under_the_test_directory(settings, tmp_path_factory):
+@pytest.fixture(scope="session", autouse=True)
+def storage_under_the_test_directory(tmp_path_factory):
     """The suite's storage elements live in pytest's temporary directory: allow it as a
-    local storage root, as a site lists its storage volumes in DSS_STORAGE_ROOTS."""
+    local storage root for the whole run, as a site lists its volumes in DSS_STORAGE_ROOTS."""
     settings.DSS_STORAGE_ROOTS = [str(tmp_path_factory.getbasetemp())]
 
 
