@@ -24,7 +24,6 @@ HOSTILE_TEXT = [
     "1e309",
     "1.8e308",
     "NaN",
-    "",
     "x" * 5000,
 ]
 # The same as JSON texts, with values of every other type: spliced raw into a request body so
@@ -183,3 +182,63 @@ def json_with(body: dict, name: str, raw: str) -> str:
     marker = "@@HOSTILE@@"
     text = json.dumps({**body, name: marker})
     return text.replace(json.dumps(marker), raw)
+
+
+def build_world(demo_datasets, tmp_path, settings, django_user_model) -> dict:
+    """A portal with something behind every route: datasets with TAGs, a saved query, a
+    skim, a transfer, a registration, a TAG build, a site with a pilot; and a superuser."""
+    from dmu import actions as dmu_actions
+    from pilotchecker import actions as pilot_actions
+    from skims import actions as skim_actions
+    from tagdb import actions as tag_actions
+    from tests.skims.conftest import build_tags
+
+    settings.PILOT_DIR = tmp_path / "pilots"
+    hzz, zmumu = demo_datasets
+    collection = build_tags(hzz, "hzz")
+    admin = django_user_model.objects.create_superuser("root", "root@example.org", "root-pw")
+    query = tag_actions.check_save_query(admin, collection, "two muons", "n_muon >= 2")
+    other = tmp_path / "other"
+    other.mkdir()
+    se2 = dmu_actions.do_add_storage_element("OTHER", other.as_uri())
+    transfer = dmu_actions.check_request_transfer(zmumu, se2, user=admin)
+    registration = dmu_actions.do_enqueue_registration("demo.again", se2, ["a.root"], user=admin)
+    build = tag_actions.do_start_build(zmumu, None, user=admin)
+    skim = skim_actions.check_submit_skim(
+        user=admin,
+        inputs=[skim_actions.InputSpec(hzz, collection)],
+        selection="n_muon >= 2",
+        output_name="user.root.dimuon",
+    )
+    site = pilot_actions.do_add_site("UKI-TEST", "local", status="online")
+    (pilot,) = pilot_actions.do_submit_pilots(site, 1, user=admin)
+    ids = {
+        "tags": collection.pk,
+        "tags/builds": build.pk,
+        "tags/queries": query.pk,
+        "skims": skim.pk,
+        "provenance": skim.pk,
+        "transfers": transfer.pk,
+        "registrations": registration.pk,
+        "pilots": pilot.pk,
+    }
+    names = {"datasets": "demo.hzz", "storage": "LOCAL", "sites": site.name}
+    return {"user": admin, "ids": ids, "names": names}
+
+
+def good_args(template: str, world) -> dict[str, str]:
+    """Path arguments that name something that exists, chosen by the route's words."""
+    words = template.strip("/").removeprefix("api/").split("/")
+    values = {}
+    for i, word in enumerate(words):
+        if word.startswith("<int:"):
+            key = "/".join(w for w in words[:i] if not w.startswith("<"))
+            values[word[5:-1]] = str(world["ids"].get(key, 1))
+        elif word.startswith("<str:"):
+            arg = word[5:-1]
+            before = words[i - 1]
+            if before == "rucio" or before.startswith("<"):
+                values[arg] = "data24" if arg == "scope" else "data24.x"
+            else:
+                values[arg] = world["names"].get(before, "demo.hzz")
+    return values

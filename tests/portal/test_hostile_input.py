@@ -13,7 +13,9 @@ from django.test import Client
 from tests.portal.hostile import (
     HOSTILE_JSON,
     HOSTILE_TEXT,
+    build_world,
     forms_of,
+    good_args,
     hostile_paths,
     json_with,
     routes,
@@ -25,63 +27,7 @@ FORM = "application/x-www-form-urlencoded"
 
 @pytest.fixture
 def world(demo_datasets, tmp_path, settings, django_user_model):
-    """A portal with something behind every route: datasets with TAGs, a saved query, a
-    skim, a transfer, a registration, a TAG build, a site with a pilot; and a superuser."""
-    from dmu import actions as dmu_actions
-    from pilotchecker import actions as pilot_actions
-    from skims import actions as skim_actions
-    from tagdb import actions as tag_actions
-    from tests.skims.conftest import build_tags
-
-    settings.PILOT_DIR = tmp_path / "pilots"
-    hzz, zmumu = demo_datasets
-    collection = build_tags(hzz, "hzz")
-    admin = django_user_model.objects.create_superuser("root", "root@example.org", "root-pw")
-    query = tag_actions.check_save_query(admin, collection, "two muons", "n_muon >= 2")
-    other = tmp_path / "other"
-    other.mkdir()
-    se2 = dmu_actions.do_add_storage_element("OTHER", other.as_uri())
-    transfer = dmu_actions.check_request_transfer(zmumu, se2, user=admin)
-    registration = dmu_actions.do_enqueue_registration("demo.again", se2, ["a.root"], user=admin)
-    build = tag_actions.do_start_build(zmumu, None, user=admin)
-    skim = skim_actions.check_submit_skim(
-        user=admin,
-        inputs=[skim_actions.InputSpec(hzz, collection)],
-        selection="n_muon >= 2",
-        output_name="user.root.dimuon",
-    )
-    site = pilot_actions.do_add_site("UKI-TEST", "local", status="online")
-    (pilot,) = pilot_actions.do_submit_pilots(site, 1, user=admin)
-    ids = {
-        "tags": collection.pk,
-        "tags/builds": build.pk,
-        "tags/queries": query.pk,
-        "skims": skim.pk,
-        "provenance": skim.pk,
-        "transfers": transfer.pk,
-        "registrations": registration.pk,
-        "pilots": pilot.pk,
-    }
-    names = {"datasets": "demo.hzz", "storage": "LOCAL", "sites": site.name}
-    return {"user": admin, "ids": ids, "names": names}
-
-
-def good_args(template: str, world) -> dict[str, str]:
-    """Path arguments that name something that exists, chosen by the route's words."""
-    words = template.strip("/").removeprefix("api/").split("/")
-    values = {}
-    for i, word in enumerate(words):
-        if word.startswith("<int:"):
-            key = "/".join(w for w in words[:i] if not w.startswith("<"))
-            values[word[5:-1]] = str(world["ids"].get(key, 1))
-        elif word.startswith("<str:"):
-            arg = word[5:-1]
-            before = words[i - 1]
-            if before == "rucio" or before.startswith("<"):
-                values[arg] = "data24" if arg == "scope" else "data24.x"
-            else:
-                values[arg] = world["names"].get(before, "demo.hzz")
-    return values
+    return build_world(demo_datasets, tmp_path, settings, django_user_model)
 
 
 def server_errors(answers) -> str:
@@ -154,13 +100,16 @@ def test_no_page_answers_hostile_form_or_query_input_with_a_server_error(world):
         for name in sorted(params):
             for bad in HOSTILE_TEXT:
                 send("get", url, {name: bad}, f"?{name}={bad[:30]!r}")
-    # Routes that only take POST get every field name any form of the portal uses.
+    # Routes that only take POST get the fields of the forms that post to them, and the
+    # names the portal's POST-only routes read.
     for url in post_only:
-        for name in sorted(every_field):
+        names = {"selection", "name", "good_runs", "events", "output_name", "reason", "status"}
+        names |= {n for _, forms in pages for f in forms if f.action == url for n in f.fields}
+        for name in sorted(names):
             for bad in HOSTILE_TEXT:
                 send("post", url, {name: bad}, f"{name}={bad[:30]!r}")
     assert c.get("/account/").status_code == 200, "the fuzzing logged itself out"
-    assert len(pages) > 20 and len(every_field) > 30
+    assert len(pages) > 20 and len(every_field) > 30 and len(post_only) > 8
     assert not answers, server_errors(answers)
 
 
