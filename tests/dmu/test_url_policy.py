@@ -161,3 +161,48 @@ def test_a_name_is_judged_by_the_addresses_it_resolves_to():
         policy.check("root://localhost:1094//data")
     UrlPolicy(hosts=("*", "localhost")).check("root://localhost:1094//data")
     UrlPolicy(hosts=("*", "127.0.0.0/8")).check("root://localhost:1094//data")
+
+
+class _Redirecting(http.server.BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - the name http.server calls
+        _Redirecting.hits.append(self.path)
+        if self.path.startswith("/store/"):
+            self.send_response(302)
+            self.send_header("Location", "/inner/secret")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "6")
+        self.end_headers()
+        self.wfile.write(b"secret")
+
+    do_HEAD = do_GET  # noqa: N815
+
+    def log_message(self, *args):
+        pass
+
+
+def test_storage_reads_do_not_follow_a_redirect():
+    """A storage server that answers with a redirect does not lead the portal elsewhere."""
+    from dmu.storage import StorageEndpoint
+    from dss.errors import DSSError
+
+    _Redirecting.hits = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        host = f"127.0.0.1:{server.server_address[1]}"
+        policy = UrlPolicy(hosts=("127.0.0.1",), allow_http=True)
+        se = StorageEndpoint(f"http://{host}/store", policy=policy)
+        try:
+            with se.open_read("a.root") as fh:
+                data = fh.read()
+        except DSSError:
+            data = b""
+        assert b"secret" not in data
+        assert _Redirecting.hits and all(h.startswith("/store/") for h in _Redirecting.hits)
+    finally:
+        server.shutdown()
