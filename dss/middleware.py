@@ -7,6 +7,7 @@ believe, input no part of the portal can store, and domain errors that reach a p
 * ``MalformedInputMiddleware``: a NUL character in the path, a query parameter or a form
   field is a 400 (PostgreSQL cannot store NUL in text, and no name, selection or option
   of the portal contains one).
+* ``ContentSecurityPolicyMiddleware``: django-csp's, without nonces.
 * ``DomainErrorMiddleware``: a ``DSSError`` raised by a page view becomes the page of its
   status (404 for NotFound, 403 for Forbidden, 400 otherwise) instead of a server error.
   The REST API maps them itself (``dss.api.exception_handler``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
+from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.http.multipartparser import MultiPartParserError
@@ -156,3 +158,17 @@ class DomainErrorMiddleware:
 
             status = next(s for cls, s in STATUS_OF if isinstance(exception, cls))
         return error_answer(request, exception, status)
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware without nonces: no page has an inline script to allow, and
+    the lazy ``request.csp_nonce`` it leaves on every request breaks code that inspects
+    every live object (the XRootD client does so when a process exits)."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        return None
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        response = super().process_response(request, response)
+        request.__dict__.pop("csp_nonce", None)
+        return response

@@ -8,7 +8,7 @@ from rest_framework.parsers import JSONParser
 from .errors import InvalidInput
 
 
-def _refused_text(value, where: str = "") -> InvalidInput | None:
+def refused_text(value, where: str = "") -> InvalidInput | None:
     """The error for the first text in a parsed JSON document that holds NUL or a lone
     surrogate, or for a number past a double's range; None when there is none."""
     place = where or "body"
@@ -32,7 +32,7 @@ def _refused_text(value, where: str = "") -> InvalidInput | None:
         return None
     for key, item in items:
         path = f"{where}.{key}" if where else str(key)
-        problem = _refused_text(key, place) or _refused_text(item, path)
+        problem = refused_text(key, place) or refused_text(item, path)
         if problem:
             return problem
     return None
@@ -47,7 +47,7 @@ class StrictJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         try:
             data = super().parse(stream, media_type, parser_context)
-            problem = _refused_text(data)
+            problem = refused_text(data)
         except RecursionError:
             raise InvalidInput(
                 "body: the JSON document is nested too deeply", where="body"

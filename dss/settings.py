@@ -95,7 +95,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "dss.middleware.ContentSecurityPolicyMiddleware",
     # A domain error (no such skim, ...) escaping a page is that page's 404/403/400.
     "dss.middleware.DomainErrorMiddleware",
 ]

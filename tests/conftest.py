@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -186,11 +188,11 @@ def collected_static(tmp_path_factory) -> Path:
     return static
 
 
-@pytest.fixture
-def gunicorn_portal(transactional_db, tmp_path, collected_static):
+@contextmanager
+def running_gunicorn(tmp_path: Path, static: Path, **env_extra: str) -> Iterator[str]:
     """The portal under gunicorn with production settings (DEBUG off) on a free loopback
-    port, reading the test database; yields its base URL. Plain HTTP: no TLS here, so the
-    HTTPS redirect is off and the portal URL that pilots post to is this one."""
+    port, reading the test database, started from the checkout (so with its
+    gunicorn.conf.py); yields its base URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ)
@@ -199,7 +201,7 @@ def gunicorn_portal(transactional_db, tmp_path, collected_static):
         SECRET_KEY="gunicorn-test-" + "k" * 60,
         ALLOWED_HOSTS="127.0.0.1",
         SECURE_SSL_REDIRECT="0",
-        STATIC_ROOT=str(collected_static),
+        STATIC_ROOT=str(static),
         DATABASE_URL=_database_url_for_worker(),
         TAGDB_URL=settings.TAGDB_URL,
         DSS_STORAGE_ROOT=str(settings.DSS_STORAGE_ROOT),
@@ -207,7 +209,8 @@ def gunicorn_portal(transactional_db, tmp_path, collected_static):
         PILOT_DIR=str(settings.PILOT_DIR),
         DSS_PORTAL_URL=url,
     )
-    log = tmp_path / "gunicorn.log"
+    env.update(env_extra)
+    log = tmp_path / f"gunicorn-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "dss.wsgi", "--bind", f"127.0.0.1:{port}"]
         + ["--workers", "2", "--timeout", "120", "--access-logfile", "-"],
@@ -216,21 +219,37 @@ def gunicorn_portal(transactional_db, tmp_path, collected_static):
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/ping/", timeout=2).read()
-            break
-        except OSError:
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"{url}/api/ping/"):
             if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
                 pytest.fail(f"gunicorn did not start: {log.read_text()[-3000:]}")
             time.sleep(0.2)
-    yield url
-    proc.terminate()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        urllib.request.urlopen(url, timeout=2).read()
+    except urllib.error.HTTPError:
+        return True  # it answered, if only with a redirect or an error
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def gunicorn_portal(transactional_db, tmp_path, collected_static):
+    """The portal under gunicorn (see running_gunicorn), in plain HTTP: no TLS here, so the
+    HTTPS redirect is off and the portal URL that pilots post to is this one."""
+    with running_gunicorn(tmp_path, collected_static) as url:
+        yield url

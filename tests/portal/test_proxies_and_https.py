@@ -7,13 +7,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import urllib.error
+import urllib.request
 
 import pytest
 from django.http import HttpResponse
 from django.test import Client, RequestFactory
 
 from dss.middleware import TrustedProxyMiddleware
-from tests.conftest import ROOT
+from tests.conftest import ROOT, running_gunicorn
 from tests.portal.test_settings import PRODUCTION, run
 
 PRINT = (
@@ -77,6 +79,32 @@ def test_the_https_redirect_is_not_fooled_by_a_client_header(behind_a_proxy, set
     proxied = Client(REMOTE_ADDR="10.0.0.2")
     proxied.force_login(physicist)
     assert proxied.get("/datasets/", HTTP_X_FORWARDED_PROTO="https").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_under_gunicorn_a_client_on_the_same_machine_cannot_claim_https(tmp_path, collected_static):
+    """gunicorn itself would believe X-Forwarded-Proto from 127.0.0.1; its configuration
+    in the checkout leaves that to the portal, which believes only DSS_TRUSTED_PROXIES."""
+
+    def status(url: str) -> int:
+        request = urllib.request.Request(url, headers={"X-Forwarded-Proto": "https"})
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            return opener.open(request, timeout=30).status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    with running_gunicorn(tmp_path, collected_static, SECURE_SSL_REDIRECT="1",
+                          DSS_PILOT_PLAIN_HTTP="1") as url:  # fmt: skip
+        assert status(f"{url}/login/") == 301
+    with running_gunicorn(tmp_path, collected_static, SECURE_SSL_REDIRECT="1",
+                          DSS_PILOT_PLAIN_HTTP="1", DSS_TRUSTED_PROXIES="127.0.0.1") as url:  # fmt: skip
+        assert status(f"{url}/login/") == 200
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
 
 
 def test_without_trusted_proxies_no_proxy_header_is_configured(tmp_path):

@@ -1,5 +1,6 @@
-"""A pilot report posted with Transfer-Encoding: chunked, through a real gunicorn, is read
-whole (and refused when larger than PILOT_REPORT_MAX_BYTES), like one with a length."""
+"""Report bodies: one posted with Transfer-Encoding: chunked, through a real gunicorn, is
+read whole (and refused when larger than PILOT_REPORT_MAX_BYTES), like one with a length;
+one with text the database cannot store is refused."""
 
 from __future__ import annotations
 
@@ -52,5 +53,24 @@ def test_a_chunked_report_past_the_limit_is_refused_and_not_stored(
     status, _, body = post_chunked(gunicorn_portal, p, token_of(p), json.dumps(report).encode())
     assert status == 400 and body["error"] == "invalid", body
     assert f"at most {settings.PILOT_REPORT_MAX_BYTES} are accepted" in body["detail"]
+    p.refresh_from_db()
+    assert p.report is None and p.token_used_at is None
+
+
+@pytest.mark.parametrize("bad", ["wn\x00", "wn\ud800"])
+def test_a_report_with_text_the_database_cannot_store_is_refused(fake_batch, site, bad):
+    """NUL and lone surrogates (which PostgreSQL refuses) are a 400 naming where."""
+    from rest_framework.test import APIClient
+
+    (p,) = send(site)
+    report = a_report("passed")
+    report["facts"]["host"]["hostname"] = bad
+    r = APIClient().post(
+        f"/api/pilots/{p.pk}/report/",
+        json.dumps(report).encode(),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Pilot {token_of(p)}",
+    )
+    assert r.status_code == 400 and r.json()["where"] == "facts.host.hostname"
     p.refresh_from_db()
     assert p.report is None and p.token_used_at is None
