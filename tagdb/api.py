@@ -129,7 +129,7 @@ class EventsRequest(QuerySerializer):
         max_value=1_000_000,
         help_text="JSON: at most this many (default 10000); CSV: every event unless given",
     )
-    offset = serializers.IntegerField(required=False, min_value=0, default=0)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=10**12, default=0)
 
 
 class TopRequest(QuerySerializer):
