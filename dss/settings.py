@@ -192,7 +192,7 @@ if not DEBUG:
 
 # Content-Security-Policy on every answer: scripts, styles, images and requests from the
 # portal itself only; no inline script or style (htmx's indicator styles are in dss.css).
-# The API documentation pages (Swagger UI, ReDoc) add inline styles for themselves only.
+# The API documentation page (Swagger UI) adds inline styles for itself only (dss/urls.py).
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
@@ -233,7 +233,6 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Several models have a "state"; name each choice set after what it is.
     "ENUM_NAME_OVERRIDES": {
