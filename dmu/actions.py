@@ -32,6 +32,7 @@ from .models import (
     Transfer,
     TransferFile,
     TransferFileState,
+    storage_policy,
 )
 from .names import check_dataset_name, check_se_name, scope_of
 from .storage import StorageEndpoint, deterministic_path, safe_relpath
@@ -83,17 +84,22 @@ def search_datasets(query: str = ""):
     return qs
 
 
+def check_storage_url(url: str) -> None:
+    """Refuse (InvalidInput naming the URL) a storage URL that is malformed or that the
+    site's URL policy does not allow: local roots, hosts, plain HTTP (see storage_policy)."""
+    try:
+        StorageEndpoint(url, policy=storage_policy())
+    except InvalidInput as e:
+        raise InvalidInput(f"{e.message}: {url}", where="url") from None
+
+
 def do_add_storage_element(
     name: str, url: str, description: str = "", *, user_writable: bool = False
 ) -> StorageElement:
     """Create a storage element, or return the existing one if it has the same URL.
     ``user_writable``: physicists may write their own datasets there (see check_may_write)."""
     check_se_name(name)
-    scheme = urlparse(url).scheme
-    if scheme not in ("file", "root", "https", "http"):
-        raise InvalidInput(
-            f"unsupported storage URL {url!r}: use file://, root:// or https://", where="url"
-        )
+    check_storage_url(url)
     se, created = StorageElement.objects.get_or_create(
         name=name,
         defaults={

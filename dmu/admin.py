@@ -1,5 +1,9 @@
+from django import forms
 from django.contrib import admin
 
+from dss.errors import InvalidInput
+
+from .actions import check_storage_url
 from .models import (
     Dataset,
     File,
@@ -12,8 +16,26 @@ from .models import (
 )
 
 
+class StorageElementForm(forms.ModelForm):
+    """The admin's storage element form: the URL passes the site's URL policy, as it must
+    for ``add_storage_element``."""
+
+    class Meta:
+        model = StorageElement
+        fields = ["name", "url", "description", "created_at"]
+
+    def clean_url(self) -> str:
+        url = self.cleaned_data["url"].rstrip("/")
+        try:
+            check_storage_url(url)
+        except InvalidInput as e:
+            raise forms.ValidationError(e.message) from None
+        return url
+
+
 @admin.register(StorageElement)
 class StorageElementAdmin(admin.ModelAdmin):
+    form = StorageElementForm
     list_display = ["name", "url", "user_writable", "description"]
     search_fields = ["name", "url"]
 

@@ -430,10 +430,8 @@ class EventFile:
         self._opened: Any = None
         kind = sniff_format(_head(source))
         if kind is None:
-            head = _head(source)
             raise BadEventFile(
-                f"not a ROOT file nor a Parquet file (it starts with {head[:4]!r}, "
-                "not b'root' or b'PAR1')",
+                "not a ROOT file nor a Parquet file (it begins with neither signature)",
                 where=self.where,
             )
         self.kind = kind

@@ -56,9 +56,24 @@ class StorageElement(models.Model):
         return reverse("dmu:storage_element", args=[self.name])
 
     def endpoint(self):
+        """The storage element's endpoint, refused (InvalidInput) if the site's URL policy
+        does not allow its URL (checked at every use: a name may resolve elsewhere now)."""
         from .storage import StorageEndpoint
 
-        return StorageEndpoint(self.url)
+        return StorageEndpoint(self.url, policy=storage_policy())
+
+
+def storage_policy():
+    """The URLs this portal may reach for storage, from its settings: local roots
+    (``DSS_STORAGE_ROOT`` and ``DSS_STORAGE_ROOTS``), hosts (``DSS_STORAGE_HOSTS``) and
+    whether plain ``http://`` is allowed (``DSS_STORAGE_ALLOW_HTTP``)."""
+    from .storage import UrlPolicy
+
+    return UrlPolicy(
+        file_roots=(str(settings.DSS_STORAGE_ROOT), *map(str, settings.DSS_STORAGE_ROOTS)),
+        hosts=tuple(settings.DSS_STORAGE_HOSTS),
+        allow_http=settings.DSS_STORAGE_ALLOW_HTTP,
+    )
 
 
 class Dataset(models.Model):

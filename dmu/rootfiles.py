@@ -18,8 +18,9 @@ def check_root_header(head: bytes, name: str, size: int) -> None:
     """Reject non-ROOT and truncated files from the header's first 32 bytes, with a precise
     reason. ``name`` names the file in errors; ``size`` is its real length in bytes."""
     if len(head) < 4 or head[:4] != b"root":
+        # Not its bytes: the message must not show what the file holds.
         raise BadEventFile(
-            f"not a ROOT file (it starts with {head[:4]!r}, not b'root')", where=name
+            "not a ROOT file (it does not begin with the ROOT signature)", where=name
         )
     if len(head) < 20:
         raise BadEventFile(f"truncated: only {size} bytes, shorter than a ROOT header", where=name)

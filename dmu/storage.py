@@ -22,10 +22,12 @@ from __future__ import annotations
 import abc
 import errno
 import hashlib
+import ipaddress
 import os
 import posixpath
 import re
 import shutil
+import socket
 import threading
 import uuid
 from collections import deque
@@ -86,6 +88,117 @@ def temp_name(rel: str, tag: str) -> str:
         raise InvalidInput(f"invalid temporary tag {tag!r}", where=rel)
     head, name = posixpath.split(rel)
     return posixpath.join(head, f".{name}{TEMP_MARK}{tag}")
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    """Which storage URLs a server may reach: its answer to "fetch this URL for me".
+
+    * ``file://`` only under one of ``file_roots`` (symbolic links resolved);
+    * ``root://`` and ``https://`` only to ``hosts``; ``http://`` likewise, and only with
+      ``allow_http``;
+    * ``hosts`` holds names (``xrootd.example.org``), suffixes (``*.example.org``),
+      addresses and networks (``10.1.2.3``, ``10.0.0.0/8``), and ``*`` for any host whose
+      addresses are all public. A loopback, private, link-local or reserved address is
+      reached only when an entry other than ``*`` names it.
+
+    The portal checks a storage element's URL when it is added and again before each use
+    (the names may resolve elsewhere by then); the ``dmu`` command line, run by a user on
+    their own machine, applies none.
+    """
+
+    file_roots: tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ("*",)
+    allow_http: bool = False
+
+    def check(self, url: str, *, resolve: bool = True) -> None:
+        """Raise InvalidInput (``where`` = the URL) unless ``url`` may be reached."""
+        parts = urlsplit(url if "://" in url else "file://" + url)
+        scheme = parts.scheme.lower()
+        if scheme == "file":
+            self._check_file(parts.path, url)
+        elif scheme in ("root", "xroot", "https") or (scheme == "http" and self.allow_http):
+            self._check_host(parts.hostname or "", url, resolve=resolve)
+        elif scheme == "http":
+            raise InvalidInput(
+                "http:// storage is not allowed here (use https://, or allow plain HTTP with "
+                "DSS_STORAGE_ALLOW_HTTP=1)",
+                where=url,
+            )
+        else:
+            raise InvalidInput(
+                f"unsupported storage URL scheme {scheme!r} (use file://, root:// or https://)",
+                where=url,
+            )
+
+    def _check_file(self, path: str, url: str) -> None:
+        real = os.path.realpath(path or "/")
+        for root in self.file_roots:
+            top = os.path.realpath(root).rstrip("/") + "/"
+            if real + "/" == top or real.startswith(top):
+                return
+        roots = ", ".join(self.file_roots) or "none"
+        raise InvalidInput(
+            f"a local storage element must lie under an allowed root ({roots}; more with "
+            "DSS_STORAGE_ROOTS)",
+            where=url,
+        )
+
+    def _entry_names(self, host: str, addresses: list[Any]) -> bool:
+        """Whether an entry other than ``*`` names ``host`` or one of ``addresses``."""
+        for entry in self.hosts:
+            entry = entry.strip().lower()
+            if not entry or entry == "*":
+                continue
+            if entry.startswith("*."):
+                if host.endswith(entry[1:]):
+                    return True
+                continue
+            try:
+                network = ipaddress.ip_network(entry.strip("[]"), strict=False)
+            except ValueError:
+                if host == entry:
+                    return True
+                continue
+            if addresses and all(a in network for a in addresses):
+                return True
+        return False
+
+    def _check_host(self, host: str, url: str, *, resolve: bool) -> None:
+        host = host.lower().rstrip(".")
+        if not host:
+            raise InvalidInput("the storage URL names no host", where=url)
+        try:
+            literal = [ipaddress.ip_address(host)]
+        except ValueError:
+            literal = []
+        if self._entry_names(host, literal):
+            return
+        if "*" not in self.hosts:
+            raise InvalidInput(
+                f"host {host} is not among the allowed storage hosts (DSS_STORAGE_HOSTS)",
+                where=url,
+            )
+        addresses = literal or (_resolve(host) if resolve else [])
+        inner = [a for a in addresses if not a.is_global]
+        if inner:
+            if self._entry_names(host, addresses):
+                return
+            raise InvalidInput(
+                f"host {host} is a loopback or private address ({inner[0]}); list it in "
+                "DSS_STORAGE_HOSTS to allow it",
+                where=url,
+            )
+
+
+def _resolve(host: str) -> list[Any]:
+    """Every address ``host`` resolves to now; none when it does not resolve (the connection
+    will fail by itself then)."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except (OSError, UnicodeError):
+        return []
+    return [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
 
 
 def deterministic_path(scope: str, name: str) -> str:
@@ -251,8 +364,10 @@ def _xrootd_client() -> Any:
 class StorageEndpoint:
     """A storage element given by its root URL; every method takes a path relative to it."""
 
-    def __init__(self, url: str):
-        """Parse ``url``; raise InvalidInput for an unknown scheme or a root that is not clean."""
+    def __init__(self, url: str, policy: UrlPolicy | None = None):
+        """Parse ``url``; raise InvalidInput for an unknown scheme or a root that is not clean,
+        or one that ``policy`` does not allow (a server passes its policy; the command line
+        none)."""
         if "://" not in url:
             if not url.startswith("/"):
                 raise InvalidInput("a storage element must be a URL or an absolute path", where=url)
@@ -286,6 +401,8 @@ class StorageEndpoint:
         else:
             self.base_url = f"{self.scheme}://{self.host}{root}"
         self._fs: Any = None
+        if policy is not None:
+            policy.check(url)
 
     def __repr__(self) -> str:
         return f"StorageEndpoint({self.base_url!r})"
@@ -306,7 +423,8 @@ class StorageEndpoint:
                 self._fs = fsspec.filesystem("file")
             else:
                 try:
-                    self._fs = fsspec.filesystem(self.scheme)
+                    # a redirect could lead anywhere, past the hosts the policy allows
+                    self._fs = fsspec.filesystem(self.scheme, allow_redirects=False)
                 except ImportError as exc:
                     raise StorageError(
                         f"{self.scheme}:// needs aiohttp: pip install aiohttp",
@@ -332,8 +450,32 @@ class StorageEndpoint:
         return f"{self.scheme}://{self.host}{quote(self.path(rel))}"
 
     def local_path(self, rel: str) -> str | None:
-        """The local filesystem path of ``rel`` on a ``file://`` SE (None elsewhere)."""
-        return self.path(rel) if self.scheme == "file" else None
+        """The real local path of ``rel`` on a ``file://`` SE (None elsewhere), every symbolic
+        link resolved; InvalidInput if it leads outside the root."""
+        return self._local(rel) if self.scheme == "file" else None
+
+    def _local(self, rel: str) -> str:
+        """The one place a local path is made: ``rel`` under the root with every symbolic
+        link resolved, refused unless it stays inside the (itself resolved) root.
+
+        Reading, writing, listing and deleting on a ``file://`` SE all go through here, so
+        that a link placed on the storage cannot lead a registration, a transfer or a
+        listing to files elsewhere on the machine. The error names the path asked for,
+        never where the link points.
+        """
+        real = os.path.realpath(self.path(rel))
+        if not self._inside(real):
+            raise InvalidInput(
+                "unsafe path: a symbolic link leads outside the storage element",
+                where=self._where(rel),
+            )
+        return real
+
+    def _inside(self, local: str) -> bool:
+        """Whether the local path ``local``, symbolic links resolved, is under the root."""
+        root = os.path.realpath(self.root).rstrip("/") + "/"
+        real = os.path.realpath(local)
+        return real + "/" == root or real.startswith(root)
 
     def _where(self, rel: str) -> str:
         try:
@@ -351,6 +493,8 @@ class StorageEndpoint:
 
     def _fs_path(self, rel: str) -> str:
         # fsspec's HTTP filesystem takes full URLs; local and XRootD take paths.
+        if self.scheme == "file":
+            return self._local(rel)
         return self.url(rel) if self.scheme in _READ_ONLY_SCHEMES else self.path(rel)
 
     # -- queries -------------------------------------------------------------------------
@@ -383,6 +527,9 @@ class StorageEndpoint:
             items = self.fs.ls(path, detail=True)
         except Exception as exc:
             raise storage_error(exc, self._where(rel), "list") from exc
+        if self.scheme == "file":
+            # a link that leads outside the root is not the storage element's content
+            items = [item for item in items if self._inside(str(item["name"]))]
         entries = [
             Entry(
                 name=posixpath.basename(str(item["name"]).rstrip("/")),
@@ -568,7 +715,7 @@ class StorageEndpoint:
         Without ``overwrite``, an existing ``rel`` is left alone and Conflict is raised.
         """
         self._writable(rel)
-        src, dst = self.path(temp), self.path(rel)
+        src, dst = self._fs_path(temp), self._fs_path(rel)
         where = self._where(rel)
         try:
             if self.scheme == "file":
@@ -592,7 +739,7 @@ class StorageEndpoint:
     def delete(self, rel: str, *, missing_ok: bool = False) -> None:
         """Delete the file ``rel``; NotFound if it is absent, unless ``missing_ok``."""
         self._writable(rel)
-        path = self.path(rel)
+        path = self._fs_path(rel)
         try:
             self.fs.rm_file(path)
         except Exception as exc:
@@ -604,7 +751,7 @@ class StorageEndpoint:
     def makedirs(self, rel: str) -> None:
         """Create directory ``rel`` and its parents (no error if it exists)."""
         self._writable(rel)
-        path = self.path(rel)
+        path = self._fs_path(rel)
         try:
             if self.scheme == "file":
                 os.makedirs(path, exist_ok=True)
@@ -649,7 +796,7 @@ class TempFile(abc.ABC):
 class _LocalTempFile(TempFile):
     def __init__(self, endpoint: StorageEndpoint, temp: str):
         super().__init__(endpoint, temp)
-        path = endpoint.path(temp)
+        path = endpoint._local(temp)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self._fh: Any = endpoint.fs.open(path, "wb")
@@ -680,8 +827,8 @@ class _LocalTempFile(TempFile):
                 pass
             self._fh = None
         try:
-            os.unlink(self.endpoint.path(self.temp))
-        except OSError:
+            os.unlink(self.endpoint._local(self.temp))
+        except (OSError, DSSError):
             pass
 
 

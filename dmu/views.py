@@ -90,6 +90,8 @@ def storage_element_detail(request, name: str):
         .annotate(n=Count("files"), size=Sum("files__bytes"), n_files=Subquery(in_dataset))
         .order_by("name")
     )
+    # an SE may hold thousands of datasets: a page at a time
+    datasets = Paginator(datasets, 50).get_page(request.GET.get("page"))
     held = Replica.objects.filter(storage_element=se).aggregate(
         n=Count("pk"), size=Sum("file__bytes")
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, serializers, status
+from rest_framework import exceptions, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -33,6 +33,10 @@ def error_response(err: DSSError) -> Response:
 def exception_handler(exc, context):
     if isinstance(exc, DSSError):
         return error_response(exc)
+    if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, dict | list):
+        # a view's own serializer (the token endpoint's, for one): the usual error body
+        errors = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        return error_response(invalid_input(errors) if errors else InvalidInput("invalid input"))
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(response.data, dict) and "detail" in response.data:
         response.data.setdefault("error", getattr(exc, "default_code", "error"))
@@ -162,3 +166,27 @@ class TokenRevoke(APIView):
         token = tokens.get_token_for_user(request.user, pk)
         tokens.do_revoke_token(token)
         return Response(TokenSerializer(token).data)
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def read_body(request, limit: int) -> bytes:
+    """At most ``limit`` bytes of a request's body, sent with a Content-Length or chunked.
+
+    Django reads a body without Content-Length as empty. Under gunicorn (and other servers
+    that mark ``wsgi.input_terminated``) a chunked body arrives decoded and ends by itself,
+    so it is read from the WSGI input until it ends or ``limit`` bytes have come.
+    """
+    request = getattr(request, "_request", request)
+    meta = request.META
+    if meta.get("CONTENT_LENGTH") or not meta.get("wsgi.input_terminated"):
+        return request.read(limit)
+    stream, parts, size = meta["wsgi.input"], [], 0
+    while size < limit:
+        part = stream.read(min(65536, limit - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)

@@ -115,6 +115,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_htmx",
     "axes",
+    "csp",
     "dss.apps.DssConfig",
     "dmu.apps.DmuConfig",
     "tagdb.apps.TagdbConfig",
@@ -123,16 +124,23 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Proxy headers are believed from DSS_TRUSTED_PROXIES only, before anything reads them.
+    "dss.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # NUL in a path, query or form is a 400, not a database error.
+    "dss.middleware.MalformedInputMiddleware",
     # Every page asks for a login; REST API views answer 401/403 for themselves.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "dss.middleware.ContentSecurityPolicyMiddleware",
+    # A domain error (no such skim, ...) escaping a page is that page's 404/403/400.
+    "dss.middleware.DomainErrorMiddleware",
     # Last: answers a locked-out login with its own page (see AXES_* below).
     "axes.middleware.AxesMiddleware",
 ]
@@ -217,18 +225,50 @@ STORAGES = {
 
 if not DEBUG:
     # Static files served by the web process itself, compressed and cache-busted.
-    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+        "whitenoise.middleware.WhiteNoiseMiddleware",
+    )
+
+# Reverse proxies in front of the portal (addresses or networks, "10.0.0.2,192.168.0.0/24"):
+# their X-Forwarded-Proto says whether the client used HTTPS and their X-Forwarded-For who
+# the client is. From any other address those headers are dropped (dss.middleware).
+DSS_TRUSTED_PROXIES = envlist("DSS_TRUSTED_PROXIES", "")
+# Pilots post their reports to DSS_PORTAL_URL. With the HTTPS redirect on, an http:// URL
+# works only if the deployment lets pilots report over plain HTTP (DSS_PILOT_PLAIN_HTTP=1:
+# the ping and report endpoints, which carry a one-time pilot token, skip the redirect).
+DSS_PILOT_PLAIN_HTTP = envbool("DSS_PILOT_PLAIN_HTTP", "0")
+DSS_PILOT_HTTP_PATHS = [r"^api/ping/$", r"^api/pilots/\d+/report/$"]
 
 # Production hardening; `manage.py check --deploy` reports nothing when DEBUG is off.
 if not DEBUG:
     SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "1")
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    if DSS_TRUSTED_PROXIES:
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "31536000")
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# Content-Security-Policy on every answer: scripts, styles, images and requests from the
+# portal itself only; no inline script or style (htmx's indicator styles are in dss.css).
+# The API documentation page (Swagger UI) adds inline styles for itself only (dss/urls.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # The cache holds the API's request counts (throttling): shared by every process when
 # CACHE_URL names a Redis server, per process otherwise.
@@ -260,7 +300,13 @@ REST_FRAMEWORK = {
     },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # JSON bodies with NUL, lone surrogates or numbers past a double are a 400.
+    "DEFAULT_PARSER_CLASSES": [
+        "dss.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_PAGINATION_CLASS": "dss.pagination.Pagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "dss.api.exception_handler",
 }
@@ -271,7 +317,6 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Several models have a "state"; name each choice set after what it is.
     "ENUM_NAME_OVERRIDES": {
@@ -285,6 +330,9 @@ SPECTACULAR_SETTINGS = {
         "VerdictEnum": "pilotchecker.models.Verdict",
     },
 }
+
+# The largest page an API list answers with (?limit= above it is cut to it).
+DSS_API_MAX_LIMIT = envint("DSS_API_MAX_LIMIT", "1000")
 
 # Celery: Redis in production; with no broker configured, a broker kept in a local directory
 # that web and worker processes share, so one machine needs no server.
@@ -370,10 +418,27 @@ CELERY_ACCEPT_CONTENT = ["json"]
 TAGDB_URL = env("TAGDB_URL", f"duckdb:///{VAR_DIR / 'tagdb.duckdb'}")
 DSS_STORAGE_ROOT = Path(env("DSS_STORAGE_ROOT", str(VAR_DIR / "storage")))
 DSS_SCRATCH_DIR = Path(env("DSS_SCRATCH_DIR", str(VAR_DIR / "scratch")))
+# What the portal and its workers may reach as storage (dmu.models.storage_policy): local
+# storage elements only under DSS_STORAGE_ROOT or these roots; root:// and https:// only
+# to these hosts ("*" is any public host; loopback and private addresses only when listed);
+# plain http:// not at all unless allowed.
+DSS_STORAGE_ROOTS = envlist("DSS_STORAGE_ROOTS", "")
+DSS_STORAGE_HOSTS = envlist("DSS_STORAGE_HOSTS", "*,localhost,127.0.0.1,::1" if DEBUG else "*")
+DSS_STORAGE_ALLOW_HTTP = envbool("DSS_STORAGE_ALLOW_HTTP", "0")
 # The storage element that skims write their output to unless the user picks another.
 DSS_SKIM_OUTPUT_SE = env("DSS_SKIM_OUTPUT_SE", "LOCAL")
 # The portal's own address as pilots and worker nodes reach it (they post reports here).
+# `make run` sets it from the HOST and PORT it serves on.
 DSS_PORTAL_URL = env("DSS_PORTAL_URL", "http://127.0.0.1:8000")
+if not DEBUG and SECURE_SSL_REDIRECT and DSS_PORTAL_URL.lower().startswith("http://"):
+    if not DSS_PILOT_PLAIN_HTTP:
+        raise ImproperlyConfigured(
+            f"DSS_PORTAL_URL={DSS_PORTAL_URL} is http://, but SECURE_SSL_REDIRECT sends every "
+            "http:// request to https://, so pilots could not post their reports. Set "
+            "DSS_PORTAL_URL to the portal's https:// address, or set DSS_PILOT_PLAIN_HTTP=1 to "
+            "let pilots (only /api/ping/ and /api/pilots/<id>/report/) use plain HTTP."
+        )
+    SECURE_REDIRECT_EXEMPT = DSS_PILOT_HTTP_PATHS
 # The largest file the registration reads in one call (bytes); guards a worker's time.
 DSS_MAX_REGISTER_FILES = envint("DSS_MAX_REGISTER_FILES", "10000")
 # Transfers between storage elements: at most this many file copies run at once into one

@@ -31,6 +31,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dss.errors import Conflict, Forbidden, InvalidInput, NotFound
+from dss.parsers import refused_text
 
 from . import batch, pilot
 from .models import (
@@ -468,6 +469,9 @@ def parse_report(body: bytes, *, recovered: bool = False) -> dict:
     report = _checked_json(_strict_json(text, escape=recovered), escape=recovered)
     if not isinstance(report, dict):
         raise InvalidInput("the report must be a JSON object", where="body")
+    # text the database cannot store (NUL, lone surrogates), numbers past a double
+    if (problem := refused_text(report)) is not None:
+        raise problem
     checks = report.get("checks")
     if not isinstance(checks, list) or not checks:
         raise InvalidInput("must be a non-empty list of checks", where="checks")

@@ -16,7 +16,7 @@ from rest_framework import generics, permissions, serializers, status, throttlin
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dss.api import validated
+from dss.api import read_body, validated
 from dss.errors import InvalidInput
 
 from . import actions, batch
@@ -252,7 +252,7 @@ class PilotReport(APIView):
     def post(self, request, pk: int):
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         # At most one byte past the limit is read: enough to know the body is too large.
-        body = request._request.read(settings.PILOT_REPORT_MAX_BYTES + 1)
+        body = read_body(request, settings.PILOT_REPORT_MAX_BYTES + 1)
         pilot = actions.check_receive_report(pk, token.strip() if scheme == "Pilot" else "", body)
         # Short: the pilot prints this answer in its error log.
         return Response(

@@ -166,6 +166,11 @@ class SiteStatus(models.TextChoices):
     OFFLINE = "offline", "offline"
 
 
+# The longest pilot timeout or interval a site may set (a year): longer is a typo, and far
+# longer would not fit the database column.
+MAX_MINUTES = 366 * 24 * 60
+
+
 class Site(models.Model):
     """A compute site: where its batch system is, how to submit to it, what a node must offer.
 
@@ -253,6 +258,12 @@ class Site(models.Model):
                     InvalidInput("must be at least 1 minute", where="pilot_timeout_minutes"),
                 )
             )
+        for name in ("pilot_timeout_minutes", "pilot_interval_minutes"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_MINUTES:
+                errors.append(
+                    (name, InvalidInput(f"must be at most {MAX_MINUTES} (a year)", where=name))
+                )
         if self.pilot_interval_minutes is not None and self.pilot_interval_minutes < 1:
             errors.append(
                 (

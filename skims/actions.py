@@ -352,6 +352,11 @@ def output_name_taken(name: str) -> bool:
 # --------------------------------------------------------------------------- submit
 
 
+# The largest event limit a skim may ask for: more than any dataset holds, and within
+# the database column.
+MAX_EVENT_LIMIT = 10**12
+
+
 def check_submit_skim(
     *,
     user,
@@ -377,8 +382,13 @@ def check_submit_skim(
         raise InvalidInput(f"unknown output format {output_format!r}", where="output_format")
     if failure_policy not in FailurePolicy.values:
         raise InvalidInput(f"unknown failure policy {failure_policy!r}", where="failure_policy")
-    if event_limit is not None and (not isinstance(event_limit, int) or event_limit < 1):
-        raise InvalidInput("the event limit must be a positive whole number", where="event_limit")
+    if event_limit is not None and (
+        not isinstance(event_limit, int) or not 1 <= event_limit <= MAX_EVENT_LIMIT
+    ):
+        raise InvalidInput(
+            f"the event limit must be a whole number from 1 to {MAX_EVENT_LIMIT}",
+            where="event_limit",
+        )
     if not (selection or "").strip():
         raise InvalidInput(
             "empty selection: write a condition such as n_muon >= 2", where="selection"

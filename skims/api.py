@@ -284,7 +284,8 @@ class ProvenanceDetail(APIView):
     def get(self, request, pk: int):
         record = (
             ProvenanceRecord.objects.filter(pk=pk).first()
-            or ProvenanceRecord.objects.filter(skim_id=pk).first()
+            # through the skim's own id: a number past its column's range then finds nothing
+            or ProvenanceRecord.objects.filter(skim__pk=pk).first()
         )
         if record is None:
             return Response(

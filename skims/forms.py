@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 
 from dmu.models import Dataset, StorageElement
+from dss.forms import ModelChoiceByIdField, ModelMultipleChoiceByIdField
 from dss.jobs import JobState
 from tagdb.models import CollectionState, TagCollection
 
@@ -12,7 +13,7 @@ from .models import BranchPreset, FailurePolicy, OutputFormat
 
 
 class SkimForm(forms.Form):
-    collections = forms.ModelMultipleChoiceField(
+    collections = ModelMultipleChoiceByIdField(
         label="TAG collections",
         queryset=TagCollection.objects.none(),
         required=False,
@@ -43,7 +44,7 @@ class SkimForm(forms.Form):
         initial="all",
         widget=forms.RadioSelect,
     )
-    preset = forms.ModelChoiceField(
+    preset = ModelChoiceByIdField(
         label="Preset", queryset=BranchPreset.objects.all(), required=False
     )
     branches = forms.CharField(

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import sqlalchemy as sa
@@ -342,12 +341,9 @@ def open_event_tree(file: File, tree: str | None = None) -> Iterator[Any]:
     if not replicas:
         raise StorageError(f"file {file.lfn} has no available replica", where=file.lfn)
     replica = replicas[0]
-    se_url = replica.storage_element.url.rstrip("/")
-    source = (
-        str(Path(urlparse(se_url).path) / replica.path)
-        if se_url.startswith("file://")
-        else replica.url
-    )
+    # through the endpoint: its checks (symbolic links, allowed hosts) apply to builds too
+    endpoint = replica.storage_element.endpoint()
+    source = endpoint.local_path(replica.path) or endpoint.url(replica.path)
     name = tree or file.tree
     try:
         handle = open_event_file(source, where=file.lfn)

@@ -16,8 +16,8 @@ import csv
 import io
 
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, serializers, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -136,7 +136,7 @@ class EventsRequest(QuerySerializer):
         max_value=1_000_000,
         help_text="JSON: at most this many (default 10000); CSV: every event unless given",
     )
-    offset = serializers.IntegerField(required=False, min_value=0, default=0)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=10**12, default=0)
     attributes = serializers.ListField(
         child=serializers.CharField(max_length=64),
         required=False,
@@ -343,15 +343,21 @@ class SchemaList(TagAPIView):
         return Response(SchemaSerializer(actions.list_schemas(), many=True).data)
 
 
-class CollectionList(TagAPIView):
-    """Every TAG collection; ``?dataset=`` keeps one dataset's."""
+class CollectionList(generics.ListAPIView):
+    """Every TAG collection, a page at a time (``?limit=``, ``?offset=``); ``?dataset=``
+    keeps one dataset's."""
 
-    @extend_schema(responses=CollectionSerializer(many=True))
-    def get(self, request):
+    serializer_class = CollectionSerializer
+
+    @extend_schema(parameters=[OpenApiParameter("dataset", str, description="a dataset name")])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
         rows = actions.list_collections()
-        if request.query_params.get("dataset"):
-            rows = rows.filter(dataset__name=request.query_params["dataset"])
-        return Response(CollectionSerializer(rows, many=True).data)
+        if self.request.query_params.get("dataset"):
+            rows = rows.filter(dataset__name=self.request.query_params["dataset"])
+        return rows
 
 
 class CollectionDetail(TagAPIView):

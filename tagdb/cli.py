@@ -47,6 +47,17 @@ class Client:
             return self.api.request("GET", path, params=params)
         return self.api.get(path, params=params)
 
+    def all(self, path: str, params: dict | None = None) -> list:
+        """Every row of a list the portal answers a page at a time (``results``, ``count``)."""
+        rows: list = []
+        while True:
+            page = self.get(path, {**(params or {}), "offset": len(rows)})
+            if not isinstance(page, dict):  # a portal from before lists had pages
+                return page
+            rows += page["results"]
+            if not page["results"] or len(rows) >= page["count"]:
+                return rows
+
     def post(self, path: str, body: dict | None = None) -> Any:
         if hasattr(self.api, "request"):
             return self.api.request("POST", path, json=body)
@@ -78,7 +89,7 @@ def resolve_collection(client: Client, ref: str) -> dict:
     if ref.isdigit():
         return client.get(f"/api/tags/{int(ref)}")
     dataset, _, schema = ref.partition("/")
-    rows = client.get("/api/tags", params={"dataset": dataset})
+    rows = client.all("/api/tags", params={"dataset": dataset})
     if schema:
         rows = [r for r in rows if r["schema"] == schema]
     if not rows:
@@ -128,7 +139,7 @@ def _query(api: Client, collection: dict, what: str, body: dict) -> Any:
 def cmd_list(client: Any, args: argparse.Namespace, out: Any = None) -> int:
     """Every TAG collection: number, dataset, schema, state, events."""
     api, out = _client(args, client), _stream(out)
-    rows = api.get("/api/tags")
+    rows = api.all("/api/tags")
     if _json(args):
         json.dump(rows, out, indent=2)
         out.write("\n")

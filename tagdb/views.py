@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import (
     Http404,
     HttpResponse,
@@ -29,6 +30,9 @@ from .forms import BuildForm, PickForm, QueryForm, SaveQueryForm
 from .models import CollectionState
 from .plots import histogram_svg
 from .selection import INT, SelectionError
+
+# rows per page of the collection list (and of the datasets without TAGs)
+PAGE_SIZE = 50
 
 
 def _collection(pk: int):
@@ -103,11 +107,13 @@ def _count_context(collection, q: dict) -> dict:
 
 
 def collection_list(request):
-    collections = list(actions.list_collections())
+    # A site has thousands of datasets: both lists come a page at a time.
+    collections = Paginator(actions.list_collections(), PAGE_SIZE).get_page(request.GET.get("page"))
     building = {b.collection_id: b for b in actions.active_builds()}
     for c in collections:
         c.active_build = building.get(c.pk)
     untagged = Dataset.objects.filter(tag_collections__isnull=True).order_by("name")
+    untagged = Paginator(untagged, PAGE_SIZE).get_page(request.GET.get("untagged"))
     return render(
         request,
         "tagdb/collection_list.html",

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,6 +66,13 @@ def operator(db):
 @pytest.fixture
 def outsider(db):
     return make_user("nobody", [])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def storage_under_the_test_directory(tmp_path_factory):
+    """The suite's storage elements live in pytest's temporary directory: allow it as a
+    local storage root for the whole run, as a site lists its volumes in DSS_STORAGE_ROOTS."""
+    settings.DSS_STORAGE_ROOTS = [str(tmp_path_factory.getbasetemp())]
 
 
 @pytest.fixture
@@ -149,6 +158,8 @@ def celery_worker(transactional_db, tmp_path):
     env = dict(os.environ)
     env["DATABASE_URL"] = _database_url_for_worker()
     env["DSS_STORAGE_ROOT"] = str(settings.DSS_STORAGE_ROOT)
+    env["DSS_STORAGE_ROOTS"] = ",".join(map(str, settings.DSS_STORAGE_ROOTS))
+    env["DSS_STORAGE_HOSTS"] = ",".join(settings.DSS_STORAGE_HOSTS)
     env["TAGDB_URL"] = settings.TAGDB_URL
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     celery = [sys.executable, "-m", "celery", "-A", "dss"]
@@ -199,3 +210,94 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.2, what: str = 
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def collected_static(tmp_path_factory) -> Path:
+    """The static files collected once, as a production deployment serves them."""
+    static = tmp_path_factory.mktemp("static")
+    env = {**os.environ, "STATIC_ROOT": str(static), "DEBUG": "0", "SECRET_KEY": "x" * 64}
+    env.update(SECURE_SSL_REDIRECT="0", ALLOWED_HOSTS="127.0.0.1")
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=300,
+    )
+    return static
+
+
+@contextmanager
+def running_gunicorn(tmp_path: Path, static: Path, **env_extra: str) -> Iterator[str]:
+    """The portal under gunicorn with production settings (DEBUG off) on a free loopback
+    port, reading the test database, started from the checkout (so with its
+    gunicorn.conf.py); yields its base URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ)
+    env.update(
+        DEBUG="0",
+        SECRET_KEY="gunicorn-test-" + "k" * 60,
+        ALLOWED_HOSTS="127.0.0.1",
+        SECURE_SSL_REDIRECT="0",
+        STATIC_ROOT=str(static),
+        DATABASE_URL=_database_url_for_worker(),
+        TAGDB_URL=settings.TAGDB_URL,
+        DSS_STORAGE_ROOT=str(settings.DSS_STORAGE_ROOT),
+        DSS_STORAGE_ROOTS=",".join(map(str, settings.DSS_STORAGE_ROOTS)),
+        PILOT_DIR=str(settings.PILOT_DIR),
+        DSS_PORTAL_URL=url,
+    )
+    env.update(env_extra)
+    log = tmp_path / f"gunicorn-{port}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "dss.wsgi", "--bind", f"127.0.0.1:{port}"]
+        + ["--workers", "2", "--timeout", "120", "--access-logfile", "-"],
+        env=env,
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"{url}/api/ping/"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"gunicorn did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=2).read()
+    except urllib.error.HTTPError:
+        return True  # it answered, if only with a redirect or an error
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def gunicorn_portal(transactional_db, tmp_path, collected_static):
+    """The portal under gunicorn (see running_gunicorn), in plain HTTP: no TLS here, so the
+    HTTPS redirect is off and the portal URL that pilots post to is this one."""
+    with running_gunicorn(tmp_path, collected_static) as url:
+        yield url

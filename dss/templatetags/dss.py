@@ -78,7 +78,8 @@ def sort_link(context, key: str, label: str):
 
 
 @register.simple_tag(takes_context=True)
-def page_url(context, number: int) -> str:
+def page_url(context, number: int, param: str = "page") -> str:
+    """The current page's URL with ``param`` (the page number's parameter) set to ``number``."""
     params = context["request"].GET.copy()
-    params["page"] = number
+    params[param] = number
     return "?" + params.urlencode()

@@ -61,8 +61,7 @@ def test_api_errors_are_json_naming_what_and_where(local_se, storage_root, sitea
     assert r.status_code == 400
     assert r.json() == {
         "error": "bad_event_file",
-        "detail": "not a ROOT file nor a Parquet file (it starts with b'nope', "
-        "not b'root' or b'PAR1')",
+        "detail": "not a ROOT file nor a Parquet file (it begins with neither signature)",
         "where": "LOCAL:junk.root",
     }
     r = c.post(

@@ -64,6 +64,7 @@ def test_the_web_process_reads_secrets_from_files_and_its_children_never_see_the
         {
             "DEBUG": "0",
             "ALLOWED_HOSTS": "dss.example",
+            "DSS_PORTAL_URL": "https://dss.example",
             "DSS_VAR_DIR": str(tmp_path),
             **secret_files,
         },
@@ -84,7 +85,13 @@ def test_secrets_given_in_the_environment_are_dropped_once_read(tmp_path):
         from django.conf import settings
         print(json.dumps({"key": settings.SECRET_KEY, "left": sorted(os.environ)}))
         """,
-        {"DEBUG": "0", "ALLOWED_HOSTS": "dss.example", "DSS_VAR_DIR": str(tmp_path), **SECRETS},
+        {
+            "DEBUG": "0",
+            "ALLOWED_HOSTS": "dss.example",
+            "DSS_PORTAL_URL": "https://dss.example",
+            "DSS_VAR_DIR": str(tmp_path),
+            **SECRETS,
+        },
     )
 
     assert seen["key"] == SECRETS["SECRET_KEY"]

@@ -19,6 +19,7 @@ PRODUCTION = {
     "ALLOWED_HOSTS": "dss.example.org",
     "DATABASE_URL": "postgres://dss:pw@db:5432/dss",
     "CELERY_BROKER_URL": "redis://redis:6379/0",
+    "DSS_PORTAL_URL": "https://dss.example.org",
 }
 
 
@@ -35,6 +36,8 @@ def run(code_or_args, env_extra, check=True):
             "DEBUG",
             "SECRET_KEY",
             "ALLOWED_HOSTS",
+            "DSS_PORTAL_URL",
+            "DSS_TRUSTED_PROXIES",
         )
     }
     env.update(env_extra, DJANGO_SETTINGS_MODULE="dss.settings")

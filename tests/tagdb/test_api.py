@@ -43,11 +43,14 @@ def post(api, path, body):
 def test_collections_are_listed_with_their_state(api, hzz, zmumu):
     r = api.get("/api/tags/")
     assert r.status_code == 200
-    rows = {row["dataset"]: row for row in r.json()}
+    assert r.json()["count"] == 2
+    rows = {row["dataset"]: row for row in r.json()["results"]}
     assert rows["demo.hzz"]["state"] == "ready" and rows["demo.hzz"]["n_events"] == 2421
     assert rows["demo.zmumu"]["schema"] == "zmumu" and rows["demo.zmumu"]["key"] == zmumu.key
-    assert [row["dataset"] for row in api.get("/api/tags", {"dataset": "demo.hzz"}).json()] == [
-        "demo.hzz"
+    one = api.get("/api/tags", {"dataset": "demo.hzz"}).json()["results"]
+    assert [row["dataset"] for row in one] == ["demo.hzz"]
+    assert [row["dataset"] for row in api.get("/api/tags/?limit=1&offset=1").json()["results"]] == [
+        "demo.zmumu"
     ]
 
 
@@ -70,6 +73,7 @@ def test_count_answers_with_the_count_and_files_touched(api, hzz):
         "count": 1413,
         "total": 2421,
         "files_touched": 1,
+        "stale": None,
         "files_total": 1,
         "good_runs": None,
         "warnings": [],

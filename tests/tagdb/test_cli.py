@@ -36,6 +36,14 @@ def test_tag_list_shows_the_collections(portal, tagged):  # noqa: F811
     assert {row["dataset"] for row in json.loads(out)} == {"demo.hzz", "demo.zmumu"}
 
 
+def test_tag_list_gathers_every_page_of_the_list(portal, tagged, settings):  # noqa: F811
+    settings.DSS_API_MAX_LIMIT = 1  # the portal answers one collection at a time
+    code, out, _ = run(portal, "tag", "list", "--json")
+    assert code == 0 and {row["dataset"] for row in json.loads(out)} == {"demo.hzz", "demo.zmumu"}
+    code, out, _ = run(portal, "tag", "count", "demo.zmumu", "mass > 80")
+    assert code == 0 and out.startswith("1,835 of 2,304 events")
+
+
 def test_tag_count_by_dataset_name_or_number(portal, tagged):  # noqa: F811
     code, out, _ = run(portal, "tag", "count", "demo.hzz", "n_muon >= 2")
     assert code == 0
