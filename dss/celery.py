@@ -6,8 +6,11 @@ from pathlib import Path
 
 from celery import Celery
 from celery.signals import beat_init, worker_init, worker_process_init
+from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dss.settings")
+# The embedded broker writes messages atomically (dss/broker.py).
+TRANSPORT_ALIASES["filesystem"] = "dss.broker:Transport"
 
 app = Celery("dss")
 app.config_from_object("django.conf:settings", namespace="CELERY")
