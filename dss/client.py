@@ -1073,7 +1073,8 @@ class _Progress:
 
 class SkimJob:
     """A skim on the portal: its ``state`` (queued, running, succeeded, partial, failed,
-    cancelled), ``progress_done``/``progress_total`` entries, ``events_selected`` and
+    cancelled), ``progress_done`` of ``progress_total`` selected events written so far,
+    ``events_selected`` and
     ``events_written``, ``message``, ``output_name`` and, once it has ended well,
     ``output_dataset``. The attributes are those of the last :meth:`refresh` (or wait).
 
@@ -1378,7 +1379,7 @@ class SkimJob:
     def _progress_text(self) -> str:
         return (
             f"{self.data.get('percent', 0)}% ({self.data.get('progress_done', 0):,}/"
-            f"{self.data.get('progress_total', 0):,} entries)"
+            f"{self.data.get('progress_total', 0):,} events)"
         )
 
     def __repr__(self) -> str:
