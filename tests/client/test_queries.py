@@ -169,6 +169,21 @@ def test_stale_tags_are_said_by_a_warning_and_refuse_a_skim(live, local_se, stor
     assert isinstance(e, dss.Conflict)
 
 
+def test_a_good_run_list_applies_and_its_warnings_are_issued(live, demo_datasets):
+    from tests.skims.conftest import build_tags
+
+    build_tags(demo_datasets[1], "zmumu")
+    tags = live.portal().tags("demo.zmumu")
+    grl = {"148031": [[1, 1000000]], "1": [[1, 5]]}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        count = tags.count(good_runs=grl)
+    assert count == 1580 and count.good_runs["missing_runs"] == [1]
+    said = [str(w.message) for w in caught if w.category is dss.DSSWarning]
+    assert said == count.warnings and any("not in this collection: 1" in w for w in said)
+    assert "within the good-run list" in repr(count)
+
+
 def test_the_package_loads_the_client_lazily_and_never_django():
     import subprocess
     import sys

@@ -78,6 +78,10 @@ def test_a_skims_arrays_equal_uproots_own_filter_of_the_input(live, celery_worke
     e = same.value
     assert (e.code, e.status, e.existing_id) == ("identical_skim", 409, job.id)
     assert e.existing.id == job.id and e.existing.output_dataset == job.output_dataset
+    again = portal.skim(
+        collections=[tags], selection="n_muon >= 2", branches=BRANCHES, force=True
+    ).wait()
+    assert again.id != job.id and again.events_written == 1413
 
 
 def test_two_skims_are_awaited_together(live, celery_worker):
@@ -137,7 +141,7 @@ def test_a_skim_is_cancelled_waited_for_and_retried(live, request, capsys):
 
 
 def test_parquet_output_on_xrootd_is_streamed_and_downloaded_verified(
-    live, xrootd_se, celery_worker, tmp_path
+    live, xrootd_se, celery_worker, tmp_path, monkeypatch
 ):
     portal = live.portal()
     job = portal.skim(
@@ -152,10 +156,12 @@ def test_parquet_output_on_xrootd_is_streamed_and_downloaded_verified(
     assert f.url.startswith("root://") and f.lfn.endswith(".parquet")
     expected = uproot_dimuons()
 
-    streamed = job.to_awkward(via="stream")
-    assert same_events(streamed, expected)
+    # by default, a replica on XRootD is read where it is: nothing is downloaded
+    assert same_events(job.to_awkward(), expected)
+    assert not (tmp_path / "cache").exists()
+    assert same_events(job.to_awkward(via="stream"), expected)
 
-    cache = tmp_path / "cache"
+    cache = tmp_path / "mine"
     (local,) = job.download(cache)
     assert local == cache / f.lfn
     with open(local, "rb") as fh:
@@ -173,3 +179,5 @@ def test_parquet_output_on_xrootd_is_streamed_and_downloaded_verified(
     # the default cache: under XDG_CACHE_HOME, one folder per dataset
     assert same_events(job.to_awkward(via="download"), expected)
     assert (tmp_path / "cache" / "dss" / "user.phys.xrd" / f.lfn).is_file()
+    monkeypatch.setenv("DSS_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert job.download() == [tmp_path / "elsewhere" / "user.phys.xrd" / f.lfn]
