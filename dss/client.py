@@ -53,7 +53,13 @@ from urllib.parse import quote, unquote, urlsplit
 import requests
 
 from dss import errors
-from dss.apiclient import DEFAULT_TIMEOUT, ApiClient, config_path, error_from_response
+from dss.apiclient import (
+    DEFAULT_TIMEOUT,
+    ApiClient,
+    config_path,
+    error_from_response,
+    resolve_settings,
+)
 from dss.errors import DSSError
 
 __all__ = [
@@ -378,8 +384,6 @@ class Portal:
         timeout: float = DEFAULT_TIMEOUT,
         poll_interval: float = 1.0,
     ):
-        from dss.apiclient import resolve_settings
-
         settings = resolve_settings(url, token)
         self.api = _Api(settings.url, settings.token, timeout=timeout)
         self.poll_interval = poll_interval
@@ -1233,14 +1237,18 @@ class SkimJob:
         :func:`cache_dir`, under the dataset's name), each verified against the catalog's
         adler32 and size, as ``dmu get`` does; a file already there with the right content
         is not copied again, a damaged one is replaced. Returns the local paths."""
+        return self._download(self.files(), dest)
+
+    def _download(self, files: Sequence[OutputFile], dest: str | os.PathLike | None) -> list[Path]:
         from dmu.cli import fetch_file
 
         dataset = self._require_output()
-        target_dir = Path(dest) if dest is not None else cache_dir() / dataset
+        target_dir = (Path(dest) if dest is not None else cache_dir() / dataset).resolve()
         target_dir.mkdir(parents=True, exist_ok=True)
         paths = []
-        for f in self.files():
-            target = target_dir.resolve() / _local_name(f.lfn)
+        for f in files:
+            target = target_dir / _local_name(f.lfn)
+            # overwrite: a cached copy that differs from the catalog is damaged, not another file
             fetch_file(f.as_dict(), str(target), overwrite=True)
             paths.append(target)
         return paths
@@ -1253,7 +1261,7 @@ class SkimJob:
             )
         files = self.files()
         if via == "download":
-            return list(zip(map(str, self.download(cache)), files, strict=True))
+            return list(zip(map(str, self._download(files, cache)), files, strict=True))
         found: list[tuple[str, OutputFile]] = []
         fetch: list[OutputFile] = []
         for f in files:
@@ -1263,8 +1271,7 @@ class SkimJob:
             else:
                 found.append((source, f))
         if fetch:
-            local = {p.name: str(p) for p in self.download(cache)}
-            found += [(local[_local_name(f.lfn)], f) for f in fetch]
+            found += list(zip(map(str, self._download(fetch, cache)), fetch, strict=True))
         order = {f.lfn: i for i, f in enumerate(files)}
         return sorted(found, key=lambda pair: order[pair[1].lfn])
 
@@ -1389,7 +1396,7 @@ class SkimJob:
         )
         if self.done:
             text += f": {self.data.get('events_written', 0):,} of {self.data.get('events_selected', 0):,} events written"
-        if self.data.get("message"):
+        if self.data.get("message") and state != "succeeded":
             text += f" — {self.data['message']}"
         return text + ">"
 

@@ -71,6 +71,8 @@ def test_a_skims_arrays_equal_uproots_own_filter_of_the_input(live, celery_worke
     assert record["outputs"][0]["guid"] == f.guid
     prov = seen.provenance("prov-json")
     assert f"dss:skim-{job.id}" in prov["activity"]
+    assert [j.id for j in portal.jobs()] == [job.id]
+    assert [t.id for t in portal.tag_collections("demo.hzz")] == [tags.id]
 
     # the same request again: the portal offers the existing output
     with pytest.raises(dss.IdenticalSkim) as same:
@@ -82,6 +84,9 @@ def test_a_skims_arrays_equal_uproots_own_filter_of_the_input(live, celery_worke
         collections=[tags], selection="n_muon >= 2", branches=BRANCHES, force=True
     ).wait()
     assert again.id != job.id and again.events_written == 1413
+    # an operator re-runs it from its provenance record, into the operator's scope
+    rerun = seen.rerun().wait()
+    assert rerun.output_name.startswith("user.oper.") and rerun.events_written == 1413
 
 
 def test_two_skims_are_awaited_together(live, celery_worker):
