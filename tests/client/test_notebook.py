@@ -48,5 +48,6 @@ def test_the_notebook_tour_runs_against_a_live_portal(live, celery_worker, monke
     assert any(o.get("data", {}).get("image/png") for o in code[3]["outputs"]), "no plot"
     assert "succeeded" in shown[4] and "1,413 of 1,413 events written" in shown[4]
     assert "adler32:" in shown[5]
-    assert "1413" in shown[6]
-    assert "n_muon >= 2" in shown[7] and "activity" in shown[7]
+    assert "('n_muon >= 3', " in shown[6] and "('n_muon >= 4', " in shown[6]
+    assert "1413" in shown[7]
+    assert "n_muon >= 2" in shown[8] and "activity" in shown[8]
