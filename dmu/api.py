@@ -197,6 +197,34 @@ class RegistrationJobDetail(generics.RetrieveAPIView):
     queryset = RegistrationJob.objects.select_related("storage_element")
 
 
+class WhoAmISerializer(serializers.Serializer):
+    username = serializers.CharField()
+    roles = serializers.ListField(child=serializers.CharField())
+    scope = serializers.CharField(
+        help_text="the prefix of the datasets you may write: user.<username>."
+    )
+    user_writable_storage_elements = serializers.ListField(
+        child=serializers.CharField(), help_text="storage elements open to users' datasets"
+    )
+
+
+class WhoAmI(APIView):
+    """Who the token belongs to: user name, roles, and where they may write their own
+    datasets (the notebook client names a skim's output in this scope by default)."""
+
+    @extend_schema(responses=WhoAmISerializer)
+    def get(self, request):
+        writable = StorageElement.objects.filter(user_writable=True).order_by("name")
+        return Response(
+            {
+                "username": request.user.get_username(),
+                "roles": sorted(roles_of(request.user)),
+                "scope": actions.user_scope_prefix(request.user),
+                "user_writable_storage_elements": list(writable.values_list("name", flat=True)),
+            }
+        )
+
+
 # --------------------------------------------------------------------------- transfers
 
 

@@ -213,7 +213,22 @@ def _capture(func: Callable[[dict], TransferResult]) -> Callable[[dict], Transfe
 
 
 def _fetch_file(f: dict, target: str, args: argparse.Namespace, out: Output) -> TransferResult:
-    """Copy one catalog file to ``target``, trying its replicas until one works."""
+    return fetch_file(f, target, retries=args.retries, progress=out.progress(f["lfn"]))
+
+
+def fetch_file(
+    f: dict,
+    target: str,
+    *,
+    retries: int = 3,
+    progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+) -> TransferResult:
+    """Copy one catalog file (``lfn``, ``adler32``, ``bytes``, ``replicas`` as the portal's
+    ``/api/datasets/<name>/`` lists them) to the local path ``target``, verified against
+    the catalog's adler32 and size, trying its available replicas (local disk first) until
+    one works. A file already at ``target`` with that content is kept as it is; another
+    one is a Conflict unless ``overwrite``."""
     replicas = [r for r in f.get("replicas") or [] if r.get("state", "available") == "available"]
     replicas.sort(key=lambda r: _SCHEME_ORDER.get(str(r.get("url", "")).split("://")[0], 9))
     if not replicas:
@@ -226,8 +241,9 @@ def _fetch_file(f: dict, target: str, args: argparse.Namespace, out: Output) -> 
                 "file://" + target,
                 expected_adler32=f.get("adler32"),
                 expected_bytes=f.get("bytes"),
-                retries=args.retries,
-                progress=out.progress(f["lfn"]),
+                retries=retries,
+                progress=progress,
+                overwrite=overwrite,
             )
         except (StorageError, NotFound, ChecksumMismatch) as exc:
             # This replica is unreachable, gone or damaged: another may serve.

@@ -28,6 +28,7 @@ api_urlpatterns = [
     path("datasets/<str:name>/", api.DatasetDetail.as_view(), name="api-dataset"),
     path("registrations/<int:pk>/", api.RegistrationJobDetail.as_view(), name="api-registration"),
     path("storage-elements/", api.StorageElementList.as_view(), name="api-storage-elements"),
+    path("whoami/", api.WhoAmI.as_view(), name="api-whoami"),
     path("transfers/", api.TransferList.as_view(), name="api-transfers"),
     path("transfers/<int:pk>/", api.TransferDetail.as_view(), name="api-transfer"),
     path("transfers/<int:pk>/cancel/", api.TransferCancel.as_view(), name="api-transfer-cancel"),

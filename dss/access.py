@@ -96,6 +96,7 @@ ROUTES: dict[str, Access] = {
     "api-dataset": Access(USER, NOBODY),
     "api-registration": Access(USER, NOBODY),
     "api-storage-elements": Access(USER, NOBODY),
+    "api-whoami": Access(USER, NOBODY),
     "api-transfers": Access(USER, ADMIN),
     "api-transfer": Access(USER, NOBODY),
     "api-transfer-cancel": action(ADMIN),

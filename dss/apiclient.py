@@ -146,6 +146,11 @@ class ApiClient:
 
     # -- plumbing ---------------------------------------------------------------------
 
+    def error_from_response(self, response: requests.Response) -> DSSError:
+        """The error an answer of 400 or more describes (the notebook client, ``dss.client``,
+        gives richer classes that keep the status and the whole body)."""
+        return error_from_response(response)
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send one request; return the decoded JSON body, or raise the error it describes."""
         url = self.url + path
@@ -162,7 +167,7 @@ class ApiClient:
         except requests.RequestException as exc:
             raise PortalError(f"request failed: {exc}", where=url) from exc
         if response.status_code >= 400:
-            raise error_from_response(response)
+            raise self.error_from_response(response)
         if response.status_code == 204 or not response.content:
             return None
         try:
