@@ -484,6 +484,11 @@ class EventFile:
         md5 = self._md5 or content_md5(self._source)
         return parquet_guid(self._handle.schema_arrow.metadata, md5)
 
+    def directory(self) -> Any:
+        """The file's top directory as uproot reads it, for objects other than event trees
+        (histograms, metadata trees); None for a Parquet file."""
+        return self._handle if self.kind == "root" else None
+
     def trees(self) -> dict[str, str]:
         """The event trees of the file, name -> format (ttree, rntuple or parquet)."""
         if self.kind == PARQUET:
