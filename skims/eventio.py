@@ -239,8 +239,14 @@ def check_tree_name(name: str, where: str = "output_tree") -> str:
     return name
 
 
-def _types(arrays: ak.Array) -> dict[str, str]:
-    return {f: str(arrays[f].type.content) for f in arrays.fields}
+def _types(arrays: ak.Array) -> dict[str, Any]:
+    return {f: arrays[f].type.content for f in arrays.fields}
+
+
+def _differ_in_options_only(a: Any, b: Any) -> bool:
+    """Whether two awkward types are the same but for which levels may hold a missing value
+    (Parquet columns are nullable, and a range without missing values reads as not)."""
+    return str(a).replace("?", "") == str(b).replace("?", "")
 
 
 class _Tree:
@@ -280,7 +286,8 @@ class _Tree:
 
     def _conform(self, arrays: ak.Array, where: str) -> ak.Array:
         """The same branches with the same types as the first input's, or an error naming
-        the input and the branch (a merged output is one tree)."""
+        the input and the branch (a merged output is one tree). Where only missing values
+        tell the types apart, the events are given the type that allows them."""
         types = _types(arrays)
         if self.types is None:
             self.types, self.first_where = types, where
@@ -297,14 +304,45 @@ class _Tree:
                 + f", unlike those of {self.first_where}",
                 where=where,
             )
-        for field, t in types.items():
-            if t != self.types[field]:
-                raise BadEventFile(
-                    f"branch {field!r} holds {t} here but {self.types[field]} in "
-                    f"{self.first_where}: one tree cannot hold both",
-                    where=where,
-                )
-        return arrays
+        fixed = {}
+        for field, theirs in types.items():
+            mine = self.types[field]
+            if str(theirs) == str(mine):
+                continue
+            if _differ_in_options_only(theirs, mine):
+                try:
+                    fixed[field] = ak.enforce_type(arrays[field], mine)
+                    continue
+                except ValueError:  # these have missing values, those written so far none
+                    if self._allow_missing(field, theirs):
+                        continue
+            raise BadEventFile(
+                f"branch {field!r} holds {theirs} here but {mine} in {self.first_where}: "
+                "one tree cannot hold both"
+                + (
+                    " (missing values appear only after the first batch was written)"
+                    if _differ_in_options_only(theirs, mine)
+                    else ""
+                ),
+                where=where,
+            )
+        if not fixed:
+            return arrays
+        return ak.zip({f: fixed.get(f, arrays[f]) for f in arrays.fields}, depth_limit=1)
+
+    def _allow_missing(self, field: str, option: Any) -> bool:
+        """Give ``field`` the type ``option`` if nothing of the tree was written yet."""
+        if self.sink is not None:
+            return False
+        self.pending = [
+            ak.zip(
+                {f: ak.enforce_type(p[f], option) if f == field else p[f] for f in p.fields},
+                depth_limit=1,
+            )
+            for p in self.pending
+        ]
+        self.types[field] = option
+        return True
 
     def _flush(self, arrays: ak.Array) -> None:
         self.events += len(arrays)

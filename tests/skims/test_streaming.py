@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import awkward as ak
 import numpy as np
 import pytest
 import uproot
@@ -16,8 +17,9 @@ from django.conf import settings
 
 from dmu.eventfiles import open_event_file
 from dmu.storage import CHUNK
+from dss.errors import BadEventFile
 from skims import actions
-from skims.eventio import TTreeWriter, selected_ranges
+from skims.eventio import EventWriter, TTreeWriter, read_output, selected_ranges
 from skims.tasks import finish_skim, plan_skim
 from tests.conftest import HZZ, ROOT, _database_url_for_worker
 from tests.skims.conftest import same_events
@@ -204,3 +206,34 @@ def test_a_parts_memory_stays_bounded_on_a_file_much_larger_than_a_chunk(
     assert chunked["whole"] < chunked["streaming"] + 2 * CHUNK, peaks
     a, b = outputs(skims[2_000]), outputs(skims[10**9])
     assert same_events(selected, a) and same_events(a, b) and str(a.type) == str(b.type)
+
+
+# --------------------------------------------------------------------------- one tree, one type
+
+
+def test_missing_values_that_arrive_before_the_first_batch_is_written_are_kept(tmp_path):
+    plain = ak.Array({"x": [1.0, 2.0], "n": [[1], []]})
+    missing = ak.Array({"x": [None, 3.0], "n": [[2, 3], [4]]})
+    for fmt in ("parquet", "rntuple"):
+        path = str(tmp_path / f"out.{fmt}")
+        with EventWriter(path, fmt, "events", batch=10) as writer:
+            writer.write(plain, "A")
+            writer.write(missing, "B")
+            writer.write(plain, "C")
+            writer.close()
+        out = read_output(path, fmt)
+        assert out.tolist() == ak.concatenate([plain, missing, plain]).tolist()
+        assert str(out.type.content) == "{x: ?float64, n: var * int64}"
+
+
+def test_events_that_do_not_fit_the_tree_already_written_are_refused_naming_the_branch(tmp_path):
+    plain = ak.Array({"x": [1.0, 2.0]})
+    with EventWriter(str(tmp_path / "a.parquet"), "parquet", "events", batch=2) as writer:
+        writer.write(plain, "LOCAL:a.parquet")
+        with pytest.raises(BadEventFile, match="missing values appear only after") as caught:
+            writer.write(ak.Array({"x": [None, 1.0]}), "LOCAL:b.parquet")
+        assert caught.value.where == "LOCAL:b.parquet"
+        with pytest.raises(BadEventFile, match="'x' holds int32 here but float64 in LOCAL:a"):
+            writer.write(ak.Array({"x": np.array([1, 2], dtype=np.int32)}), "LOCAL:c.parquet")
+        with pytest.raises(BadEventFile, match="they lack x; they have y"):
+            writer.write(ak.Array({"y": [1.0]}), "LOCAL:d.parquet")
