@@ -1285,6 +1285,8 @@ def scan_good_runs_mask(grl: GoodRunList, tags: dict, where: str) -> np.ndarray:
 
 # Selected events of an input file written as a sample to measure an output's bytes per event.
 SAMPLE_EVENTS = 1000
+# The largest merge target (MB): a terabyte.
+MAX_MERGE_MB = 1_000_000
 
 
 def copy_limits() -> eventio.CopyLimits:
@@ -1375,9 +1377,6 @@ def check_output_options(
     return tree, patterns, float(merge_mb) if merge_mb is not None else None
 
 
-MAX_MERGE_MB = 1_000_000
-
-
 def output_options_key(
     inputs: Sequence[InputSpec], tree: str, copies: Sequence[str], merge_mb: float | None
 ) -> dict:
@@ -1386,6 +1385,7 @@ def output_options_key(
     key: dict = {}
     default_tree = (
         File.objects.filter(dataset__in=[i.dataset for i in inputs])
+        .order_by("tree")
         .values_list("tree", flat=True)
         .first()
     )
