@@ -230,6 +230,8 @@ class _TTree(EventTree):
             entry_start=start,
             entry_stop=stop,
             library="ak",
+            # uproot would keep up to 100 MB of what was read; each range is read once
+            array_cache=None,
         )
         return arrays[names] if names else arrays
 
@@ -291,7 +293,11 @@ class _RNTuple(EventTree):
 
     def _read(self, names: list[str], start: int, stop: int) -> ak.Array:
         arrays = self.ntuple.arrays(
-            filter_name=list(names), entry_start=start, entry_stop=stop, library="ak"
+            filter_name=list(names),
+            entry_start=start,
+            entry_stop=stop,
+            library="ak",
+            array_cache=None,  # as for a TTree: each range is read once
         )
         return arrays[names] if names else arrays
 
@@ -481,6 +487,11 @@ class EventFile:
             return str(self._handle.file.uuid)
         md5 = self._md5 or content_md5(self._source)
         return parquet_guid(self._handle.schema_arrow.metadata, md5)
+
+    def directory(self) -> Any:
+        """The file's top directory as uproot reads it, for objects other than event trees
+        (histograms, metadata trees); None for a Parquet file."""
+        return self._handle if self.kind == "root" else None
 
     def trees(self) -> dict[str, str]:
         """The event trees of the file, name -> format (ttree, rntuple or parquet)."""

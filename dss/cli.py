@@ -100,6 +100,12 @@ def skim_submit(client: ApiClient, args: argparse.Namespace, out: Output) -> int
         body["event_limit"] = args.limit
     if args.grl:
         body["good_runs"] = read_good_runs(args.grl)
+    if args.tree:
+        body["output_tree"] = args.tree
+    if args.copy:
+        body["copy_objects"] = _split(args.copy)
+    if args.merge_mb is not None:
+        body["merge_mb"] = args.merge_mb
     skim = client.request("POST", "/api/skims/", json=body)
     out.note(f"skim #{skim['id']} submitted: {skim['output_name']}")
     for warning in skim.get("warnings") or []:
@@ -124,15 +130,20 @@ def _describe(s: dict) -> str:
             if s.get("good_runs")
             else []
         ),
-        f"  output     {s['output_name']} ({s['output_format']}) on {s['output_se']}",
+        f"  output     {s['output_name']} ({s['output_format']}, tree "
+        f"{s.get('output_tree') or 'events'}) on {s['output_se']}",
+        *([f"  copied     {', '.join(s['copy_objects'])}"] if s.get("copy_objects") else []),
+        *([f"  merged     into files of about {s['merge_mb']:g} MB"] if s.get("merge_mb") else []),
         f"  events     {s['events_written']} written of {s['events_selected']} selected",
     ]
     if s.get("message"):
         lines.append(f"  message    {s['message']}")
     for p in s.get("parts", []):
         note = f"  {p['message']}" if p.get("message") else ""
+        more = len(p.get("inputs") or [p["input_lfn"]]) - 1
+        inputs = p["input_lfn"] + (f" and {more} more" if more else "")
         lines.append(
-            f"  part {p['number']:>4}  {p['state']:<9} {p['input_lfn']} → {p['output_lfn'] or '-'}{note}"
+            f"  part {p['number']:>4}  {p['state']:<9} {inputs} → {p['output_lfn'] or '-'}{note}"
         )
     return "\n".join(lines)
 
@@ -281,6 +292,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="keep only the runs and luminosity blocks of this good-run list "
         '(ATLAS XML or JSON {"run": [[first, last], …]}; - for stdin)',
+    )
+    s.add_argument(
+        "--tree", metavar="NAME", help="the output files' event tree (default: the inputs')"
+    )
+    s.add_argument(
+        "--copy",
+        metavar="NAME",
+        action="append",
+        help="a small object of each input file to copy into its output: a metadata tree or "
+        "a histogram, by name or glob pattern (repeatable; comma-separated)",
+    )
+    s.add_argument(
+        "--merge-mb",
+        type=float,
+        metavar="MB",
+        help="merge the outputs into files of about this many MB",
     )
     s.add_argument(
         "--policy", choices=["fail", "partial"], default="fail", help="when a file fails"

@@ -427,6 +427,18 @@ DSS_STORAGE_HOSTS = envlist("DSS_STORAGE_HOSTS", "*,localhost,127.0.0.1,::1" if 
 DSS_STORAGE_ALLOW_HTTP = envbool("DSS_STORAGE_ALLOW_HTTP", "0")
 # The storage element that skims write their output to unless the user picks another.
 DSS_SKIM_OUTPUT_SE = env("DSS_SKIM_OUTPUT_SE", "LOCAL")
+# A skim part reads and writes at most this many selected events at a time (what bounds a
+# worker's memory); each such batch becomes one cluster of the output file.
+DSS_SKIM_CHUNK_EVENTS = envint("DSS_SKIM_CHUNK_EVENTS", "100000")
+# Objects that skims copy along into their outputs (metadata trees, histograms) are read
+# whole: each may have at most this many entries (a tree) or cells (a histogram) and take
+# at most this many MB in memory.
+DSS_SKIM_COPY_MAX_ENTRIES = envint("DSS_SKIM_COPY_MAX_ENTRIES", "1000000")
+DSS_SKIM_COPY_MAX_MB = envint("DSS_SKIM_COPY_MAX_MB", "100")
+if DSS_SKIM_CHUNK_EVENTS < 1 or DSS_SKIM_COPY_MAX_ENTRIES < 1 or DSS_SKIM_COPY_MAX_MB < 1:
+    raise ImproperlyConfigured(
+        "DSS_SKIM_CHUNK_EVENTS, DSS_SKIM_COPY_MAX_ENTRIES and DSS_SKIM_COPY_MAX_MB must be positive"
+    )
 # The portal's own address as pilots and worker nodes reach it (they post reports here).
 # `make run` sets it from the HOST and PORT it serves on.
 DSS_PORTAL_URL = env("DSS_PORTAL_URL", "http://127.0.0.1:8000")

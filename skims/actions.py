@@ -16,7 +16,7 @@ import platform
 import posixpath
 import shutil
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +65,7 @@ from .models import (
     SkimInput,
     SkimJob,
     SkimPart,
+    SkimPartInput,
 )
 
 log = logging.getLogger(__name__)
@@ -277,11 +278,13 @@ def request_hash(
     fmt: str,
     limit,
     good_runs: GoodRunList | None = None,
+    outputs: dict | None = None,
 ) -> str:
     """What makes two skim requests identical: inputs (the dataset, the collection and the
     TAG build it selects through, and the exact files: GUID and adler32 of each),
-    normalised selection, good-run list, options. A dataset that gained, lost or changed a
-    file, or TAGs rebuilt, make a new request."""
+    normalised selection, good-run list, options (``outputs``: those of
+    :func:`output_options_key`). A dataset that gained, lost or changed a file, or TAGs
+    rebuilt, make a new request."""
     key = {
         "inputs": sorted(
             (
@@ -299,6 +302,8 @@ def request_hash(
     }
     if good_runs is not None:
         key["good_runs"] = good_runs.fingerprint
+    if outputs:
+        key["outputs"] = outputs
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -372,11 +377,15 @@ def check_submit_skim(
     force: bool = False,
     rerun_of: ProvenanceRecord | None = None,
     good_runs=None,
+    output_tree: str = "",
+    copy_objects: Sequence[str] = (),
+    merge_mb: float | None = None,
 ) -> SkimJob:
     """Validate a skim request and queue it. ``good_runs`` is a good-run list (ATLAS XML
-    or JSON text, or a JSON object) kept beside the selection. Raises InvalidInput
-    (naming the field), Conflict when the output name is taken, IdenticalSkim when the
-    same request already succeeded and ``force`` is not set."""
+    or JSON text, or a JSON object) kept beside the selection; ``output_tree``,
+    ``copy_objects`` and ``merge_mb`` are checked by :func:`check_output_options`. Raises
+    InvalidInput (naming the field), Conflict when the output name is taken, IdenticalSkim
+    when the same request already succeeded and ``force`` is not set."""
     check_dataset_name(output_name)
     if output_format not in OutputFormat.values:
         raise InvalidInput(f"unknown output format {output_format!r}", where="output_format")
@@ -416,7 +425,18 @@ def check_submit_skim(
             _require_present(first)
 
     grl = check_skim_good_runs(inputs, good_runs)
-    digest = request_hash(inputs, normalised, patterns, output_format, event_limit, grl)
+    tree_name, copies, merge_mb = check_output_options(
+        inputs, output_format, output_tree, copy_objects, merge_mb
+    )
+    digest = request_hash(
+        inputs,
+        normalised,
+        patterns,
+        output_format,
+        event_limit,
+        grl,
+        output_options_key(inputs, tree_name, copies, merge_mb),
+    )
     if not force:
         existing = (
             SkimJob.objects.filter(
@@ -444,6 +464,9 @@ def check_submit_skim(
             output_se=output_se,
             event_limit=event_limit,
             good_runs=grl.to_json() if grl else None,
+            output_tree=tree_name,
+            copy_objects=copies,
+            merge_mb=merge_mb,
             failure_policy=failure_policy,
             request_hash=digest,
             rerun_of=rerun_of,
@@ -464,6 +487,7 @@ def check_submit_skim(
             "queued", f"selection {normalised!r} on {', '.join(i.dataset.name for i in inputs)}"
         )
         log_good_runs(skim, inputs, grl)
+        log_output_options(skim)
         leases.send(skim)
     return skim
 
@@ -619,9 +643,14 @@ def compare_selections(a: SkimJob, b: SkimJob) -> tuple[int, int, int]:
     """(events both selected, only ``a``, only ``b``), by (file GUID, entry)."""
 
     def events(skim: SkimJob) -> dict[str, np.ndarray]:
-        return {
-            str(p.input_file.guid): part_entries(p) for p in skim.parts.select_related("input_file")
-        }
+        found = {}
+        for p in skim.parts.select_related("input_file"):
+            found[str(p.input_file.guid)] = part_entries(p)
+            for more in p.more_inputs.select_related("file"):  # files merged into the part
+                found[str(more.file.guid)] = np.frombuffer(
+                    zlib.decompress(bytes(more.entries)), dtype=np.int64
+                )
+        return found
 
     ea, eb = events(a), events(b)
     both = only_a = only_b = 0
@@ -640,9 +669,12 @@ def do_plan_skim(lease: leases.Lease) -> list[SkimPart]:
     matches nothing ends the skim at once. Returns the parts to queue."""
     skim: SkimJob = lease.unit
     skim.log("started", f"planning on {skim.lease_worker}")
-    parts, inputs = plan_parts(skim, lease.check)
+    planned, inputs = plan_parts(skim, lease.check)
+    # the digest of what is selected, file by file, before files are merged into parts
+    digest = selection_digest(planned)
+    merge = merge_parts(skim, planned, lease)
+    parts = merge.parts
     total = sum(p.n_entries for p in parts)
-    digest = selection_digest(parts)
     failpoints.reach("skim.plan")
     with lease.committing():
         for inp in inputs:
@@ -656,6 +688,7 @@ def do_plan_skim(lease: leases.Lease) -> list[SkimPart]:
             write_provenance(skim)
             return []
         SkimPart.objects.bulk_create(parts)
+        record_merge(skim, merge)
         SkimJob.objects.filter(pk=skim.pk).update(events_selected=total, progress_total=total)
         skim.log("planned", f"{total} events selected in {len(parts)} file(s)")
         created = list(skim.parts.all())
@@ -732,29 +765,21 @@ def verify_input(file: File, replica: Replica) -> None:
 def do_run_part(lease: leases.Lease) -> SkimPart:
     """Read the part's selected entries, write its output file and store it, verified.
 
-    The output is written to scratch and then copied, checksum-verified, to a temporary
-    beside its final name on the output storage element, both named with this attempt's
-    token; it takes its final name only in the transaction that records the part as done,
-    and only if this attempt still holds the part. Nothing is registered here."""
+    The events stream from each input in turn into the output, DSS_SKIM_CHUNK_EVENTS at a
+    time (:func:`write_part_output`). The output is written to scratch and then copied,
+    checksum-verified, to a temporary beside its final name on the output storage element,
+    both named with this attempt's token; it takes its final name only in the transaction
+    that records the part as done, and only if this attempt still holds the part. Nothing
+    is registered here."""
     part: SkimPart = lease.unit
     skim = part.skim
-    file = part.input_file
-    replica = available_replica(file)
-    verify_input(file, replica)
-    lease.check()
-    entries = part_entries(part)
     lfn = output_lfn(skim, part.number)
     rel = output_path(skim, part.number)
     _scratch_dir(skim)
     tmp = _scratch_file(skim, part.number, lease.token)
     endpoint = skim.output_se.endpoint()
     try:
-        with _open_event_file(file) as (tree, where):
-            branches = eventio.resolve_branches(list(tree.keys()), skim.branches)
-            arrays = eventio.read_entries(
-                tree, branches, entries, where, progress=lambda done: lease.check()
-            )
-        written = eventio.write_events(arrays, str(tmp), skim.output_format)
+        written, copied = write_part_output(lease, part, str(tmp))
         failpoints.reach("skim.part.written")
         lease.check()
         # the copy computes the adler32 as it reads and checks the stored file against it
@@ -770,7 +795,7 @@ def do_run_part(lease: leases.Lease) -> SkimPart:
         failpoints.reach("skim.part.stored")
     except OSError as e:
         raise StorageError(
-            f"writing the output of {file.lfn} failed: {e.strerror or e}", where=lfn
+            f"writing the output of {part.inputs_label} failed: {e.strerror or e}", where=lfn
         ) from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -784,13 +809,14 @@ def do_run_part(lease: leases.Lease) -> SkimPart:
             output_bytes=stored.bytes,
             output_adler32=stored.adler32,
             events_written=written.events,
+            copied=copied,
             finished_at=timezone.now(),
         )
         SkimJob.objects.filter(pk=skim.pk).update(
             events_written=F("events_written") + written.events,
             progress_done=F("progress_done") + part.n_entries,
         )
-        skim.log("part", f"{file.lfn}: {written.events} events → {lfn}", part=part.number)
+        skim.log("part", f"{part.inputs_label}: {written.events} events → {lfn}", part=part.number)
     part.refresh_from_db()
     return part
 
@@ -846,12 +872,12 @@ def _outcome(skim: SkimJob, parts: Sequence[SkimPart]) -> tuple[str, str]:
     good = [p for p in parts if p.state == PartState.SUCCEEDED]
     bad = [p for p in parts if p.state != PartState.SUCCEEDED]
     if bad and (skim.failure_policy == FailurePolicy.FAIL or not good):
-        reasons = "; ".join(f"{p.input_file.lfn}: {p.message or p.state}" for p in bad[:5])
+        reasons = "; ".join(f"{p.inputs_label}: {p.message or p.state}" for p in bad[:5])
         more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
         return JobState.FAILED, f"{len(bad)} of {len(parts)} file(s) failed: {reasons}{more}"
     written = sum(p.events_written for p in good)
     if bad:
-        names = ", ".join(p.input_file.lfn for p in bad)
+        names = ", ".join(p.inputs_label for p in bad)
         return JobState.PARTIAL, f"{written:,} events in {len(good)} file(s); failed: {names}"
     return JobState.SUCCEEDED, f"{written:,} events in {len(good)} file(s) → {skim.output_name}"
 
@@ -889,7 +915,7 @@ def do_finish_skim(lease: leases.Lease) -> SkimJob:
                 bytes=p.output_bytes,
                 adler32=p.output_adler32,
                 events=p.events_written,
-                tree="events",
+                tree=skim.output_tree,
             )
             Replica.objects.create(file=f, storage_element=skim.output_se, path=p.output_path)
         SkimJob.objects.filter(pk=skim.pk).update(output_dataset=dataset)
@@ -1160,6 +1186,9 @@ def do_rerun(record: ProvenanceRecord, user, output_name: str | None = None) -> 
         force=True,
         rerun_of=record,
         good_runs=old.good_runs,
+        output_tree=old.output_tree,
+        copy_objects=old.copy_objects,
+        merge_mb=old.merge_mb,
     )
 
 
@@ -1219,15 +1248,26 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "adler32": p.output_adler32,
             "bytes": p.output_bytes,
             "events": p.events_written,
-            "input_guid": str(p.input_file.guid),
-            "input_lfn": p.input_file.lfn,
+            # an output merged from several inputs names no single one
+            **(
+                {"input_guid": str(p.input_file.guid), "input_lfn": p.input_file.lfn}
+                if p.n_inputs == 1
+                else {}
+            ),
+            "inputs": part_inputs(p),
+            "objects": p.copied,
             "state": p.state,
         }
         for p in parts
         if p.state == PartState.SUCCEEDED and skim.output_dataset_id
     ]
     failed = [
-        {"input_lfn": p.input_file.lfn, "state": p.state, "reason": p.message}
+        {
+            "input_lfn": p.inputs_label,
+            "inputs": [i["lfn"] for i in part_inputs(p)],
+            "state": p.state,
+            "reason": p.message,
+        }
         for p in parts
         if p.state != PartState.SUCCEEDED
     ]
@@ -1256,6 +1296,9 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "preset": skim.preset.name if skim.preset else None,
             "output_format": skim.output_format,
             "event_limit": skim.event_limit,
+            "output_tree": skim.output_tree,
+            "copy_objects": skim.copy_objects,
+            "merge_mb": skim.merge_mb,
             "good_runs": skim.good_runs,
             "failure_policy": skim.failure_policy,
             "output_se": skim.output_se.name,
@@ -1361,11 +1404,13 @@ def prov_json(record: ProvenanceRecord) -> dict:
             "dss:dataset": record.output_dataset_name,
         }
         doc["wasGeneratedBy"][f"_:gen-{i}"] = {"prov:entity": eid, "prov:activity": activity}
-        doc["wasDerivedFrom"][f"_:der-{i}"] = {
-            "prov:generatedEntity": eid,
-            "prov:usedEntity": f"{ns}:file-{f['input_guid']}",
-            "prov:activity": activity,
-        }
+        for k, inp in enumerate(output_inputs(f), 1):
+            doc["wasDerivedFrom"][f"_:der-{i}" + (f"-{k}" if k > 1 else "")] = {
+                "prov:generatedEntity": eid,
+                "prov:usedEntity": f"{ns}:file-{inp['guid']}",
+                "prov:activity": activity,
+                "dss:events": inp["events"],
+            }
     return {k: v for k, v in doc.items() if v}
 
 
@@ -1467,3 +1512,329 @@ def scan_good_runs_mask(grl: GoodRunList, tags: dict, where: str) -> np.ndarray:
     if "run" not in tags:
         raise InvalidInput("the event tree has no run numbers for the good-run list", where=where)
     return grl.mask(tags["run"], tags.get("lumi"))
+
+
+# --------------------------------------------------------------------------- what outputs hold
+
+# Selected events of an input file written as a sample to measure an output's bytes per event.
+SAMPLE_EVENTS = 1000
+# The largest merge target (MB): a terabyte.
+MAX_MERGE_MB = 1_000_000
+
+
+def copy_limits() -> eventio.CopyLimits:
+    """How large an object copied along into skim outputs may be (the settings)."""
+    return eventio.CopyLimits(
+        entries=settings.DSS_SKIM_COPY_MAX_ENTRIES, bytes=settings.DSS_SKIM_COPY_MAX_MB * 10**6
+    )
+
+
+def check_output_options(
+    inputs: Sequence[InputSpec],
+    output_format: str,
+    output_tree: str = "",
+    copy_objects: Sequence[str] = (),
+    merge_mb: float | None = None,
+) -> tuple[str, list[str], float | None]:
+    """The output tree's name, the names or patterns of objects to copy along and the merge
+    target of a skim request, checked. The tree is named as given (a C++ identifier) or as
+    the input files name theirs. Every pattern must select, in the first file of each
+    input, objects that can be copied (TTrees, RNTuples, TH1/TH2/TH3 histograms) and are
+    small (DSS_SKIM_COPY_MAX_ENTRIES, DSS_SKIM_COPY_MAX_MB); a Parquet output cannot hold
+    them. The merge target is a positive number of MB. Raises InvalidInput naming the
+    field."""
+    tree = (output_tree or "").strip()
+    if tree:
+        eventio.check_tree_name(tree)
+    else:
+        names = sorted(
+            set(
+                File.objects.filter(dataset__in=[i.dataset for i in inputs]).values_list(
+                    "tree", flat=True
+                )
+            )
+        )
+        if len(names) > 1:
+            raise InvalidInput(
+                f"the input files name their event trees differently ({', '.join(names)}): "
+                "name the output tree",
+                where="output_tree",
+            )
+        tree = names[0] if names else "events"
+        if not eventio.TREE_NAME.fullmatch(tree):
+            raise InvalidInput(
+                f"the inputs' tree name {tree!r} is not a C++ identifier: name the output tree",
+                where="output_tree",
+            )
+    if merge_mb is not None and (
+        isinstance(merge_mb, bool)
+        or not isinstance(merge_mb, int | float)
+        or not 0 < merge_mb <= MAX_MERGE_MB
+    ):
+        raise InvalidInput(
+            f"the merge target is a size in MB above 0 and at most {MAX_MERGE_MB:,}, "
+            f"not {merge_mb!r}",
+            where="merge_mb",
+        )
+    patterns = list(dict.fromkeys(p.strip() for p in copy_objects if p and p.strip()))
+    if patterns and output_format == OutputFormat.PARQUET:
+        raise InvalidInput(
+            f"a Parquet output holds only its event table, so it cannot carry "
+            f"{', '.join(patterns)} along: choose a ROOT TTree or RNTuple output",
+            where="copy_objects",
+        )
+    for inp in inputs if patterns else ():
+        first = inp.dataset.files.order_by("lfn").first()
+        if first is None:
+            raise InvalidInput(f"dataset {inp.dataset.name} has no files", where=inp.dataset.name)
+        opener = _open_event_file(first)
+        with opener as (_, where):
+            directory = opener.handle.directory()
+            if directory is None:
+                raise InvalidInput(
+                    f"{first.lfn} of {inp.dataset.name} is a Parquet file: it holds no objects "
+                    f"to copy ({', '.join(patterns)})",
+                    where="copy_objects",
+                )
+            objects = eventio.match_objects(
+                eventio.root_objects(directory, where), patterns, first.tree, where
+            )
+            for name, cls in objects.items():
+                eventio.check_small(directory[name], name, cls, where, copy_limits())
+        if tree in objects:
+            raise InvalidInput(
+                f"the output tree would have the name of the object {tree!r} copied along: "
+                "name the output tree otherwise",
+                where="output_tree",
+            )
+    return tree, patterns, float(merge_mb) if merge_mb is not None else None
+
+
+def output_options_key(
+    inputs: Sequence[InputSpec], tree: str, copies: Sequence[str], merge_mb: float | None
+) -> dict:
+    """The output options that make skim requests differ, for :func:`request_hash`: empty
+    when they are the defaults (so requests from before these options hash as they did)."""
+    key: dict = {}
+    default_tree = (
+        File.objects.filter(dataset__in=[i.dataset for i in inputs])
+        .order_by("tree")
+        .values_list("tree", flat=True)
+        .first()
+    )
+    if tree != (default_tree or "events"):
+        key["tree"] = tree
+    if copies:
+        key["copy"] = sorted(copies)
+    if merge_mb:
+        key["merge_mb"] = merge_mb
+    return key
+
+
+def log_output_options(skim: SkimJob) -> None:
+    """Say on the skim's log what its output files will hold beyond the selected events."""
+    notes = [f"event tree {skim.output_tree!r}"]
+    if skim.copy_objects:
+        notes.append(f"copied along from the inputs: {', '.join(skim.copy_objects)}")
+    if skim.merge_mb:
+        notes.append(f"merged into files of about {skim.merge_mb:g} MB")
+    skim.log("outputs", "; ".join(notes))
+
+
+@dataclass
+class MergePlan:
+    """Parts after merging: the parts, the further inputs of each (by part number), and what
+    the skim's log says about it."""
+
+    parts: list[SkimPart]
+    more_inputs: dict[int, list[SkimPartInput]]
+    note: str = ""
+
+
+def merge_parts(
+    skim: SkimJob, parts: Sequence[SkimPart], lease: leases.Lease | None = None
+) -> MergePlan:
+    """With a merge target (``skim.merge_mb``), the parts regrouped so that each writes one
+    output of about that size: consecutive input files of one input dataset share a part
+    while their expected output fits. A file's expected output is its selected events
+    times the bytes per event measured by writing a sample of the selected events of its
+    dataset's first file as the output is written (:func:`eventio.sample_event_bytes`),
+    on top of the file's own overhead. A file is never split (the objects copied from it
+    go with all of its events): one whose output alone exceeds the target has a part of
+    its own. Without a target, the parts as they are."""
+    if not skim.merge_mb or len(parts) < 2:
+        return MergePlan(list(parts), {})
+    target = skim.merge_mb * 1e6
+    estimates: dict[int, tuple[float, int]] = {}
+    groups: list[list[SkimPart]] = []
+    size = 0.0
+    for part in parts:
+        dataset = part.input_file.dataset_id
+        if dataset not in estimates:
+            estimates[dataset] = _output_estimate(skim, part, lease)
+        per_event, overhead = estimates[dataset]
+        expected = part.n_entries * per_event
+        same = bool(groups) and groups[-1][0].input_file.dataset_id == dataset
+        if same and overhead + size + expected <= target:
+            groups[-1].append(part)
+            size += expected
+        else:
+            groups.append([part])
+            size = expected
+    merged: list[SkimPart] = []
+    more: dict[int, list[SkimPartInput]] = {}
+    for number, group in enumerate(groups, 1):
+        first = group[0]
+        merged.append(
+            SkimPart(
+                skim=skim,
+                number=number,
+                input_file=first.input_file,
+                entries=first.entries,
+                n_entries=sum(p.n_entries for p in group),
+                n_inputs=len(group),
+            )
+        )
+        more[number] = [
+            SkimPartInput(position=i, file=p.input_file, entries=p.entries, n_entries=p.n_entries)
+            for i, p in enumerate(group[1:], 2)
+        ]
+    rates = ", ".join(f"{per_event:,.0f}" for per_event, _ in estimates.values())
+    note = (
+        f"{len(parts)} input files merged into {len(merged)} output file(s) of about "
+        f"{skim.merge_mb:g} MB (measured {rates} bytes per event)"
+    )
+    return MergePlan(merged, more, note)
+
+
+def _output_estimate(
+    skim: SkimJob, part: SkimPart, lease: leases.Lease | None
+) -> tuple[float, int]:
+    """Bytes per event and per file of the skim's output (with the objects it copies
+    along), measured on a sample of ``part``'s selected events."""
+    entries = part_entries(part)[:SAMPLE_EVENTS]
+    chunk = settings.DSS_SKIM_CHUNK_EVENTS
+    token = lease.token if lease is not None else "plan"
+    path = _scratch_dir(skim) / f"sample.{token}.tmp"
+    opener = _open_event_file(part.input_file)
+    with opener as (tree, where):
+        branches = eventio.resolve_branches(list(tree.keys()), skim.branches)
+        sample = eventio.read_entries(tree, branches, entries, where, chunk=chunk)
+        if lease is not None:
+            lease.check()
+
+        def copy(writer: eventio.EventWriter) -> None:
+            _copy_objects_of(skim, writer, opener.handle, part.input_file, where)
+
+        return eventio.sample_event_bytes(
+            sample,
+            str(path),
+            skim.output_format,
+            skim.output_tree,
+            chunk,
+            copy if skim.copy_objects else None,
+        )
+
+
+def _copy_objects_of(
+    skim: SkimJob, writer: eventio.EventWriter, handle, file: File, where: str
+) -> None:
+    """Copy the objects the skim copies along from the open input ``file`` into ``writer``."""
+    directory = handle.directory()
+    if directory is None:
+        raise BadEventFile(
+            f"{file.lfn} is a Parquet file: it holds no objects to copy", where=where
+        )
+    objects = eventio.match_objects(
+        eventio.root_objects(directory, where), skim.copy_objects, file.tree, where
+    )
+    writer.copy_objects(directory, objects, where, copy_limits())
+
+
+def record_merge(skim: SkimJob, merge: MergePlan) -> None:
+    """Record the further inputs of merged parts (once the parts are saved), and say so on
+    the skim's log."""
+    if not any(merge.more_inputs.values()):
+        return
+    saved = {p.number: p for p in skim.parts.all()}
+    rows = []
+    for number, more in merge.more_inputs.items():
+        for row in more:
+            row.part = saved[number]
+            rows.append(row)
+    SkimPartInput.objects.bulk_create(rows)
+    skim.log("merged", merge.note)
+
+
+def part_sources(part: SkimPart) -> Iterator[tuple[File, np.ndarray]]:
+    """Each input file of ``part`` with its selected entries, in the order they are written
+    (one entry list decompressed at a time)."""
+    yield part.input_file, part_entries(part)
+    if part.n_inputs > 1:
+        for more in part.more_inputs.select_related("file", "file__dataset").order_by("position"):
+            yield more.file, np.frombuffer(zlib.decompress(bytes(more.entries)), dtype=np.int64)
+
+
+def write_part_output(
+    lease: leases.Lease, part: SkimPart, path: str
+) -> tuple[eventio.WrittenFile, list[str]]:
+    """Write the output of ``part`` to ``path``: the selected events of each of its inputs
+    in turn (each verified against the catalog first), read and written at most
+    DSS_SKIM_CHUNK_EVENTS at a time, the lease checked between chunks (a cancel stops it
+    within one); then the objects the skim copies along from each input. Returns the
+    written file and the names of the objects copied."""
+    skim = part.skim
+    chunk = settings.DSS_SKIM_CHUNK_EVENTS
+    with eventio.EventWriter(
+        path, skim.output_format, skim.output_tree, chunk, part.n_entries
+    ) as writer:
+        for file, entries in part_sources(part):
+            verify_input(file, available_replica(file))
+            lease.check()
+            opener = _open_event_file(file)
+            with opener as (tree, where):
+                branches = eventio.resolve_branches(list(tree.keys()), skim.branches)
+                for arrays in eventio.iter_entries(tree, branches, entries, where, chunk):
+                    writer.write(arrays, where)
+                    failpoints.reach("skim.part.chunk")
+                    lease.check()
+                if skim.copy_objects:
+                    _copy_objects_of(skim, writer, opener.handle, file, where)
+        return writer.close(), list(writer.copied)
+
+
+def part_inputs(part: SkimPart) -> list[dict]:
+    """The input files of ``part`` (GUID, name, selected events), for provenance and the
+    API."""
+    found = [
+        {"lfn": part.input_file.lfn, "guid": str(part.input_file.guid)}
+        | {"events": len(part_entries(part)) if part.n_inputs > 1 else part.n_entries}
+    ]
+    if part.n_inputs > 1:
+        for more in part.more_inputs.select_related("file").order_by("position"):
+            found.append(
+                {"lfn": more.file.lfn, "guid": str(more.file.guid), "events": more.n_entries}
+            )
+    return found
+
+
+def output_inputs(output: dict) -> list[dict]:
+    """The input files of one output of a provenance record (records written before
+    outputs could merge name a single ``input_guid``)."""
+    if "inputs" in output:
+        return output["inputs"]
+    return [{"lfn": output["input_lfn"], "guid": output["input_guid"], "events": output["events"]}]
+
+
+def provenance_rows(record: ProvenanceRecord) -> list[dict]:
+    """One row per input file of a provenance record, with the outputs its events went to
+    and how many: what the record's page shows."""
+    by_input: dict[str, list[dict]] = {}
+    for output in record.outputs:
+        for inp in output_inputs(output):
+            by_input.setdefault(inp["guid"], []).append({**output, "from_input": inp["events"]})
+    return [
+        {"input": inp, "file": f, "outputs": by_input.get(f["guid"], [])}
+        for inp in record.inputs
+        for f in inp["files"]
+    ]

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import BranchPreset, ProvenanceRecord, SkimInput, SkimJob, SkimPart
+from .models import BranchPreset, ProvenanceRecord, SkimInput, SkimJob, SkimPart, SkimPartInput
 
 
 @admin.register(BranchPreset)
@@ -22,6 +22,7 @@ class SkimPartInline(admin.TabularInline):
         "number",
         "input_file",
         "n_entries",
+        "n_inputs",
         "state",
         "lease_attempts",
         "output_lfn",
@@ -47,12 +48,20 @@ class SkimInputAdmin(admin.ModelAdmin):
     list_select_related = ["skim", "dataset"]
 
 
+class SkimPartInputInline(admin.TabularInline):
+    model = SkimPartInput
+    extra = 0
+    fields = ["position", "file", "n_entries"]
+    readonly_fields = fields
+
+
 @admin.register(SkimPart)
 class SkimPartAdmin(admin.ModelAdmin):
     list_display = ["skim", "number", "input_file", "state", "lease_attempts", "events_written"]
     list_filter = ["state"]
     list_select_related = ["skim", "input_file"]
     exclude = ["entries"]
+    inlines = [SkimPartInputInline]
 
 
 @admin.register(ProvenanceRecord)

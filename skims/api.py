@@ -44,10 +44,30 @@ class SkimSubmitSerializer(serializers.Serializer):
         choices=FailurePolicy.choices, default=FailurePolicy.FAIL
     )
     force = serializers.BooleanField(default=False)
+    output_tree = serializers.CharField(
+        max_length=128,
+        required=False,
+        allow_blank=True,
+        help_text="the output files' event tree; default: the input files' tree name",
+    )
+    copy_objects = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        default=list,
+        max_length=100,
+        help_text="names or glob patterns of small objects of the input files (metadata "
+        "trees, TH1/TH2/TH3 histograms) that each output carries too",
+    )
+    merge_mb = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        help_text="merge the outputs into files of about this many MB (10^6 bytes)",
+    )
 
 
 class SkimPartSerializer(serializers.ModelSerializer):
     input_lfn = serializers.CharField(source="input_file.lfn")
+    inputs = serializers.SerializerMethodField()
     attempts = serializers.IntegerField(source="lease_attempts")
     worker = serializers.CharField(source="lease_worker")
 
@@ -56,6 +76,8 @@ class SkimPartSerializer(serializers.ModelSerializer):
         fields = [
             "number",
             "input_lfn",
+            "inputs",
+            "copied",
             "n_entries",
             "state",
             "attempts",
@@ -67,6 +89,10 @@ class SkimPartSerializer(serializers.ModelSerializer):
             "message",
             "worker",
         ]
+
+    def get_inputs(self, part) -> list[str]:
+        """Every input file whose events the part's output holds, in order."""
+        return [part.input_file.lfn] + [m.file.lfn for m in part.more_inputs.all()]
 
 
 class SkimSerializer(serializers.ModelSerializer):
@@ -99,6 +125,9 @@ class SkimSerializer(serializers.ModelSerializer):
             "output_name",
             "output_se",
             "event_limit",
+            "output_tree",
+            "copy_objects",
+            "merge_mb",
             "good_runs",
             "failure_policy",
             "output_dataset",
@@ -133,7 +162,7 @@ class SkimSummarySerializer(SkimSerializer):
 def _skims():
     return SkimJob.objects.select_related(
         "owner", "output_se", "output_dataset", "preset", "provenance"
-    ).prefetch_related("inputs__dataset", "parts__input_file")
+    ).prefetch_related("inputs__dataset", "parts__input_file", "parts__more_inputs__file")
 
 
 class CanSkim(permissions.BasePermission):
@@ -183,6 +212,9 @@ class SkimList(generics.ListAPIView):
                 failure_policy=d["failure_policy"],
                 force=d["force"],
                 good_runs=d.get("good_runs"),
+                output_tree=d.get("output_tree", ""),
+                copy_objects=d["copy_objects"],
+                merge_mb=d.get("merge_mb"),
             )
         body = SkimSerializer(_skims().get(pk=skim.pk)).data
         body["warnings"] = actions.skim_warnings(skim)

@@ -55,6 +55,25 @@ class SkimForm(forms.Form):
     output_format = forms.ChoiceField(
         label="Output format", choices=OutputFormat.choices, initial=OutputFormat.ROOT
     )
+    output_tree = forms.CharField(
+        label="Output tree name",
+        max_length=128,
+        required=False,
+        help_text="Empty: the name of the input files' event tree",
+    )
+    copy_objects = forms.CharField(
+        label="Objects to copy along",
+        max_length=2000,
+        required=False,
+        help_text="Small objects of each input file that its output carries too, "
+        "comma-separated names or patterns: metadata trees, histograms (e.g. Runs, cutflow*)",
+    )
+    merge_mb = forms.FloatField(
+        label="Merge outputs to (MB)",
+        required=False,
+        help_text="Write files of about this size, each from several input files; "
+        "empty: one output file per input file",
+    )
     output_name = forms.CharField(
         label="Output dataset name", max_length=256, help_text="scope.name, e.g. user.alice.dimuons"
     )
@@ -105,6 +124,9 @@ class SkimForm(forms.Form):
         """The good-run list as given: the uploaded file's bytes, else the text."""
         upload = self.cleaned_data.get("good_runs_file")
         return upload.read() if upload is not None else self.cleaned_data.get("good_runs")
+
+    def copy_patterns(self) -> list[str]:
+        return [c.strip() for c in (self.cleaned_data.get("copy_objects") or "").split(",")]
 
     def branch_patterns(self) -> list[str]:
         if self.cleaned_data.get("content") != "list":

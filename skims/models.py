@@ -52,6 +52,21 @@ class SkimJob(Job, Leased):
     output_name = models.CharField(max_length=256, db_index=True)
     output_se = models.ForeignKey("dmu.StorageElement", on_delete=models.PROTECT, related_name="+")
     event_limit = models.BigIntegerField(null=True, blank=True)
+    output_tree = models.CharField(
+        max_length=128, default="events", help_text="the name of the output files' event tree"
+    )
+    copy_objects = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="names or glob patterns of small objects of the input files (metadata "
+        "trees, histograms) copied into each output",
+    )
+    merge_mb = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="outputs are merged into files of about this many MB (10^6 bytes); "
+        "empty: one output per input file",
+    )
     good_runs = models.JSONField(
         null=True,
         blank=True,
@@ -168,13 +183,24 @@ PartState = FileWorkState
 
 
 class SkimPart(Leased):
-    """The work on one input file: read its selected entries, write and store one output file."""
+    """The work on one input file (or, when the skim merges its outputs, on a few input
+    files in turn): read the selected entries, write and store one output file."""
 
     skim = models.ForeignKey(SkimJob, on_delete=models.CASCADE, related_name="parts")
     number = models.PositiveIntegerField()
-    input_file = models.ForeignKey("dmu.File", on_delete=models.PROTECT, related_name="+")
-    entries = models.BinaryField(help_text="selected entry numbers, int64, zlib-compressed")
-    n_entries = models.BigIntegerField()
+    input_file = models.ForeignKey(
+        "dmu.File", on_delete=models.PROTECT, related_name="+", help_text="its (first) input"
+    )
+    entries = models.BinaryField(
+        help_text="selected entry numbers of input_file, int64, zlib-compressed"
+    )
+    n_entries = models.BigIntegerField(help_text="selected entries of all its inputs")
+    n_inputs = models.PositiveIntegerField(
+        default=1, help_text="input files merged into its output (the others: more_inputs)"
+    )
+    copied = models.JSONField(
+        default=list, blank=True, help_text="the objects copied along into its output"
+    )
     state = models.CharField(max_length=16, choices=PartState.choices, default=PartState.QUEUED)
     message = models.TextField(blank=True)
     output_lfn = models.CharField(max_length=256, blank=True)
@@ -228,11 +254,37 @@ class SkimPart(Leased):
         discard_part_attempt(self, token)
 
     def job_label(self) -> str:
-        return f"part {self.number} of skim #{self.skim_id} ({self.input_file.lfn})"
+        return f"part {self.number} of skim #{self.skim_id} ({self.inputs_label})"
+
+    @property
+    def inputs_label(self) -> str:
+        """Its input file, or its first and how many more it merges."""
+        more = f" and {self.n_inputs - 1} more" if self.n_inputs > 1 else ""
+        return f"{self.input_file.lfn}{more}"
 
     def log_event(self, kind: str, message: str) -> None:
         if self.skim.state not in FINAL_STATES:
             self.skim.log(kind, message, part=self.number)
+
+
+class SkimPartInput(models.Model):
+    """A further input file of a part that merges several into one output: the part reads
+    its own input_file first, then these in ``position`` order."""
+
+    part = models.ForeignKey(SkimPart, on_delete=models.CASCADE, related_name="more_inputs")
+    position = models.PositiveIntegerField()
+    file = models.ForeignKey("dmu.File", on_delete=models.PROTECT, related_name="+")
+    entries = models.BinaryField(help_text="selected entry numbers, int64, zlib-compressed")
+    n_entries = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["part", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["part", "position"], name="skimpartinput_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file.lfn} in {self.part}"
 
 
 class ProvenanceRecord(models.Model):

@@ -89,6 +89,9 @@ def skim_new(request):
                 failure_policy=d["failure_policy"],
                 force=d["force"],
                 good_runs=form.good_runs_input(),
+                output_tree=d["output_tree"],
+                copy_objects=form.copy_patterns(),
+                merge_mb=d["merge_mb"],
             )
         except actions.IdenticalSkim as e:
             identical = e.existing
@@ -132,7 +135,9 @@ def skim_detail(request, pk: int):
     skim = actions.get_skim_for_user(pk, request.user)
     ctx = {
         "skim": skim,
-        "parts": skim.parts.select_related("input_file").order_by("number"),
+        "parts": skim.parts.select_related("input_file")
+        .prefetch_related("more_inputs__file")
+        .order_by("number"),
         "inputs": skim.inputs.select_related("dataset", "collection"),
         "events": skim.events.all(),
         "may_change": may_change(request.user, skim),
@@ -187,7 +192,12 @@ def provenance_detail(request, pk: int):
         response["Content-Disposition"] = f'attachment; filename="skim-{record.skim_id}.prov.json"'
         return response
     reruns = record.reruns.select_related("output_dataset").order_by("-created_at")
-    return render(request, "skims/provenance_detail.html", {"record": record, "reruns": reruns})
+    rows = actions.provenance_rows(record)
+    return render(
+        request,
+        "skims/provenance_detail.html",
+        {"record": record, "reruns": reruns, "rows": rows},
+    )
 
 
 @require_POST

@@ -260,3 +260,21 @@ def test_a_rerun_that_selected_other_events_says_how_they_differ(two_of_three, p
     assert not check.same and (check.only_rerun, check.only_original) == (1, 1)
     assert check.both == original.events_selected - 1
     assert "1 only in this re-run, 1 only in skim" in check.message
+
+
+def test_a_rerun_of_a_merged_skim_selects_the_same_events(two_of_three, physicist, operator):
+    dataset, collection, _ = two_of_three
+    original = run_skim(
+        submit(
+            physicist,
+            [actions.InputSpec(dataset, collection)],
+            "n_muon >= 2",
+            "user.phys.m",
+            merge_mb=100,
+        )
+    )
+    assert original.state == "succeeded" and original.parts.count() == 1  # two files, one part
+    again = rerun(original.provenance, operator, "user.oper.m1")
+    assert again.selection_digest == original.selection_digest
+    assert actions.compare_selections(again, original) == (original.events_selected, 0, 0)
+    assert again.provenance.options["rerun_check"]["same"]
