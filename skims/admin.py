@@ -64,6 +64,21 @@ class SkimPartAdmin(admin.ModelAdmin):
     inlines = [SkimPartInputInline]
 
 
+@admin.register(SkimPartInput)
+class SkimPartInputAdmin(admin.ModelAdmin):
+    """The further inputs of merged parts, read-only: the skim writes them."""
+
+    list_display = ["part", "position", "file", "n_entries"]
+    list_select_related = ["part__skim", "file"]
+    exclude = ["entries"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(ProvenanceRecord)
 class ProvenanceRecordAdmin(admin.ModelAdmin):
     list_display = ["skim", "username", "state", "output_dataset_name", "created_at"]

@@ -98,6 +98,7 @@ class Workers:
             {
                 "DATABASE_URL": _database_url_for_worker(),
                 "DSS_STORAGE_ROOT": str(settings.DSS_STORAGE_ROOT),
+                "DSS_STORAGE_ROOTS": ",".join(map(str, settings.DSS_STORAGE_ROOTS)),
                 "DSS_SCRATCH_DIR": str(settings.DSS_SCRATCH_DIR),
                 "TAGDB_URL": settings.TAGDB_URL,
                 "CELERY_BROKER_URL": self.broker,

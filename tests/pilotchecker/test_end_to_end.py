@@ -28,6 +28,9 @@ def portal_url(live_server, monkeypatch, settings, pilots_dir):
     pilots = pilots_dir
     monkeypatch.setenv("DSS_PORTAL_URL", live_server.url)
     monkeypatch.setenv("PILOT_DIR", str(pilots))
+    # The deployment's allow-list: a check that takes two minutes, for the cancel test.
+    monkeypatch.setenv("DSS_PILOT_COMMANDS", '{"slow": ["sleep", "120"]}')
+    settings.DSS_PILOT_COMMANDS = {"slow": ["sleep", "120"]}
     settings.DSS_PORTAL_URL = live_server.url
     settings.PILOT_DIR = pilots
     return live_server.url
@@ -144,7 +147,7 @@ def test_a_slurm_pilot_is_cancelled_with_scancel(worker, siteadmin, tmp_path):
         "SLURM-SLOW",
         "slurm",
         submit_params={"time_limit": "00:05:00"},
-        requirements={"commands": ["sleep 120"], "timeout_s": 200},
+        requirements={"allowed_commands": ["slow"], "timeout_s": 200},
         status="online",
     )
     p = submit(site, siteadmin)

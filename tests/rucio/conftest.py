@@ -110,7 +110,9 @@ def site(rucio, xrootd_server, settings) -> Site:
     sub = f"r-{uuid.uuid4().hex[:8]}"
     url = xrootd_server.se_url(sub)
     root = xrootd_server.root / sub
-    se = actions.do_add_storage_element(f"XRD-{sub[2:]}", url, "XRootD on loopback")
+    se = actions.do_add_storage_element(
+        f"XRD-{sub[2:]}", url, "XRootD on loopback", user_writable=True
+    )
     rse = f"XRD_{sub[2:].upper()}"
     rucio.add_rse(rse, deterministic=False, rse_type="DISK")
     rucio.add_protocol(
