@@ -361,7 +361,10 @@ class CollectionList(generics.ListAPIView):
 
 
 class CollectionDetail(TagAPIView):
-    """A collection with its attributes (type, description, unit, range) and last build."""
+    """A collection with its attributes (type, description, unit, range), its last build and
+    whether its published TAGs still cover its dataset's files (``coverage``: ``stale``,
+    ``covered`` of ``total`` files, and the files ``added``, ``changed`` or ``removed``
+    since)."""
 
     @extend_schema(responses=CollectionSerializer)
     def get(self, request, pk):
@@ -369,6 +372,7 @@ class CollectionDetail(TagAPIView):
         body = CollectionSerializer(collection).data
         body["attributes"] = AttributeSerializer(actions.attribute_list(collection), many=True).data
         body["numbering"] = list(actions.collection_schema(collection).numbering())
+        body["coverage"] = actions.coverage(collection).as_dict()
         last = collection.builds.select_related(
             "collection__dataset", "collection__schema", "owner"
         )

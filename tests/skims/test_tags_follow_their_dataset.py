@@ -64,6 +64,9 @@ def test_a_file_added_to_a_tagged_dataset_makes_its_tags_stale_and_queries_say_s
     ).json()
     assert body["stale"]["added"] == ["hzz_2.root"]
     assert body["warnings"][0] == found.message
+    detail = api.get(f"/api/tags/{collection.pk}/").json()["coverage"]
+    assert detail["stale"] and (detail["covered"], detail["total"]) == (2, 3)
+    assert detail["added"] == ["hzz_2.root"]
     c = Client()
     c.force_login(physicist)
     html = c.get(collection.get_absolute_url()).content.decode()
