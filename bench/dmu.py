@@ -3,21 +3,20 @@
 Starts a loopback XRootD server (tests/xrootd.py), writes a random file (1 GiB by default)
 under bench/work/, then for each round copies it up to the server and back down, once with
 the real ``dmu`` command line (a subprocess) and once with ``xrdcp --cksum adler32``; each
-tool's time includes its checksum verification. Prints a table and writes
-bench/results/dmu.json (``bytes``, ``dmu_mb_s``, ``xrdcp_mb_s``, ``ratio``: round-trip MB/s,
-median of the rounds). Work files and the server are removed at the end.
+tool's time includes its checksum verification; the tools alternate which goes first.
+Prints a table of medians and min-max spreads and writes bench/results/dmu.json (or
+--out): ``bytes``, ``dmu_mb_s``, ``xrdcp_mb_s``, ``ratio`` (round-trip MB/s, median of the
+rounds), the spread of each figure and of the per-round ratio, and the load average
+before each round. Work files and the server are removed at the end.
 
-    .venv/bin/python bench/dmu.py [--size-mib 1024] [--rounds 3]
+    .venv/bin/python bench/dmu.py [--size-mib 1024] [--rounds 5] [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchutil import load_average, machine, spread, write_results  # noqa: E402
 
 from tests.xrootd import start_xrootd  # noqa: E402
 
@@ -84,7 +85,8 @@ def one_round(tool: str, source: Path, server, tag: str) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file")
     args = parser.parse_args()
     if shutil.which("xrdcp") is None:
         raise SystemExit("xrdcp is needed (.ci/install-xrootd.sh)")
@@ -93,9 +95,11 @@ def main() -> int:
     source = WORK / "dmu-bench-source.bin"
     server = start_xrootd()
     runs: dict[str, list[tuple[float, float]]] = {"dmu": [], "xrdcp": []}
+    loads: list[list[float]] = []
     try:
         make_file(source, size)
         for i in range(args.rounds):
+            loads.append(load_average())
             # Alternate who goes first so neither always meets a warmer cache.
             order = ("dmu", "xrdcp") if i % 2 == 0 else ("xrdcp", "dmu")
             for tool in order:
@@ -107,48 +111,62 @@ def main() -> int:
     def mb_s(seconds: float, n: int = 1) -> float:
         return n * size / 1e6 / seconds
 
-    summary = {}
-    for tool, rounds in runs.items():
-        summary[tool] = {
-            "up_mb_s": statistics.median(mb_s(up) for up, _ in rounds),
-            "down_mb_s": statistics.median(mb_s(down) for _, down in rounds),
-            "round_trip_mb_s": statistics.median(mb_s(up + down, 2) for up, down in rounds),
+    summary = {
+        tool: {
+            "up_mb_s": spread([mb_s(up) for up, _ in rounds], 1),
+            "down_mb_s": spread([mb_s(down) for _, down in rounds], 1),
+            "round_trip_mb_s": spread([mb_s(up + down, 2) for up, down in rounds], 1),
         }
-    ratio = summary["dmu"]["round_trip_mb_s"] / summary["xrdcp"]["round_trip_mb_s"]
+        for tool, rounds in runs.items()
+    }
+    median = {tool: s["round_trip_mb_s"]["median"] for tool, s in summary.items()}
+    ratio = median["dmu"] / median["xrdcp"]
+    # the ratio of each round (the two tools ran back to back, under the same load)
+    ratios = [
+        (xu + xd) / (du + dd) for (du, dd), (xu, xd) in zip(runs["dmu"], runs["xrdcp"], strict=True)
+    ]
 
-    print(f"{size / 2**30:g} GiB, local -> XRootD (127.0.0.1) -> local, median of {args.rounds}")
-    print(f"{'tool':<8}{'up MB/s':>10}{'down MB/s':>11}{'round trip MB/s':>17}")
+    def cell(s: dict) -> str:
+        return f"{s['median']:.0f} ({s['min']:.0f}-{s['max']:.0f})"
+
+    print(
+        f"{size / 2**30:g} GiB, local -> XRootD (127.0.0.1) -> local, "
+        f"MB/s median (min-max) of {args.rounds} rounds"
+    )
+    print(f"{'tool':<8}{'up MB/s':>16}{'down MB/s':>16}{'round trip MB/s':>18}")
     for tool, s in summary.items():
-        print(f"{tool:<8}{s['up_mb_s']:>10.0f}{s['down_mb_s']:>11.0f}{s['round_trip_mb_s']:>17.0f}")
-    print(f"ratio dmu/xrdcp (round trip): {ratio:.2f}  (target >= 0.90)")
+        print(
+            f"{tool:<8}{cell(s['up_mb_s']):>16}{cell(s['down_mb_s']):>16}"
+            f"{cell(s['round_trip_mb_s']):>18}"
+        )
+    print(
+        f"ratio dmu/xrdcp (round trip): {ratio:.2f}, per round {min(ratios):.2f}-{max(ratios):.2f}"
+        f"  (target >= 0.90); 1-min load before the rounds: "
+        f"{', '.join(f'{x[0]:.2f}' for x in loads)}"
+    )
 
     xrdcp_version = subprocess.run(["xrdcp", "--version"], capture_output=True, text=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "bytes": size,
-                "dmu_mb_s": round(summary["dmu"]["round_trip_mb_s"], 1),
-                "xrdcp_mb_s": round(summary["xrdcp"]["round_trip_mb_s"], 1),
-                "ratio": round(ratio, 3),
-                "measure": "round trip local->XRootD->local, MB/s = 2*bytes/(t_up+t_down), "
-                "median of rounds; both tools verify adler32",
-                "rounds": args.rounds,
-                "detail": {
-                    tool: {k: round(v, 1) for k, v in s.items()} for tool, s in summary.items()
-                },
-                "seconds": {
-                    tool: [[round(u, 2), round(d, 2)] for u, d in r] for tool, r in runs.items()
-                },
-                "xrdcp_version": (xrdcp_version.stdout or xrdcp_version.stderr).strip(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
+    write_results(
+        args.out,
+        {
+            "bytes": size,
+            "dmu_mb_s": median["dmu"],
+            "xrdcp_mb_s": median["xrdcp"],
+            "ratio": round(ratio, 3),
+            "ratio_per_round": spread(ratios),
+            "measure": "round trip local->XRootD->local, MB/s = 2*bytes/(t_up+t_down), "
+            "median (min, max) of rounds; both tools verify adler32",
+            "rounds": args.rounds,
+            "load_before_rounds": loads,
+            "detail": summary,
+            "seconds": {
+                tool: [[round(u, 2), round(d, 2)] for u, d in r] for tool, r in runs.items()
             },
-            indent=2,
-        )
-        + "\n"
+            "xrdcp_version": (xrdcp_version.stdout or xrdcp_version.stderr).strip(),
+            **machine(),
+        },
     )
-    print(f"wrote {RESULTS.relative_to(REPO)}")
+    print(f"wrote {args.out}")
     return 0
 
 
