@@ -759,8 +759,13 @@ def _succeed(
         if result is not None and result.temp:
             endpoint.publish(result.temp, path)
         # the copy verified these bytes: what the storage says of them now goes with them
-        stat_at = timezone.now()
-        stat = endpoint.stat(path) if result is not None else None
+        # (when it cannot say, the first reader checks the file in full)
+        stat_at, stat = timezone.now(), None
+        if result is not None:
+            try:
+                stat = endpoint.stat(path)
+            except DSSError as e:
+                log.warning("could not stat %s after its copy: %s", path, e)
         TransferFile.objects.filter(pk=item.pk).update(
             state=TransferFileState.SUCCEEDED,
             path=path,

@@ -117,6 +117,10 @@ def test_a_dataset_is_copied_verified_and_registered_on_the_destination(hzz, dis
     replica = Replica.objects.get(file__dataset=hzz, storage_element=disk2)
     assert replica.path == path == item.path and replica.state == "available"
     assert (root_of(disk2) / path).read_bytes() == HZZ.read_bytes()
+    # what the disk says of the verified copy goes with its replica, for readers to trust
+    stat = (root_of(disk2) / path).stat()
+    assert (replica.verified_bytes, replica.verified_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert replica.verified_at is not None
     assert files_under(root_of(disk2)) == [path]
     assert done.progress_done == done.progress_total and done.bytes_done == done.progress_total
     kinds = list(transfer.events.values_list("kind", flat=True))
