@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from time import monotonic
 from urllib.parse import urlparse
 
@@ -15,7 +16,15 @@ from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from dss import failpoints, leases
-from dss.errors import Conflict, DSSError, Forbidden, InvalidInput, NotFound
+from dss.errors import (
+    ChecksumMismatch,
+    Conflict,
+    DSSError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StorageError,
+)
 from dss.jobs import JobState
 from dss.roles import is_admin
 
@@ -35,7 +44,7 @@ from .models import (
     storage_policy,
 )
 from .names import check_dataset_name, check_se_name, scope_of
-from .storage import StorageEndpoint, deterministic_path, safe_relpath
+from .storage import FileStat, StorageEndpoint, deterministic_path, safe_relpath
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,9 @@ class InspectedFile:
     adler32: str
     events: int
     tree: str
+    # what the storage element said about the file just before it was read, and when
+    stat: FileStat | None = None
+    read_at: datetime | None = None
 
 
 def get_storage_element(name: str) -> StorageElement:
@@ -189,7 +201,9 @@ def inspect_file(se: StorageElement, rel: str, tree: str | None = None) -> Inspe
     in the same pass: it makes the GUID of a file that carries none."""
     endpoint = se.endpoint()
     where = f"{se.name}:{rel}"
-    size = endpoint.size(rel)
+    read_at = timezone.now()
+    stat = endpoint.stat(rel)
+    size = stat.size
     with endpoint.open_read(rel) as fh:
         parquet = sniff_format(fh.read(4)) == PARQUET
         fh.seek(0)
@@ -206,7 +220,78 @@ def inspect_file(se: StorageElement, rel: str, tree: str | None = None) -> Inspe
         adler32=adler32,
         events=info.events,
         tree=info.tree,
+        stat=stat,
+        read_at=read_at,
     )
+
+
+# A modification time this close to (or after) the moment it was recorded proves nothing:
+# a write in the same tick of the file system's clock would leave it as it was (git's
+# "racily clean" entries). Such a record is not trusted; the next full check renews it.
+RACY = timedelta(seconds=2)
+
+
+def record_verified(replica: Replica, stat: FileStat, at: datetime) -> None:
+    """Remember that ``replica`` matched the catalog as ``stat`` describes it, ``stat``
+    having been asked for after the time ``at``."""
+    replica.verified_bytes = stat.size
+    replica.verified_mtime_ns = stat.mtime_ns
+    replica.verified_at = at
+    Replica.objects.filter(pk=replica.pk).update(
+        verified_bytes=stat.size, verified_mtime_ns=stat.mtime_ns, verified_at=at
+    )
+
+
+def unchanged_since_verified(replica: Replica, stat: FileStat) -> bool:
+    """Whether size and modification time (to the nanosecond) are still those recorded
+    when ``replica`` was last verified, the record made well after the file's last change
+    (see RACY)."""
+    if stat.mtime_ns is None or replica.verified_at is None:
+        return False
+    if (replica.verified_bytes, replica.verified_mtime_ns) != (stat.size, stat.mtime_ns):
+        return False
+    changed = datetime.fromtimestamp(stat.mtime_ns / 1e9, tz=UTC)
+    return changed + RACY <= replica.verified_at
+
+
+def check_replica_intact(replica: Replica, what: str = "file") -> str:
+    """Make sure the bytes of ``replica`` are still those the catalog describes, reading as
+    little as it takes, as storage systems do: the file must be there with the catalog's
+    size; then the server's own checksum is compared where the storage element has one;
+    else a file whose size and modification time are still those recorded when it was
+    last verified is trusted; else it is read in full and its adler32 compared (and its
+    size and time recorded when it matches).
+
+    Returns how it was verified: ``"server checksum"``, ``"unchanged"`` or ``"adler32"``.
+    Raises NotFound, StorageError (size) or ChecksumMismatch naming the file as ``what``.
+    """
+    file = replica.file
+    endpoint = replica.storage_element.endpoint()
+    where = f"{replica.storage_element.name}:{replica.path}"
+    if not endpoint.exists(replica.path):
+        raise NotFound(f"{what} {file.lfn} is missing from its storage element", where=where)
+    at = timezone.now()
+    stat = endpoint.stat(replica.path)
+    if stat.size != file.bytes:
+        raise StorageError(
+            f"{what} {file.lfn} has {stat.size} bytes, the catalog says {file.bytes}",
+            where=where,
+        )
+    adler32 = endpoint.server_checksum(replica.path) if endpoint.has_server_checksum else None
+    how = "server checksum"
+    if adler32 is None:
+        if unchanged_since_verified(replica, stat):
+            return "unchanged"
+        with endpoint.open_read(replica.path) as fh:
+            adler32, _, _ = file_checksum(fh)
+        how = "adler32"
+    if adler32 != file.adler32:
+        raise ChecksumMismatch(
+            f"{what} {file.lfn} has adler32 {adler32}, the catalog says {file.adler32}",
+            where=where,
+        )
+    record_verified(replica, stat, at)
+    return how
 
 
 def check_register_dataset(
@@ -276,11 +361,13 @@ def check_register_dataset(
                     tree=info.tree,
                 )
                 new_files += 1
-            Replica.objects.get_or_create(
+            replica, _ = Replica.objects.get_or_create(
                 file=f,
                 storage_element=se,
                 defaults={"path": info.path, "state": ReplicaState.AVAILABLE},
             )
+            if replica.path == info.path and info.stat is not None:
+                record_verified(replica, info.stat, info.read_at)
     return dataset, new_files
 
 
@@ -668,8 +755,17 @@ def _succeed(
     file, destination = item.file, item.transfer.destination
     already = result is None or result.already_there
     with lease.committing():
+        endpoint = destination.endpoint()
         if result is not None and result.temp:
-            destination.endpoint().publish(result.temp, path)
+            endpoint.publish(result.temp, path)
+        # the copy verified these bytes: what the storage says of them now goes with them
+        # (when it cannot say, the first reader checks the file in full)
+        stat_at, stat = timezone.now(), None
+        if result is not None:
+            try:
+                stat = endpoint.stat(path)
+            except DSSError as e:
+                log.warning("could not stat %s after its copy: %s", path, e)
         TransferFile.objects.filter(pk=item.pk).update(
             state=TransferFileState.SUCCEEDED,
             path=path,
@@ -679,11 +775,13 @@ def _succeed(
             already_there=already,
             finished_at=timezone.now(),
         )
-        Replica.objects.update_or_create(
+        replica, _ = Replica.objects.update_or_create(
             file=file,
             storage_element=destination,
             defaults={"path": path, "state": ReplicaState.AVAILABLE},
         )
+        if stat is not None and stat.size == file.bytes:
+            record_verified(replica, stat, stat_at)
         Transfer.objects.filter(pk=item.transfer_id).update(
             progress_done=F("progress_done") + file.bytes
         )

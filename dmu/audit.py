@@ -16,8 +16,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from django.utils import timezone
+
 from dss.errors import DSSError
 
+from .actions import record_verified
 from .checksum import file_checksum
 from .models import Replica, ReplicaState, StorageElement
 from .storage import TEMP_MARK, StorageEndpoint
@@ -97,7 +100,11 @@ def check_replicas(
                 )
                 continue
             if i in to_sum:
+                at = timezone.now()
+                stat = endpoint.stat(replica.path)
                 adler32 = _adler32(endpoint, replica.path)
+                if adler32 == f.adler32 and stat.size == f.bytes:
+                    record_verified(replica, stat, at)
                 if adler32 != f.adler32:
                     findings.append(
                         _mark(

@@ -137,6 +137,13 @@ class Replica(models.Model):
         max_length=16, choices=ReplicaState.choices, default=ReplicaState.AVAILABLE
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # What the storage element said about the file when its bytes were last found to match
+    # the catalog (by a full adler32 or the server's own checksum): a reader may trust the
+    # bytes unchanged while size and modification time are still these (see
+    # dmu.actions.check_replica_intact). None: not recorded (replicas older than this).
+    verified_bytes = models.BigIntegerField(null=True, blank=True)
+    verified_mtime_ns = models.BigIntegerField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["file", "storage_element"]

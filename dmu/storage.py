@@ -33,6 +33,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from stat import S_ISREG
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlsplit
 
@@ -252,6 +253,16 @@ _TRANSIENT_WORDS = (
     "cannot connect",
     "broken pipe",
 )
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What a storage element says about one file: its size, and when its content last
+    changed (nanoseconds since the epoch; None where the storage does not say, as on
+    XRootD and HTTPS here)."""
+
+    size: int
+    mtime_ns: int | None
 
 
 def storage_error(exc: BaseException, where: str, action: str) -> DSSError:
@@ -519,6 +530,20 @@ class StorageEndpoint:
         if info.get("size") is None:
             raise StorageError("the server did not report a size", where=self.url(rel))
         return int(info["size"])
+
+    def stat(self, rel: str) -> FileStat:
+        """Size and modification time of the file ``rel`` (the time on ``file://`` only);
+        NotFound when there is none."""
+        if self.scheme != "file":
+            return FileStat(self.size(rel), None)
+        local = self._local(rel)
+        try:
+            st = os.stat(local)
+        except Exception as exc:
+            raise storage_error(exc, self._where(rel), "stat") from exc
+        if not S_ISREG(st.st_mode):
+            raise InvalidInput("is not a file", where=self.url(rel))
+        return FileStat(st.st_size, st.st_mtime_ns)
 
     def ls(self, rel: str = "") -> list[Entry]:
         """The entries of directory ``rel`` (the root by default), sorted by name."""

@@ -38,7 +38,6 @@ from dmu.transfer import copy
 from dss import failpoints, leases
 from dss.errors import (
     BadEventFile,
-    ChecksumMismatch,
     Conflict,
     DSSError,
     InvalidInput,
@@ -742,24 +741,12 @@ def discard_part_attempt(part: SkimPart, token: str) -> None:
         log.warning("could not remove the temporary of %s: %s", part.job_label(), e)
 
 
-def verify_input(file: File, replica: Replica) -> None:
-    """The input's bytes must still match the catalog (size and adler32) before we use it."""
-    endpoint = replica.storage_element.endpoint()
-    where = f"{replica.storage_element.name}:{replica.path}"
-    if not endpoint.exists(replica.path):
-        raise NotFound(f"input file {file.lfn} is missing from its storage element", where=where)
-    size = endpoint.size(replica.path)
-    if size != file.bytes:
-        raise StorageError(
-            f"input file {file.lfn} has {size} bytes, the catalog says {file.bytes}", where=where
-        )
-    with endpoint.open_read(replica.path) as fh:
-        adler32, _, _ = file_checksum(fh)
-    if adler32 != file.adler32:
-        raise ChecksumMismatch(
-            f"input file {file.lfn} has adler32 {adler32}, the catalog says {file.adler32}",
-            where=where,
-        )
+def verify_input(file: File, replica: Replica) -> str:
+    """The input's bytes must still match the catalog before we use it: there, with its
+    size, and its adler32 the catalog's, trusted from the server's checksum or from an
+    unchanged size and modification time where it can be, read in full only where not
+    (see :func:`dmu.actions.check_replica_intact`). Returns how it was verified."""
+    return dmu_actions.check_replica_intact(replica, what="input file")
 
 
 def do_run_part(lease: leases.Lease) -> SkimPart:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import time
 import uuid
 import zlib
 from datetime import timedelta
@@ -23,9 +24,9 @@ from django.utils import timezone
 import dmu.transfer as engine
 from dmu import actions, tasks
 from dmu.models import Replica, Transfer, TransferFile
-from dmu.storage import deterministic_path
+from dmu.storage import StorageEndpoint, deterministic_path
 from dss import leases
-from dss.errors import Conflict, InvalidInput, NotFound
+from dss.errors import ChecksumMismatch, Conflict, InvalidInput, NotFound
 from tests.conftest import HZZ, ZMUMU, put_file, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -117,6 +118,10 @@ def test_a_dataset_is_copied_verified_and_registered_on_the_destination(hzz, dis
     replica = Replica.objects.get(file__dataset=hzz, storage_element=disk2)
     assert replica.path == path == item.path and replica.state == "available"
     assert (root_of(disk2) / path).read_bytes() == HZZ.read_bytes()
+    # what the disk says of the verified copy goes with its replica, for readers to trust
+    stat = (root_of(disk2) / path).stat()
+    assert (replica.verified_bytes, replica.verified_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert replica.verified_at is not None
     assert files_under(root_of(disk2)) == [path]
     assert done.progress_done == done.progress_total and done.bytes_done == done.progress_total
     kinds = list(transfer.events.values_list("kind", flat=True))
@@ -214,6 +219,31 @@ def test_a_damaged_source_is_skipped_for_another_replica(hzz, disk, disk2, xrd, 
     assert done.state == "succeeded" and item.source.name == "XRD"
     assert (root_of(disk2) / item.path).read_bytes() == HZZ.read_bytes()
     assert done.events.filter(kind="source-failed", message__contains="from DISK").exists()
+
+
+def test_a_replica_on_xrootd_is_verified_by_the_servers_checksum_without_reading_it(
+    hzz, xrd, monkeypatch
+):
+    run(request(hzz, xrd))
+    replica = Replica.objects.select_related("file", "storage_element").get(
+        file__dataset=hzz, storage_element=xrd
+    )
+
+    def no_read(self, rel):
+        raise AssertionError(f"{rel} was read")
+
+    monkeypatch.setattr(StorageEndpoint, "open_read", no_read)
+    assert actions.check_replica_intact(replica) == "server checksum"
+    local = root_of(xrd) / replica.path
+    # xrootd keeps a checksum with the file's modification time in whole seconds: content
+    # changed within the second it was computed in would go unseen by the server itself
+    time.sleep(1.1)
+    data = bytearray(local.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    with open(local, "r+b") as fh:
+        fh.write(data)
+    with pytest.raises(ChecksumMismatch, match="the catalog says"):
+        actions.check_replica_intact(replica)
 
 
 def test_a_read_only_xrootd_destination_fails_clearly_and_registers_nothing(
