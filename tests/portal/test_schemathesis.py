@@ -21,7 +21,7 @@ from tests.portal.hostile import build_world
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MAX_EXAMPLES = 8
-MAX_SECONDS = 150
+MAX_SECONDS = 90
 
 
 @pytest.fixture
