@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -84,16 +85,24 @@ def _file_totals(column: str, aggregate):
     return Subquery(files.annotate(total=aggregate(column)).values("total"))
 
 
+@functools.cache
+def _dataset_totals() -> dict:
+    """The annotations of :func:`search_datasets`, built once per process: making three
+    subqueries costs more than running them for a page, and a query that uses an
+    expression works on its own copy."""
+    return {
+        "n_files": Coalesce(_file_totals("pk", Count), 0),
+        "n_events": _file_totals("events", Sum),
+        "n_bytes": _file_totals("bytes", Sum),
+    }
+
+
 def search_datasets(query: str = ""):
     """Datasets whose name or description contains ``query``, each with the totals of
     :func:`datasets_with_totals`. The totals are subqueries of each row rather than one
     join and GROUP BY over every dataset: a page of 25 of 10^4 datasets ordered by name
     computes 25 rows' totals, and counting the matches needs no file."""
-    qs = Dataset.objects.annotate(
-        n_files=Coalesce(_file_totals("pk", Count), 0),
-        n_events=_file_totals("events", Sum),
-        n_bytes=_file_totals("bytes", Sum),
-    )
+    qs = Dataset.objects.annotate(**_dataset_totals())
     query = (query or "").strip()
     if query:
         qs = qs.filter(Q(name__icontains=query) | Q(description__icontains=query))
