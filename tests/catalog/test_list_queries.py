@@ -114,3 +114,28 @@ def test_the_totals_cover_every_matching_dataset_not_the_page(browser, cli):
         "bytes": None,
         "created_at": None,
     }
+
+
+@pytest.mark.parametrize("value", [0, 7, 4725, -1234567, 10**15, None, "", "12", 1.5, True])
+def test_thousands_writes_what_intcomma_writes(value):
+    from django.template import Context, Template
+
+    def render(name):
+        return Template("{% load humanize dss %}{{ v|" + name + " }}").render(Context({"v": value}))
+
+    assert render("thousands") == render("intcomma")
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Zurich", "America/Chicago"])
+def test_minute_writes_what_the_date_filter_writes_in_the_current_time_zone(zone):
+    from datetime import UTC, datetime
+
+    from django.template import Context, Template
+    from django.utils import timezone
+
+    values = [datetime(2024, 3, 31, 0, 59, tzinfo=UTC), datetime(7, 1, 2, 3, 4)]
+    with timezone.override(zone):
+        for value in values + [None, ""]:
+            context = Context({"v": value})
+            fast = Template("{% load dss %}{{ v|minute }}").render(context)
+            assert fast == Template('{{ v|date:"Y-m-d H:i" }}').render(context), value
