@@ -25,6 +25,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import secrets
 import shutil
 import signal
@@ -176,6 +177,7 @@ def hammer(port: int, path: str, headers: dict, clients: int, seconds: float) ->
                 errors[i] += 1
                 statuses[status] = statuses.get(status, 0) + 1
 
+    cpu_at_start = resource.getrusage(resource.RUSAGE_SELF)
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
@@ -185,6 +187,8 @@ def hammer(port: int, path: str, headers: dict, clients: int, seconds: float) ->
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - began
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    client_cpu = cpu.ru_utime + cpu.ru_stime - cpu_at_start.ru_utime - cpu_at_start.ru_stime
     every = sorted(x for per in latencies for x in per)
     q = statistics.quantiles(every, n=100) if len(every) > 1 else [every[0]] * 99
     return {
@@ -196,6 +200,8 @@ def hammer(port: int, path: str, headers: dict, clients: int, seconds: float) ->
         "p99_ms": q[98] * 1e3,
         "max_ms": every[-1] * 1e3,
         "errors": sum(errors),
+        # the load generator's own share of the two cores
+        "client_cpu_fraction": client_cpu / elapsed,
         "error_statuses": {str(k): v for k, v in statuses.items()},
     }
 
