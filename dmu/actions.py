@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -13,6 +14,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, OuterRef, Q, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from dss import failpoints, leases
@@ -88,12 +90,48 @@ def datasets_with_totals():
     )
 
 
+def _file_totals(column: str, aggregate):
+    """One total over a dataset's files, as a subquery of the dataset row (None without
+    files, as a SUM over a LEFT JOIN gives)."""
+    files = File.objects.filter(dataset=OuterRef("pk")).order_by().values("dataset")
+    return Subquery(files.annotate(total=aggregate(column)).values("total"))
+
+
+@functools.cache
+def _dataset_totals() -> dict:
+    """The annotations of :func:`search_datasets`, built once per process: making three
+    subqueries costs more than running them for a page, and a query that uses an
+    expression works on its own copy."""
+    return {
+        "n_files": Coalesce(_file_totals("pk", Count), 0),
+        "n_events": _file_totals("events", Sum),
+        "n_bytes": _file_totals("bytes", Sum),
+    }
+
+
 def search_datasets(query: str = ""):
-    qs = datasets_with_totals()
+    """Datasets whose name or description contains ``query``, each with the totals of
+    :func:`datasets_with_totals`. The totals are subqueries of each row rather than one
+    join and GROUP BY over every dataset: a page of 25 of 10^4 datasets ordered by name
+    computes 25 rows' totals, and counting the matches needs no file."""
+    qs = Dataset.objects.annotate(**_dataset_totals())
     query = (query or "").strip()
     if query:
         qs = qs.filter(Q(name__icontains=query) | Q(description__icontains=query))
     return qs
+
+
+def dataset_list_totals(datasets) -> dict:
+    """The number of ``datasets`` (a queryset of them) and their files' count, events and
+    bytes, in two queries that read each table once."""
+    datasets = datasets.order_by()
+    everything = not datasets.query.where
+    files = (
+        File.objects.all() if everything else File.objects.filter(dataset__in=datasets.values("pk"))
+    )
+    return {"datasets": datasets.count()} | files.aggregate(
+        files=Count("pk"), events=Sum("events"), bytes=Sum("bytes")
+    )
 
 
 def check_storage_url(url: str) -> None:

@@ -113,6 +113,9 @@ class File(models.Model):
     class Meta:
         ordering = ["dataset", "lfn"]
         constraints = [models.UniqueConstraint(fields=["dataset", "lfn"], name="file_unique_lfn")]
+        # The dataset lists' totals (files, events, bytes per dataset and over the catalog)
+        # read this index alone, never the wider table.
+        indexes = [models.Index(fields=["dataset", "events", "bytes"], name="file_dataset_totals")]
 
     def __str__(self) -> str:
         return self.lfn

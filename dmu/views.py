@@ -49,12 +49,10 @@ def dataset_list(request):
         sort, key = "name", "name"
     order = ("-" if sort.startswith("-") else "") + SORTS[key]
     qs = actions.search_datasets(q).order_by(order, "name")
-    totals = Dataset.objects.filter(pk__in=qs.values("pk")).aggregate(
-        datasets=Count("pk", distinct=True)
-    ) | File.objects.filter(dataset__in=qs.values("pk")).aggregate(
-        files=Count("pk"), events=Sum("events"), bytes=Sum("bytes")
-    )
-    page = Paginator(qs, 25).get_page(request.GET.get("page"))
+    totals = actions.dataset_list_totals(qs)
+    paginator = Paginator(qs, 25)
+    paginator.count = totals["datasets"]  # counted once, with the totals
+    page = paginator.get_page(request.GET.get("page"))
     ctx = {"page": page, "q": q, "sort": sort, "totals": totals}
     template = "dmu/_dataset_table.html" if request.htmx else "dmu/dataset_list.html"
     return render(request, template, ctx)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django import template
+from django.contrib.humanize.templatetags.humanize import intcomma
+from django.template.defaultfilters import date as date_filter
 from django.utils.html import format_html
 
 from dss.roles import may_change
@@ -23,6 +25,26 @@ def bytes(value) -> str:  # noqa: A001 - the name reads well in templates
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(value)
+
+
+@register.filter
+def thousands(value) -> str:
+    """4725 -> '4,725': what humanize's ``intcomma`` writes for a whole number in the
+    portal's one language, without its locale look-ups (a page of 25 datasets writes 75
+    numbers). Anything else goes to ``intcomma``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return intcomma(value)
+
+
+@register.filter(expects_localtime=True)
+def minute(value) -> str:
+    """A time in the current time zone as 'YYYY-MM-DD HH:MM', what ``date:"Y-m-d H:i"``
+    writes, a fifth of the cost; anything else goes to ``date``."""
+    if isinstance(value, datetime):
+        v = value
+        return f"{v.year:04d}-{v.month:02d}-{v.day:02d} {v.hour:02d}:{v.minute:02d}"
+    return date_filter(value, "Y-m-d H:i")
 
 
 @register.filter

@@ -1,0 +1,340 @@
+"""Pages under load: the dataset list page and API with 10^4 datasets, served by gunicorn.
+
+    .venv/bin/python bench/pages.py                       # SQLite, 10^4 datasets, 20 s each
+    .venv/bin/python bench/pages.py --seconds 30 --clients 50
+    .venv/bin/python bench/pages.py --database-url postgres://postgres@127.0.0.1:5432/postgres
+
+The script makes its own state directory (DSS_VAR_DIR in a temporary folder) and database:
+SQLite there by default; with --database-url, a fresh PostgreSQL database beside the one
+named, created here and dropped at the end. It migrates, loads --datasets datasets of
+--files files each (one replica per file) with bulk_create, makes a user with a session and
+an API token, and starts gunicorn (DEBUG off, static files collected, the API's per-user
+request rate lifted so that the load is not throttled) on a free loopback port.
+
+Then --clients threads each send requests back to back for --seconds seconds, a new
+connection each (as `ab` does), first to `/datasets/` with the session cookie, then to
+`/api/datasets/` with the token, and record requests per second, the p50/p95/p99 latency
+and the errors (anything but 200). Gunicorn is stopped and everything removed at the end.
+Prints a table and writes bench/results/pages.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "pages.json"
+HOST = "127.0.0.1"
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def bench_database(url: str) -> tuple[str, str]:
+    """A fresh PostgreSQL database beside the one ``url`` names: (its URL, its name)."""
+    import psycopg
+
+    name = f"dss_bench_pages_{os.getpid()}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name)), name
+
+
+def drop_database(url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def load(n_datasets: int, n_files: int) -> tuple[str, str]:
+    """Migrate, load the catalog and make a user: (session key, API token key)."""
+    import django
+
+    django.setup()
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.auth.models import Group, User
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.core.management import call_command
+    from django.db import connections, transaction
+
+    from dmu.models import Dataset, File, Replica, StorageElement
+    from dss.tokens import do_issue_token
+
+    call_command("migrate", "--noinput", verbosity=0)
+    call_command("collectstatic", "--noinput", verbosity=0)
+    started = time.perf_counter()
+    with transaction.atomic():
+        se = StorageElement.objects.create(name="BENCH", url="file:///bench")
+        datasets = Dataset.objects.bulk_create(
+            Dataset(
+                name=f"mc23_13p6TeV.{i:06d}.bench_sample.DAOD_PHYS",
+                description=f"benchmark dataset {i}" if i % 3 else "",
+            )
+            for i in range(n_datasets)
+        )
+        if datasets[0].pk is None:  # backends that do not return keys from bulk_create
+            datasets = list(Dataset.objects.order_by("pk"))
+        files = File.objects.bulk_create(
+            (
+                File(
+                    dataset=d,
+                    lfn=f"{d.name}._{k:06d}.root",
+                    guid=uuid.uuid4(),
+                    bytes=2_000_000_000 + 1000 * k,
+                    adler32="0a1b2c3d",
+                    events=100_000 + k,
+                    tree="CollectionTree",
+                )
+                for d in datasets
+                for k in range(n_files)
+            ),
+            batch_size=5000,
+        )
+        if files[0].pk is None:
+            files = list(File.objects.order_by("pk"))
+        Replica.objects.bulk_create(
+            (Replica(file=f, storage_element=se, path=f.lfn) for f in files), batch_size=5000
+        )
+        user = User.objects.create_user("bench", password=secrets.token_urlsafe(16))
+        user.groups.add(*Group.objects.filter(name="physicist"))
+        token = do_issue_token(user, "bench").key
+        session = SessionStore()
+        session[SESSION_KEY] = str(user.pk)
+        session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        session.create()
+    print(
+        f"  loaded {n_datasets:,} datasets, {len(files):,} files and replicas "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
+    connections.close_all()
+    return session.session_key, token
+
+
+def wait_for(port: int, server: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"gunicorn stopped (exit {server.returncode})")
+        try:
+            conn = http.client.HTTPConnection(HOST, port, timeout=5)
+            conn.request("GET", "/login/")
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("gunicorn did not answer within a minute")
+
+
+def hammer(port: int, path: str, headers: dict, clients: int, seconds: float) -> dict:
+    """``clients`` threads requesting ``path`` back to back for ``seconds``."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    statuses: dict[int, int] = {}
+    start = threading.Barrier(clients + 1)
+    deadline = [0.0]
+
+    def client(i: int) -> None:
+        start.wait()
+        while time.perf_counter() < deadline[0]:
+            t0 = time.perf_counter()
+            try:
+                conn = http.client.HTTPConnection(HOST, port, timeout=30)
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                conn.close()
+                status = response.status
+            except OSError:
+                status = 0
+            latencies[i].append(time.perf_counter() - t0)
+            if status != 200:
+                errors[i] += 1
+                statuses[status] = statuses.get(status, 0) + 1
+
+    cpu_at_start = resource.getrusage(resource.RUSAGE_SELF)
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    began = time.perf_counter()
+    deadline[0] = began + seconds
+    start.wait()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    client_cpu = cpu.ru_utime + cpu.ru_stime - cpu_at_start.ru_utime - cpu_at_start.ru_stime
+    every = sorted(x for per in latencies for x in per)
+    q = statistics.quantiles(every, n=100) if len(every) > 1 else [every[0]] * 99
+    return {
+        "requests": len(every),
+        "seconds": elapsed,
+        "requests_per_s": len(every) / elapsed,
+        "p50_ms": q[49] * 1e3,
+        "p95_ms": q[94] * 1e3,
+        "p99_ms": q[98] * 1e3,
+        "max_ms": every[-1] * 1e3,
+        "errors": sum(errors),
+        # the load generator's own share of the two cores
+        "client_cpu_fraction": client_cpu / elapsed,
+        "error_statuses": {str(k): v for k, v in statuses.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print a table and write the JSON results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", type=int, default=10_000)
+    parser.add_argument("--files", type=int, default=3, help="files (and replicas) per dataset")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument(
+        "--workers", type=int, default=2 * (os.cpu_count() or 1) + 1, help="gunicorn workers"
+    )
+    parser.add_argument(
+        "--database-url", default="", help="a PostgreSQL server (default: SQLite in a temp dir)"
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    load_at_start = list(os.getloadavg())
+    print(
+        f"Pages benchmark: {args.datasets:,} datasets, {args.clients} clients, "
+        f"{args.seconds:g} s per page, gunicorn with {args.workers} workers "
+        f"(load average {load_at_start[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
+    var = Path(tempfile.mkdtemp(prefix="dss-bench-pages-"))
+    database = None
+    server = None
+    env = dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="dss.settings",
+        DSS_VAR_DIR=str(var),
+        STATIC_ROOT=str(var / "static"),
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS=HOST,
+        SECURE_SSL_REDIRECT="0",
+        SECURE_HSTS_SECONDS="0",
+        DSS_API_RATE_USER="1000000/min",
+        DSS_CELERY_QUEUE=f"dss-bench-pages-{os.getpid()}",
+    )
+    try:
+        if args.database_url:
+            url, name = bench_database(args.database_url)
+            database = (args.database_url, name)
+            env["DATABASE_URL"] = url
+        else:
+            env.pop("DATABASE_URL", None)
+        os.environ.update(env)
+        if not args.database_url:
+            os.environ.pop("DATABASE_URL", None)
+        session_key, token = load(args.datasets, args.files)
+
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "gunicorn"),
+                "dss.wsgi",
+                f"--bind={HOST}:{port}",
+                f"--workers={args.workers}",
+                "--log-level=warning",
+            ],
+            cwd=ROOT,
+            env=os.environ.copy(),
+        )
+        wait_for(port, server)
+        pages = {
+            "/datasets/": {"Cookie": f"sessionid={session_key}"},
+            "/api/datasets/": {"Authorization": f"Token {token}"},
+        }
+        results = {}
+        for path, headers in pages.items():
+            # warm every worker (templates, first connections), then measure
+            hammer(port, path, headers, min(args.clients, 10), 2)
+            print(f"  {path}: {args.clients} clients for {args.seconds:g} s …", flush=True)
+            results[path] = hammer(port, path, headers, args.clients, args.seconds)
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        if database is not None:
+            from django.db import connections
+
+            connections.close_all()
+            drop_database(*database)
+        shutil.rmtree(var, ignore_errors=True)
+
+    load_at_end = list(os.getloadavg())
+    print()
+    header = f"{'page':<16}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    print(header)
+    print("-" * len(header))
+    for path, r in results.items():
+        print(
+            f"{path:<16}{r['requests_per_s']:>8.0f}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}"
+            f"{r['p99_ms']:>9.1f}{r['errors']:>8}"
+        )
+    print(f"\nload average before {load_at_start[0]:.2f}, after {load_at_end[0]:.2f}")
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(
+        json.dumps(
+            {
+                "datasets": args.datasets,
+                "files_per_dataset": args.files,
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "gunicorn_workers": args.workers,
+                "database": "postgresql" if args.database_url else "sqlite",
+                "machine": {
+                    "node": platform.node(),
+                    "cpus": os.cpu_count(),
+                    "processor": platform.processor() or platform.machine(),
+                    "python": platform.python_version(),
+                    "load_average_before": load_at_start,
+                    "load_average_after": load_at_end,
+                },
+                "pages": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    print(
+        f"wrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
