@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("dmu", "0007_storageelement_user_writable"),
+        ("dmu", "0008_replica_verified"),
     ]
 
     operations = [

@@ -203,3 +203,32 @@ def test_a_skim_of_an_input_changed_after_an_earlier_skim_fails_with_its_checksu
     skim = run_skim(submit(physicist, inputs, "n_muon >= 2", "user.phys.second", force=True))
     assert skim.state == "failed"
     assert "adler32" in skim.message and "the catalog says" in skim.message
+
+
+def test_a_server_checksum_that_fails_falls_back_to_reading_the_file(
+    local_se, storage_root, monkeypatch
+):
+    """A storage element whose server checksum fails (XRootD answered "[3012] Program
+    failed" under concurrent queries) has the file read and checked instead: the part goes
+    on, and other bytes are still refused."""
+    from dmu.storage import StorageEndpoint
+    from dss.errors import StorageError
+
+    rel = put_file(storage_root, HZZ, "busy/hzz.root")
+    dataset, _ = dmu_actions.check_register_dataset("demo.busy_hzz", local_se, [rel])
+    replica = replica_of(dataset)
+
+    def failing(self, rel):
+        raise StorageError("checksum failed: [3012] Program failed", where=rel)
+
+    monkeypatch.setattr(StorageEndpoint, "has_server_checksum", property(lambda self: True))
+    monkeypatch.setattr(StorageEndpoint, "server_checksum", failing)
+    reads = ReadCounter(monkeypatch)
+    assert dmu_actions.check_replica_intact(replica) == "adler32"
+    assert reads.of(storage_root / rel) == (storage_root / rel).stat().st_size
+
+    data = bytearray((storage_root / rel).read_bytes())
+    data[-100] ^= 0xFF
+    (storage_root / rel).write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatch):
+        dmu_actions.check_replica_intact(replica)
