@@ -178,6 +178,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # The test database is a file too, so that a real worker process can share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-portal.sqlite3")}
+elif env("DSS_TEST_DATABASE_NAME"):
+    # Two test runs on one PostgreSQL server (a developer's and CI's) each name their own.
+    DATABASES["default"]["TEST"] = {"NAME": env("DSS_TEST_DATABASE_NAME")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Failed logins are counted per user name and address (django-axes): after
