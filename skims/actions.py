@@ -1765,29 +1765,38 @@ def part_sources(part: SkimPart) -> Iterator[tuple[File, np.ndarray]]:
 def write_part_output(
     lease: leases.Lease, part: SkimPart, path: str
 ) -> tuple[eventio.WrittenFile, list[str]]:
-    """Write the output of ``part`` to ``path``: the selected events of each of its inputs
-    in turn (each verified against the catalog first), read and written at most
-    DSS_SKIM_CHUNK_EVENTS at a time, the lease checked between chunks (a cancel stops it
-    within one); then the objects the skim copies along from each input. Returns the
-    written file and the names of the objects copied."""
+    """Write the output of ``part`` to ``path`` with :func:`eventio.write_part` (the code a
+    worker node runs too): the selected events of each of its inputs in turn (each verified
+    against the catalog first), read and written at most DSS_SKIM_CHUNK_EVENTS at a time,
+    the lease checked between chunks (a cancel stops it within one); then the objects the
+    skim copies along from each input. Returns the written file and the names of the
+    objects copied."""
     skim = part.skim
-    chunk = settings.DSS_SKIM_CHUNK_EVENTS
-    with eventio.EventWriter(
-        path, skim.output_format, skim.output_tree, chunk, part.n_entries
-    ) as writer:
+
+    def inputs() -> Iterator[eventio.PartInput]:
         for file, entries in part_sources(part):
             verify_input(file, available_replica(file))
             lease.check()
             opener = _open_event_file(file)
             with opener as (tree, where):
-                branches = eventio.resolve_branches(list(tree.keys()), skim.branches)
-                for arrays in eventio.iter_entries(tree, branches, entries, where, chunk):
-                    writer.write(arrays, where)
-                    failpoints.reach("skim.part.chunk")
-                    lease.check()
-                if skim.copy_objects:
-                    _copy_objects_of(skim, writer, opener.handle, file, where)
-        return writer.close(), list(writer.copied)
+                yield eventio.PartInput(opener.handle, tree, file.tree, entries, where, file.lfn)
+
+    def after_chunk() -> None:
+        failpoints.reach("skim.part.chunk")
+        lease.check()
+
+    return eventio.write_part(
+        path,
+        inputs(),
+        fmt=skim.output_format,
+        tree_name=skim.output_tree,
+        chunk=settings.DSS_SKIM_CHUNK_EVENTS,
+        events=part.n_entries,
+        branches=skim.branches,
+        copy_objects=skim.copy_objects,
+        limits=copy_limits(),
+        after_chunk=after_chunk,
+    )
 
 
 def part_inputs(part: SkimPart) -> list[dict]:
