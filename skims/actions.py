@@ -54,13 +54,14 @@ from tagdb.models import CollectionState, TagCollection, TagSchema
 from tagdb.schema import auto_schema, builtin_schemas, compute_tags
 from tagdb.selection import check, evaluate, normalise, parse, tree_to_json
 
-from . import eventio
+from . import brokerage, eventio, sitejobs
 from .models import (
     BranchPreset,
     FailurePolicy,
     OutputFormat,
     PartState,
     ProvenanceRecord,
+    RunOn,
     SkimInput,
     SkimJob,
     SkimPart,
@@ -379,12 +380,16 @@ def check_submit_skim(
     output_tree: str = "",
     copy_objects: Sequence[str] = (),
     merge_mb: float | None = None,
+    run_on: str = RunOn.PORTAL,
+    site: str | None = None,
 ) -> SkimJob:
     """Validate a skim request and queue it. ``good_runs`` is a good-run list (ATLAS XML
     or JSON text, or a JSON object) kept beside the selection; ``output_tree``,
     ``copy_objects`` and ``merge_mb`` are checked by :func:`check_output_options`. Raises
     InvalidInput (naming the field), Conflict when the output name is taken, IdenticalSkim
-    when the same request already succeeded and ``force`` is not set."""
+    when the same request already succeeded and ``force`` is not set. ``run_on`` says where
+    its parts run: the portal's workers, the named ``site``, or sites the broker chooses
+    (NoSite, a Conflict, when no site may take them now)."""
     check_dataset_name(output_name)
     if output_format not in OutputFormat.values:
         raise InvalidInput(f"unknown output format {output_format!r}", where="output_format")
@@ -423,6 +428,10 @@ def check_submit_skim(
         else:  # "all branches" needs only to know the input is there
             _require_present(first)
 
+    named_site = brokerage.check_run_on(run_on, site)
+    if run_on != RunOn.PORTAL:
+        files = [f for inp in inputs for f in input_files(inp)]
+        brokerage.choose_site(brokerage.storage_needed(files, output_se), named=named_site)
     grl = check_skim_good_runs(inputs, good_runs)
     tree_name, copies, merge_mb = check_output_options(
         inputs, output_format, output_tree, copy_objects, merge_mb
@@ -469,6 +478,8 @@ def check_submit_skim(
             failure_policy=failure_policy,
             request_hash=digest,
             rerun_of=rerun_of,
+            run_on=run_on,
+            site=named_site,
         )
         for inp in inputs:
             schema = inp.collection.schema if inp.collection else inp.scan_schema
@@ -690,9 +701,9 @@ def do_plan_skim(lease: leases.Lease) -> list[SkimPart]:
         record_merge(skim, merge)
         SkimJob.objects.filter(pk=skim.pk).update(events_selected=total, progress_total=total)
         skim.log("planned", f"{total} events selected in {len(parts)} file(s)")
-        created = list(skim.parts.all())
+        created = list(skim.parts.select_related("skim"))
         for part in created:
-            leases.send(part)
+            sitejobs.send_part(part)
     return created
 
 
@@ -1050,6 +1061,7 @@ def do_cancel_skim(skim: SkimJob, user=None) -> SkimJob:
     for p in active:
         if p.lease_token:
             discard_part_attempt(p, p.lease_token)
+    sitejobs.do_cancel_site_jobs(skim)
     _remove_outputs(skim, stored, "the skim was cancelled")
     write_provenance(skim)
     return skim
@@ -1096,6 +1108,7 @@ def do_retry_skim(skim: SkimJob, user=None) -> SkimJob:
         SkimPart.objects.filter(pk__in=retry).update(
             state=PartState.QUEUED,
             message="",
+            job_state="",
             lease_token="",
             lease_expires_at=None,
             finished_at=None,
@@ -1117,8 +1130,8 @@ def do_retry_skim(skim: SkimJob, user=None) -> SkimJob:
         if not parts:
             leases.send(skim)  # planning again
         elif retry:
-            for part in SkimPart.objects.filter(pk__in=retry):
-                leases.send(part)
+            for part in SkimPart.objects.filter(pk__in=retry).select_related("skim"):
+                sitejobs.send_part(part)
         else:
             leases.send(skim)  # every output is there: finish at once
     return skim

@@ -168,3 +168,16 @@ def check_run_on(run_on: str, site_name: str | None = None) -> Site | None:
         return pilot_actions.get_site(site_name)
     except (InvalidInput, NotFound) as e:
         raise InvalidInput(e.message, where="site") from None
+
+
+def where_to_run(text: str | None) -> tuple[str, str | None]:
+    """A request's ``site`` word as (run_on, site name): empty or ``portal`` for the
+    portal's workers, ``auto`` for the broker's choice, else the name of a site."""
+    from .models import RunOn
+
+    word = (text or "").strip()
+    if word in ("", RunOn.PORTAL):
+        return RunOn.PORTAL, None
+    if word == RunOn.AUTO:
+        return RunOn.AUTO, None
+    return RunOn.SITE, word
