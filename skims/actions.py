@@ -1220,11 +1220,22 @@ def software_versions() -> dict[str, str]:
     }
 
 
+def ran_on(part: SkimPart) -> dict:
+    """Where a part of a skim on sites ran: its site, its (last) batch job and node, and
+    how many batch jobs it took."""
+    return {
+        "site": part.site.name if part.site_id else None,
+        "batch_job_id": part.batch_job_id,
+        "node": part.batch_node,
+        "attempts": part.job_attempts,
+    }
+
+
 def write_provenance(skim: SkimJob) -> ProvenanceRecord:
     """Write (or rewrite) the skim's provenance record from what it did."""
-    skim = SkimJob.objects.select_related("owner", "output_se", "output_dataset", "preset").get(
-        pk=skim.pk
-    )
+    skim = SkimJob.objects.select_related(
+        "owner", "output_se", "output_dataset", "preset", "site"
+    ).get(pk=skim.pk)
     inputs = []
     for i in skim.inputs.select_related("dataset", "collection"):
         inputs.append(
@@ -1239,7 +1250,7 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
                 "files": sorted(i.files, key=lambda f: f["lfn"]),
             }
         )
-    parts = list(skim.parts.select_related("input_file").order_by("number"))
+    parts = list(skim.parts.select_related("input_file", "site").order_by("number"))
     rerun = check_rerun(skim)
     outputs = [
         {
@@ -1257,6 +1268,7 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "inputs": part_inputs(p),
             "objects": p.copied,
             "state": p.state,
+            **({"ran_on": ran_on(p)} if p.site_id else {}),
         }
         for p in parts
         if p.state == PartState.SUCCEEDED and skim.output_dataset_id
@@ -1267,6 +1279,7 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "inputs": [i["lfn"] for i in part_inputs(p)],
             "state": p.state,
             "reason": p.message,
+            **({"ran_on": ran_on(p)} if p.site_id else {}),
         }
         for p in parts
         if p.state != PartState.SUCCEEDED
@@ -1301,6 +1314,8 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "merge_mb": skim.merge_mb,
             "good_runs": skim.good_runs,
             "failure_policy": skim.failure_policy,
+            "run_on": skim.run_on,
+            "site": skim.site.name if skim.site_id else None,
             "output_se": skim.output_se.name,
             "output_name": skim.output_name,
             "rerun_of": skim.rerun_of_id,
@@ -1311,7 +1326,7 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
         "inputs": inputs,
         "outputs": outputs,
         "software": software_versions(),
-        "workers": sorted({p.worker for p in parts if p.worker}),
+        "workers": sorted({p.batch_node if p.site_id else p.worker for p in parts} - {""}),
         "timing": {
             "created": skim.created_at.isoformat(),
             "started": skim.started_at.isoformat() if skim.started_at else None,
