@@ -170,7 +170,9 @@ def file_set_digest(files: Sequence[dict]) -> str:
 def get_skim_for_user(pk: int, user) -> SkimJob:
     """A skim the user may see: everyone logged in may read skims (they are the site's data)."""
     try:
-        return SkimJob.objects.select_related("output_se", "output_dataset", "owner").get(pk=pk)
+        return SkimJob.objects.select_related("output_se", "output_dataset", "owner", "site").get(
+            pk=pk
+        )
     except SkimJob.DoesNotExist:
         raise NotFound(f"no skim #{pk}", where="skim") from None
 
