@@ -14,7 +14,7 @@ from dss.errors import Conflict, InvalidInput
 from pilotchecker import actions as pilot_actions
 from pilotchecker.models import Pilot, PilotState, Site, Verdict
 from skims import actions, brokerage, sitejobs
-from skims.models import SiteJob
+from skims.models import SiteJob, SkimJob
 from skims.tasks import plan_skim
 from tests.pilotchecker.conftest import FakeBatch
 
@@ -249,3 +249,33 @@ def test_three_failed_jobs_in_a_row_take_the_site_out_of_production(client, job,
     part = job.part
     part.refresh_from_db()
     assert part.state == "failed" and "SITE is broker-off" in part.message
+
+
+def test_a_physicist_chooses_a_site_in_the_form_and_the_page_shows_where_parts_run(
+    client, fake_batch, split_hzz, physicist, storage_root
+):
+    a_site("SITE", storage_root)
+    client.force_login(physicist)
+    form = client.get("/skims/new/").content.decode()
+    assert '<option value="SITE">site SITE</option>' in form
+    answer = client.post(
+        "/skims/new/",
+        {
+            "datasets": [split_hzz.name],
+            "selection": "n_muon >= 2",
+            "content": "all",
+            "output_format": "root",
+            "output_name": "user.phys.from_form",
+            "failure_policy": "fail",
+            "run_on": "SITE",
+        },
+    )
+    assert answer.status_code == 302, answer.content.decode()[-3000:]
+    skim = SkimJob.objects.get(output_name="user.phys.from_form")
+    assert (skim.run_on, skim.site.name) == ("site", "SITE")
+    plan_skim(skim.pk)
+    sitejobs.do_poll_site_jobs()  # submits the waiting parts
+    page = client.get(skim.get_absolute_url()).content.decode()
+    assert "Runs on" in page and "Ran on" in page
+    for p in skim.parts.all():
+        assert f'job <span class="mono">{p.batch_job_id}</span> (queued)' in page

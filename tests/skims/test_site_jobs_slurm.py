@@ -7,8 +7,10 @@ report to a live portal with a one-time token. These tests skip without the clus
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+import sys
 
 import pytest
 from django.utils import timezone
@@ -18,7 +20,7 @@ from pilotchecker.models import Pilot, PilotState, Site, SiteStatus, Verdict
 from skims import actions, sitejobs
 from skims.models import SiteJob, SkimJob
 from skims.tasks import finish_skim, plan_skim
-from tests.conftest import free_port, wait_for
+from tests.conftest import ROOT, api_token, free_port, wait_for
 from tests.pilotchecker.test_end_to_end import slurm_up
 from tests.services import require
 from tests.skims.conftest import same_events
@@ -96,11 +98,35 @@ def drive(skim: SkimJob, timeout: float = 240) -> SkimJob:
 
 
 def test_a_skim_runs_as_slurm_jobs_and_equals_the_same_skim_on_the_portals_workers(
-    portal, split_hzz, physicist, storage_root
+    portal, split_hzz, physicist, storage_root, client
 ):
     site = slurm_site("SLURM-A", storage_root)
+    # submitted as a physicist does from the command line
+    cli = subprocess.run(
+        [sys.executable, "-m", "dss.cli", "--url", portal, "--token", api_token(physicist)]
+        + [
+            "--json",
+            "skim",
+            "submit",
+            "-d",
+            split_hzz.name,
+            "-s",
+            SELECTION,
+            "-o",
+            "user.phys.on_slurm",
+        ]
+        + ["--site", "SLURM-A"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert cli.returncode == 0, cli.stderr
+    submitted_skim = SkimJob.objects.get(pk=json.loads(cli.stdout)["id"])
+    assert (submitted_skim.run_on, submitted_skim.site) == ("site", site)
+    plan_skim(submitted_skim.pk)
 
-    on_site = drive(submit(physicist, split_hzz, "user.phys.on_slurm", "SLURM-A"))
+    on_site = drive(submitted_skim)
 
     assert on_site.state == "succeeded", on_site.message
     parts = list(on_site.parts.select_related("site").order_by("number"))
@@ -128,6 +154,13 @@ def test_a_skim_runs_as_slurm_jobs_and_equals_the_same_skim_on_the_portals_worke
     ran = [o["ran_on"] for o in record.outputs]
     assert [r["batch_job_id"] for r in ran] == [p.batch_job_id for p in parts]
     assert {r["site"] for r in ran} == {"SLURM-A"}
+    assert record.workers == [socket.gethostname()]
+    # the skim page shows where each part ran
+    client.force_login(physicist)
+    page = client.get(on_site.get_absolute_url()).content.decode()
+    for p in parts:
+        assert f'job <span class="mono">{p.batch_job_id}</span> (done)' in page
+    assert "site SLURM-A" in page
 
 
 def test_a_job_killed_with_scancel_is_resubmitted_and_the_skim_succeeds(
