@@ -1111,6 +1111,7 @@ def do_retry_skim(skim: SkimJob, user=None) -> SkimJob:
             state=PartState.QUEUED,
             message="",
             job_state="",
+            job_attempts=0,
             lease_token="",
             lease_expires_at=None,
             finished_at=None,

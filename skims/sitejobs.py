@@ -206,7 +206,7 @@ def do_submit_site_job(part_id: int) -> SiteJob | None:
         token = secrets.token_urlsafe(32)
         job = SiteJob.objects.create(
             part=part,
-            attempt=part.job_attempts + 1,
+            attempt=(last.attempt if last is not None else 0) + 1,
             site=site,
             output_tag=uuid.uuid4().hex,
             token_hash=hash_token(token),
