@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+import uuid
 
 import pytest
 from django.utils import timezone
@@ -23,8 +24,9 @@ from skims.tasks import finish_skim, plan_skim
 from tests.conftest import ROOT, api_token, free_port, wait_for
 from tests.pilotchecker.test_end_to_end import slurm_up
 from tests.services import require
-from tests.skims.conftest import same_events
+from tests.skims.conftest import same_events, write_split
 from tests.skims.test_skim_correctness import outputs, run_skim
+from tests.xrootd import XRootDUnavailable, start_xrootd
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -226,3 +228,49 @@ def test_jobs_that_cannot_reach_the_portal_fail_saying_so_and_the_site_goes_brok
     assert site.status == "broker-off"
     change = site.status_changes.first()
     assert change.by == "skim jobs" and "its last 3 skim jobs failed" in change.reason
+
+
+@pytest.fixture(scope="module")
+def xrootd_server():
+    try:
+        server = start_xrootd()
+    except XRootDUnavailable as exc:
+        require(False, f"XRootD server ({exc})")
+        raise
+    yield server
+    server.close()
+
+
+def test_a_site_configured_to_read_remotely_reads_its_inputs_over_root(
+    portal, storage_root, physicist, settings, xrootd_server
+):
+    from dmu import actions as dmu_actions
+    from dmu.transfer import copy
+
+    xrd = dmu_actions.do_add_storage_element(
+        "XRD", xrootd_server.se_url(f"sites-{uuid.uuid4().hex[:8]}"), "XRootD on loopback"
+    )
+    dmu_actions.do_add_storage_element("LOCAL", storage_root.as_uri(), "disk", user_writable=True)
+    rels = write_split(storage_root, 2)
+    for rel in rels:
+        copy((storage_root / rel).as_uri(), (xrd.endpoint(), rel))
+    dataset, _ = dmu_actions.check_register_dataset("demo.hzz_xrd", xrd, rels)
+    site = pilot_actions.do_add_site(
+        "SLURM-X",
+        "slurm",
+        submit_params={"time_limit": "00:10:00"},
+        requirements={"paths": [str(storage_root)], "reach": ["XRD"]},
+        status="online",
+    )
+    Pilot.objects.create(
+        site=site, state=PilotState.REPORTED, verdict=Verdict.PASSED, finished_at=timezone.now()
+    )
+    settings.DSS_SITE_REMOTE_READ = ["SLURM-X"]
+
+    skim = drive(submit(physicist, dataset, "user.phys.remote", "SLURM-X"))
+
+    assert skim.state == "succeeded", skim.message
+    for job in SiteJob.objects.filter(part__skim=skim):
+        (read,) = job.report["inputs"]
+        assert read["read"] == "remote" and read["url"].startswith("root://127.0.0.1:")
+    assert skim.events_written == skim.events_selected > 0
