@@ -25,8 +25,10 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -176,9 +178,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = json.loads(Path(args.spec).read_text())
     node = socket.gethostname()
     say(f"part {spec['part']} of skim #{spec['skim']} (job {spec['job']}) on {node}")
-    scratch = Path(os.environ.get("DSS_SKIM_SCRATCH") or Path.cwd()) / f"scratch-{spec['job']}"
     try:
-        report = run_part(spec, scratch)
+        # local scratch: the node's temporary directory, or the site's DSS_SKIM_SCRATCH
+        scratch = Path(
+            tempfile.mkdtemp(
+                prefix=f"dss-skim-job-{spec['job']}-", dir=os.environ.get("DSS_SKIM_SCRATCH")
+            )
+        )
+        try:
+            report = run_part(spec, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     except DSSError as e:
         report = {"state": "failed", "reason": str(e)}
     except Exception as e:  # what the portal should read, whatever it was
