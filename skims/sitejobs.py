@@ -173,7 +173,7 @@ def do_submit_site_job(part_id: int) -> SiteJob | None:
     part without an active job is submitted."""
     with transaction.atomic():
         part = (
-            SkimPart.objects.select_for_update()
+            SkimPart.objects.select_for_update(of=("self",))
             .select_related("skim", "skim__output_se", "skim__site", "input_file")
             .filter(pk=part_id)
             .first()
@@ -375,7 +375,7 @@ def check_receive_job_report(job_id: int, token: str, body: bytes) -> SiteJob:
         )
     with transaction.atomic():
         job = (
-            SiteJob.objects.select_for_update()
+            SiteJob.objects.select_for_update(of=("self",))
             .select_related("site", "part", "part__skim", "part__skim__output_se")
             .filter(pk=job_id)
             .first()
