@@ -558,14 +558,22 @@ def do_poll_site_jobs() -> int:
             continue
         for job in jobs:
             status = statuses.get(job.batch_job_id)
-            if status is not None:
+            if status is None:
+                continue
+            try:
                 _follow(job, status, adapter)
-                seen += 1
+            except Exception:
+                # one job's trouble must not stop the others being followed
+                log.exception("following skim job %s failed", job.pk)
+            seen += 1
     waiting = SkimPart.objects.filter(state=PartState.QUEUED, skim__state=JobState.RUNNING).exclude(
         skim__run_on=RunOn.PORTAL
     )
     for pk in waiting.values_list("pk", flat=True):
-        do_submit_site_job(pk)
+        try:
+            do_submit_site_job(pk)
+        except Exception:
+            log.exception("submitting a job for skim part %s failed", pk)
     return seen
 
 

@@ -156,6 +156,16 @@ def test_a_skim_runs_as_slurm_jobs_and_equals_the_same_skim_on_the_portals_worke
     ran = [o["ran_on"] for o in record.outputs]
     assert [r["batch_job_id"] for r in ran] == [p.batch_job_id for p in parts]
     assert {r["site"] for r in ran} == {"SLURM-A"}
+    status = subprocess.run(
+        [sys.executable, "-m", "dss.cli", "--url", portal, "--token", api_token(physicist)]
+        + ["skim", "status", str(on_site.pk)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert f"[SLURM-A job {parts[0].batch_job_id} on {socket.gethostname()}]" in status.stdout
+    assert "runs on    SLURM-A" in status.stdout
     assert record.workers == [socket.gethostname()]
     # the skim page shows where each part ran
     client.force_login(physicist)
