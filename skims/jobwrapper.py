@@ -43,7 +43,7 @@ from dmu.cli import fetch_file
 from dmu.eventfiles import open_event_file
 from dmu.storage import StorageEndpoint
 from dmu.transfer import copy
-from dss.errors import DSSError, StorageError
+from dss.errors import BadEventFile, DSSError, InvalidInput, StorageError
 from skims import eventio
 
 EXIT_REPORT_FAILED = 3
@@ -189,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = run_part(spec, scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+    except (BadEventFile, InvalidInput) as e:
+        # the same on any node: another site would fail the same way
+        report = {"state": "failed", "reason": str(e), "data_error": True}
     except DSSError as e:
         report = {"state": "failed", "reason": str(e)}
     except Exception as e:  # what the portal should read, whatever it was

@@ -356,6 +356,10 @@ class SiteJob(models.Model):
     token_expires_at = models.DateTimeField()
     token_used_at = models.DateTimeField(null=True, blank=True)
     report = models.JSONField(null=True, blank=True)
+    site_fault = models.BooleanField(
+        default=True,
+        help_text="whether its failure may be the site's (not an input that is bad anywhere)",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

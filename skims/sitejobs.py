@@ -271,13 +271,20 @@ def _submit(part: SkimPart, job: SiteJob, spec: dict) -> SiteJob | None:
 # ---------------------------------------------------------------- how a job ends
 
 
-def _job_ended(job: SiteJob, state: str, message: str, node: str = "") -> bool:
+def _job_ended(
+    job: SiteJob, state: str, message: str, node: str = "", *, data_error: bool = False
+) -> bool:
     """Record that ``job`` ended without a good output; give its part another job (or fail
-    it after the last), and take its site out of production after repeated failures.
-    False when the job had already ended."""
+    it after the last), and take its site out of production after repeated failures. A
+    ``data_error`` (an input that cannot be read as asked, on any node) fails the part at
+    once and is not held against the site. False when the job had already ended."""
     with transaction.atomic():
         won = SiteJob.objects.filter(pk=job.pk, state__in=SITE_JOB_ACTIVE).update(
-            state=state, message=message[:4000], finished_at=timezone.now(), node=node or job.node
+            state=state,
+            message=message[:4000],
+            finished_at=timezone.now(),
+            node=node or job.node,
+            site_fault=not data_error,
         )
         if not won:
             return False
@@ -285,7 +292,14 @@ def _job_ended(job: SiteJob, state: str, message: str, node: str = "") -> bool:
         part = SkimPart.objects.select_related("skim").get(pk=job.part_id)
         current = part.site_jobs.order_by("-attempt").first()
         again = part.state == PartState.RUNNING and current is not None and current.pk == job.pk
-        if again:
+        if again and data_error:
+            from .actions import do_fail_part, finish_if_done
+
+            SkimPart.objects.filter(pk=part.pk).update(job_state=state)
+            do_fail_part(part, message)
+            transaction.on_commit(lambda: finish_if_done(part.skim_id))
+            again = False
+        elif again:
             SkimPart.objects.filter(pk=part.pk).update(
                 state=PartState.QUEUED, job_state=state, message=message[:4000]
             )
@@ -296,7 +310,8 @@ def _job_ended(job: SiteJob, state: str, message: str, node: str = "") -> bool:
                 f"{job.site.name} {state}: {message}",
                 part=part.number,
             )
-    _note_site_failure(job.site)
+    if not data_error:
+        _note_site_failure(job.site)
     if again:
         do_submit_site_job(part.pk)
     return True
@@ -310,6 +325,7 @@ def _note_site_failure(site: Site) -> None:
         SiteJob.objects.filter(site=site, finished_at__gte=site.status_changed_at)
         .exclude(state__in=SITE_JOB_ACTIVE)
         .exclude(state=SiteJobState.CANCELLED)
+        .exclude(site_fault=False)
         .select_related("part")
         .order_by("-finished_at", "-id")[:n]
     )
@@ -345,6 +361,8 @@ def _check_report(body: bytes) -> dict:
     if state == "failed":
         if not isinstance(report.get("reason"), str) or not report["reason"].strip():
             raise InvalidInput("a failed job says why", where="reason")
+        if not isinstance(report.get("data_error", False), bool):
+            raise InvalidInput("must be true or false", where="data_error")
         return report
     if not isinstance(report.get("guid"), str) or not GUID_RE.match(report["guid"]):
         raise InvalidInput("must be the output's GUID", where="guid")
@@ -396,7 +414,13 @@ def check_receive_job_report(job_id: int, token: str, body: bytes) -> SiteJob:
         )
     job.node = report["node"]
     if report["state"] == "failed":
-        _job_ended(job, SiteJobState.FAILED, report["reason"], report["node"])
+        _job_ended(
+            job,
+            SiteJobState.FAILED,
+            report["reason"],
+            report["node"],
+            data_error=report.get("data_error") is True,
+        )
     else:
         _accept_output(job, report)
     job.refresh_from_db()

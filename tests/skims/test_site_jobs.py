@@ -279,3 +279,23 @@ def test_a_physicist_chooses_a_site_in_the_form_and_the_page_shows_where_parts_r
     assert "Runs on" in page and "Ran on" in page
     for p in skim.parts.all():
         assert f'job <span class="mono">{p.batch_job_id}</span> (queued)' in page
+
+
+def test_an_input_that_is_bad_anywhere_fails_its_part_at_once_and_spares_the_site(
+    client, job, fake_batch
+):
+    body = {
+        "state": "failed",
+        "node": "wn1",
+        "reason": "hzz_0.root: cannot read basket of Muon_Px",
+        "data_error": True,
+    }
+    assert post(client, job, body, token_of(job)).status_code == 201
+
+    part = job.part
+    part.refresh_from_db()
+    assert part.state == "failed" and "cannot read basket" in part.message
+    assert part.site_jobs.count() == 1 and len(fake_batch.jobs) == 1  # not resubmitted
+    job.refresh_from_db()
+    assert job.site_fault is False
+    assert job.site.status_changes.filter(new_status="broker-off").count() == 0
