@@ -146,6 +146,8 @@ ROUTES: dict[str, Access] = {
     "api-skim": Access(USER, NOBODY),
     "api-skim-cancel": action(OWNER | ADMIN),
     "api-skim-retry": action(OWNER | ADMIN),
+    # a skim job's one-time token, which no user holds
+    "api-skim-job-report": action(NOBODY),
     "api-provenance-list": Access(OPERATOR, NOBODY),
     "api-provenance": Access(OPERATOR, NOBODY),
     "api-provenance-rerun": action(OPERATOR),

@@ -106,6 +106,8 @@ def skim_submit(client: ApiClient, args: argparse.Namespace, out: Output) -> int
         body["copy_objects"] = _split(args.copy)
     if args.merge_mb is not None:
         body["merge_mb"] = args.merge_mb
+    if args.site:
+        body["site"] = args.site
     skim = client.request("POST", "/api/skims/", json=body)
     out.note(f"skim #{skim['id']} submitted: {skim['output_name']}")
     for warning in skim.get("warnings") or []:
@@ -135,6 +137,11 @@ def _describe(s: dict) -> str:
         *([f"  copied     {', '.join(s['copy_objects'])}"] if s.get("copy_objects") else []),
         *([f"  merged     into files of about {s['merge_mb']:g} MB"] if s.get("merge_mb") else []),
         f"  events     {s['events_written']} written of {s['events_selected']} selected",
+        *(
+            [f"  runs on    {s['site'] or 'sites the broker chooses'}"]
+            if s.get("run_on") in ("site", "auto")
+            else []
+        ),
     ]
     if s.get("message"):
         lines.append(f"  message    {s['message']}")
@@ -142,8 +149,14 @@ def _describe(s: dict) -> str:
         note = f"  {p['message']}" if p.get("message") else ""
         more = len(p.get("inputs") or [p["input_lfn"]]) - 1
         inputs = p["input_lfn"] + (f" and {more} more" if more else "")
+        ran = (
+            f"  [{p['site']} job {p.get('batch_job_id') or '-'} on {p.get('batch_node') or '-'}]"
+            if p.get("site")
+            else ""
+        )
         lines.append(
-            f"  part {p['number']:>4}  {p['state']:<9} {inputs} → {p['output_lfn'] or '-'}{note}"
+            f"  part {p['number']:>4}  {p['state']:<9} {inputs} → {p['output_lfn'] or '-'}"
+            f"{ran}{note}"
         )
     return "\n".join(lines)
 
@@ -308,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="MB",
         help="merge the outputs into files of about this many MB",
+    )
+    s.add_argument(
+        "--site",
+        metavar="NAME|auto",
+        help="run the parts as batch jobs on this compute site, or on sites the broker "
+        "chooses (auto); default: the portal's own workers",
     )
     s.add_argument(
         "--policy", choices=["fail", "partial"], default="fail", help="when a file fails"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -241,7 +242,11 @@ DSS_TRUSTED_PROXIES = envlist("DSS_TRUSTED_PROXIES", "")
 # works only if the deployment lets pilots report over plain HTTP (DSS_PILOT_PLAIN_HTTP=1:
 # the ping and report endpoints, which carry a one-time pilot token, skip the redirect).
 DSS_PILOT_PLAIN_HTTP = envbool("DSS_PILOT_PLAIN_HTTP", "0")
-DSS_PILOT_HTTP_PATHS = [r"^api/ping/$", r"^api/pilots/\d+/report/$"]
+DSS_PILOT_HTTP_PATHS = [
+    r"^api/ping/$",
+    r"^api/pilots/\d+/report/$",
+    r"^api/skims/jobs/\d+/report/$",
+]
 
 # Production hardening; `manage.py check --deploy` reports nothing when DEBUG is off.
 if not DEBUG:
@@ -413,6 +418,23 @@ if not 0 < DSS_LEASE_HEARTBEAT_SECONDS < DSS_LEASE_SECONDS:
 CELERY_BEAT_SCHEDULE["dss-sweep-leases"] = {
     "task": "dss.tasks.sweep_leases",
     "schedule": DSS_SWEEP_SECONDS,
+}
+# Skims run on sites (skims/sitejobs.py): each part is one batch job through the site's batch
+# adapter. Its work directory lies under PILOT_DIR (shared with the worker nodes, as pilots'
+# are); the job runs skims/jobwrapper.py with DSS_SKIM_JOB_PYTHON (an interpreter on the nodes
+# that has DSS's dependencies) from DSS_SKIM_JOB_CODE (where the dss/dmu/skims packages are on
+# the nodes; empty: installed). A part gets DSS_SITE_JOB_ATTEMPTS batch jobs at most; a site
+# whose last DSS_SITE_JOB_FAILURES skim jobs all failed goes broker-off. Sites named in
+# DSS_SITE_REMOTE_READ read inputs over root:// instead of staging them in.
+DSS_SKIM_JOB_PYTHON = env("DSS_SKIM_JOB_PYTHON", sys.executable)
+DSS_SKIM_JOB_CODE = env("DSS_SKIM_JOB_CODE", str(BASE_DIR))
+DSS_SITE_JOB_ATTEMPTS = envint("DSS_SITE_JOB_ATTEMPTS", "3")
+DSS_SITE_JOB_FAILURES = envint("DSS_SITE_JOB_FAILURES", "3")
+DSS_SITE_JOB_MINUTES = envint("DSS_SITE_JOB_MINUTES", "120")
+DSS_SITE_REMOTE_READ = [s for s in env("DSS_SITE_REMOTE_READ", "").split(",") if s]
+CELERY_BEAT_SCHEDULE["skims-poll-site-jobs"] = {
+    "task": "skims.tasks.poll_site_jobs",
+    "schedule": float(PILOT_POLL_SECONDS),
 }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -245,6 +245,17 @@ def do_ensure_demo_site() -> Site:
     return site
 
 
+def do_broker_off(site: Site, reason: str, *, by: str) -> SiteStatusChange | None:
+    """Take an online site out of production for ``reason``, as a failed periodic pilot
+    does (e.g. its skim jobs fail); the history records it. None when it was not online.
+    Periodic pilots bring it back online as usual (``apply_status_rules``)."""
+    with transaction.atomic():
+        locked = Site.objects.select_for_update().get(pk=site.pk)
+        if locked.status != SiteStatus.ONLINE:
+            return None
+        return _record_status(locked, SiteStatus.BROKER_OFF, reason, by=by)
+
+
 def sites_taking_skims() -> QuerySet[Site]:
     """The sites production work may go to now: those online."""
     return Site.objects.filter(status=SiteStatus.ONLINE)

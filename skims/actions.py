@@ -54,13 +54,14 @@ from tagdb.models import CollectionState, TagCollection, TagSchema
 from tagdb.schema import auto_schema, builtin_schemas, compute_tags
 from tagdb.selection import check, evaluate, normalise, parse, tree_to_json
 
-from . import eventio
+from . import brokerage, eventio, sitejobs
 from .models import (
     BranchPreset,
     FailurePolicy,
     OutputFormat,
     PartState,
     ProvenanceRecord,
+    RunOn,
     SkimInput,
     SkimJob,
     SkimPart,
@@ -169,7 +170,9 @@ def file_set_digest(files: Sequence[dict]) -> str:
 def get_skim_for_user(pk: int, user) -> SkimJob:
     """A skim the user may see: everyone logged in may read skims (they are the site's data)."""
     try:
-        return SkimJob.objects.select_related("output_se", "output_dataset", "owner").get(pk=pk)
+        return SkimJob.objects.select_related("output_se", "output_dataset", "owner", "site").get(
+            pk=pk
+        )
     except SkimJob.DoesNotExist:
         raise NotFound(f"no skim #{pk}", where="skim") from None
 
@@ -379,12 +382,16 @@ def check_submit_skim(
     output_tree: str = "",
     copy_objects: Sequence[str] = (),
     merge_mb: float | None = None,
+    run_on: str = RunOn.PORTAL,
+    site: str | None = None,
 ) -> SkimJob:
     """Validate a skim request and queue it. ``good_runs`` is a good-run list (ATLAS XML
     or JSON text, or a JSON object) kept beside the selection; ``output_tree``,
     ``copy_objects`` and ``merge_mb`` are checked by :func:`check_output_options`. Raises
     InvalidInput (naming the field), Conflict when the output name is taken, IdenticalSkim
-    when the same request already succeeded and ``force`` is not set."""
+    when the same request already succeeded and ``force`` is not set. ``run_on`` says where
+    its parts run: the portal's workers, the named ``site``, or sites the broker chooses
+    (NoSite, a Conflict, when no site may take them now)."""
     check_dataset_name(output_name)
     if output_format not in OutputFormat.values:
         raise InvalidInput(f"unknown output format {output_format!r}", where="output_format")
@@ -423,6 +430,10 @@ def check_submit_skim(
         else:  # "all branches" needs only to know the input is there
             _require_present(first)
 
+    named_site = brokerage.check_run_on(run_on, site)
+    if run_on != RunOn.PORTAL:
+        files = [f for inp in inputs for f in input_files(inp)]
+        brokerage.choose_site(brokerage.storage_needed(files, output_se), named=named_site)
     grl = check_skim_good_runs(inputs, good_runs)
     tree_name, copies, merge_mb = check_output_options(
         inputs, output_format, output_tree, copy_objects, merge_mb
@@ -469,6 +480,8 @@ def check_submit_skim(
             failure_policy=failure_policy,
             request_hash=digest,
             rerun_of=rerun_of,
+            run_on=run_on,
+            site=named_site,
         )
         for inp in inputs:
             schema = inp.collection.schema if inp.collection else inp.scan_schema
@@ -690,9 +703,9 @@ def do_plan_skim(lease: leases.Lease) -> list[SkimPart]:
         record_merge(skim, merge)
         SkimJob.objects.filter(pk=skim.pk).update(events_selected=total, progress_total=total)
         skim.log("planned", f"{total} events selected in {len(parts)} file(s)")
-        created = list(skim.parts.all())
+        created = list(skim.parts.select_related("skim"))
         for part in created:
-            leases.send(part)
+            sitejobs.send_part(part)
     return created
 
 
@@ -1050,6 +1063,7 @@ def do_cancel_skim(skim: SkimJob, user=None) -> SkimJob:
     for p in active:
         if p.lease_token:
             discard_part_attempt(p, p.lease_token)
+    sitejobs.do_cancel_site_jobs(skim)
     _remove_outputs(skim, stored, "the skim was cancelled")
     write_provenance(skim)
     return skim
@@ -1096,6 +1110,8 @@ def do_retry_skim(skim: SkimJob, user=None) -> SkimJob:
         SkimPart.objects.filter(pk__in=retry).update(
             state=PartState.QUEUED,
             message="",
+            job_state="",
+            job_attempts=0,
             lease_token="",
             lease_expires_at=None,
             finished_at=None,
@@ -1117,8 +1133,8 @@ def do_retry_skim(skim: SkimJob, user=None) -> SkimJob:
         if not parts:
             leases.send(skim)  # planning again
         elif retry:
-            for part in SkimPart.objects.filter(pk__in=retry):
-                leases.send(part)
+            for part in SkimPart.objects.filter(pk__in=retry).select_related("skim"):
+                sitejobs.send_part(part)
         else:
             leases.send(skim)  # every output is there: finish at once
     return skim
@@ -1207,11 +1223,22 @@ def software_versions() -> dict[str, str]:
     }
 
 
+def ran_on(part: SkimPart) -> dict:
+    """Where a part of a skim on sites ran: its site, its (last) batch job and node, and
+    how many batch jobs it took."""
+    return {
+        "site": part.site.name if part.site_id else None,
+        "batch_job_id": part.batch_job_id,
+        "node": part.batch_node,
+        "attempts": part.job_attempts,
+    }
+
+
 def write_provenance(skim: SkimJob) -> ProvenanceRecord:
     """Write (or rewrite) the skim's provenance record from what it did."""
-    skim = SkimJob.objects.select_related("owner", "output_se", "output_dataset", "preset").get(
-        pk=skim.pk
-    )
+    skim = SkimJob.objects.select_related(
+        "owner", "output_se", "output_dataset", "preset", "site"
+    ).get(pk=skim.pk)
     inputs = []
     for i in skim.inputs.select_related("dataset", "collection"):
         inputs.append(
@@ -1226,7 +1253,7 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
                 "files": sorted(i.files, key=lambda f: f["lfn"]),
             }
         )
-    parts = list(skim.parts.select_related("input_file").order_by("number"))
+    parts = list(skim.parts.select_related("input_file", "site").order_by("number"))
     rerun = check_rerun(skim)
     outputs = [
         {
@@ -1244,6 +1271,7 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "inputs": part_inputs(p),
             "objects": p.copied,
             "state": p.state,
+            **({"ran_on": ran_on(p)} if p.site_id else {}),
         }
         for p in parts
         if p.state == PartState.SUCCEEDED and skim.output_dataset_id
@@ -1254,6 +1282,7 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "inputs": [i["lfn"] for i in part_inputs(p)],
             "state": p.state,
             "reason": p.message,
+            **({"ran_on": ran_on(p)} if p.site_id else {}),
         }
         for p in parts
         if p.state != PartState.SUCCEEDED
@@ -1288,6 +1317,8 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "merge_mb": skim.merge_mb,
             "good_runs": skim.good_runs,
             "failure_policy": skim.failure_policy,
+            "run_on": skim.run_on,
+            "site": skim.site.name if skim.site_id else None,
             "output_se": skim.output_se.name,
             "output_name": skim.output_name,
             "rerun_of": skim.rerun_of_id,
@@ -1298,7 +1329,7 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
         "inputs": inputs,
         "outputs": outputs,
         "software": software_versions(),
-        "workers": sorted({p.worker for p in parts if p.worker}),
+        "workers": sorted({p.batch_node if p.site_id else p.worker for p in parts} - {""}),
         "timing": {
             "created": skim.created_at.isoformat(),
             "started": skim.started_at.isoformat() if skim.started_at else None,
@@ -1765,29 +1796,38 @@ def part_sources(part: SkimPart) -> Iterator[tuple[File, np.ndarray]]:
 def write_part_output(
     lease: leases.Lease, part: SkimPart, path: str
 ) -> tuple[eventio.WrittenFile, list[str]]:
-    """Write the output of ``part`` to ``path``: the selected events of each of its inputs
-    in turn (each verified against the catalog first), read and written at most
-    DSS_SKIM_CHUNK_EVENTS at a time, the lease checked between chunks (a cancel stops it
-    within one); then the objects the skim copies along from each input. Returns the
-    written file and the names of the objects copied."""
+    """Write the output of ``part`` to ``path`` with :func:`eventio.write_part` (the code a
+    worker node runs too): the selected events of each of its inputs in turn (each verified
+    against the catalog first), read and written at most DSS_SKIM_CHUNK_EVENTS at a time,
+    the lease checked between chunks (a cancel stops it within one); then the objects the
+    skim copies along from each input. Returns the written file and the names of the
+    objects copied."""
     skim = part.skim
-    chunk = settings.DSS_SKIM_CHUNK_EVENTS
-    with eventio.EventWriter(
-        path, skim.output_format, skim.output_tree, chunk, part.n_entries
-    ) as writer:
+
+    def inputs() -> Iterator[eventio.PartInput]:
         for file, entries in part_sources(part):
             verify_input(file, available_replica(file))
             lease.check()
             opener = _open_event_file(file)
             with opener as (tree, where):
-                branches = eventio.resolve_branches(list(tree.keys()), skim.branches)
-                for arrays in eventio.iter_entries(tree, branches, entries, where, chunk):
-                    writer.write(arrays, where)
-                    failpoints.reach("skim.part.chunk")
-                    lease.check()
-                if skim.copy_objects:
-                    _copy_objects_of(skim, writer, opener.handle, file, where)
-        return writer.close(), list(writer.copied)
+                yield eventio.PartInput(opener.handle, tree, file.tree, entries, where, file.lfn)
+
+    def after_chunk() -> None:
+        failpoints.reach("skim.part.chunk")
+        lease.check()
+
+    return eventio.write_part(
+        path,
+        inputs(),
+        fmt=skim.output_format,
+        tree_name=skim.output_tree,
+        chunk=settings.DSS_SKIM_CHUNK_EVENTS,
+        events=part.n_entries,
+        branches=skim.branches,
+        copy_objects=skim.copy_objects,
+        limits=copy_limits(),
+        after_chunk=after_chunk,
+    )
 
 
 def part_inputs(part: SkimPart) -> list[dict]:

@@ -1,6 +1,14 @@
 from django.contrib import admin
 
-from .models import BranchPreset, ProvenanceRecord, SkimInput, SkimJob, SkimPart, SkimPartInput
+from .models import (
+    BranchPreset,
+    ProvenanceRecord,
+    SiteJob,
+    SkimInput,
+    SkimJob,
+    SkimPart,
+    SkimPartInput,
+)
 
 
 @admin.register(BranchPreset)
@@ -84,3 +92,14 @@ class ProvenanceRecordAdmin(admin.ModelAdmin):
     list_display = ["skim", "username", "state", "output_dataset_name", "created_at"]
     list_filter = ["state"]
     search_fields = ["username", "output_dataset_name", "input_dataset_names", "selection"]
+
+
+@admin.register(SiteJob)
+class SiteJobAdmin(admin.ModelAdmin):
+    """Skim parts' batch jobs on sites (the token is kept only as its hash)."""
+
+    list_display = ["id", "part", "attempt", "site", "batch_job_id", "node", "state"]
+    list_filter = ["state", "site"]
+    search_fields = ["batch_job_id", "node"]
+    list_select_related = ["part", "site"]
+    readonly_fields = ["token_hash", "token_expires_at", "token_used_at", "report"]

@@ -10,10 +10,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from dmu import actions as dmu_actions
-from dss.api import invalid_input, validated
+from dss.api import invalid_input, read_body, validated
 from dss.errors import InvalidInput, NotFound
+from pilotchecker.api import PILOT_THROTTLES
 
-from . import actions
+from . import actions, brokerage, sitejobs
 from .forms import ProvenanceFilter
 from .models import BranchPreset, FailurePolicy, OutputFormat, ProvenanceRecord, SkimJob, SkimPart
 
@@ -63,6 +64,13 @@ class SkimSubmitSerializer(serializers.Serializer):
         allow_null=True,
         help_text="merge the outputs into files of about this many MB (10^6 bytes)",
     )
+    site = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        help_text="where the parts run: empty or 'portal' (the portal's workers), 'auto' "
+        "(sites the broker chooses) or a site's name",
+    )
 
 
 class SkimPartSerializer(serializers.ModelSerializer):
@@ -70,6 +78,7 @@ class SkimPartSerializer(serializers.ModelSerializer):
     inputs = serializers.SerializerMethodField()
     attempts = serializers.IntegerField(source="lease_attempts")
     worker = serializers.CharField(source="lease_worker")
+    site = serializers.CharField(source="site.name", default=None)
 
     class Meta:
         model = SkimPart
@@ -88,6 +97,11 @@ class SkimPartSerializer(serializers.ModelSerializer):
             "events_written",
             "message",
             "worker",
+            "site",
+            "batch_job_id",
+            "batch_node",
+            "job_state",
+            "job_attempts",
         ]
 
     def get_inputs(self, part) -> list[str]:
@@ -104,6 +118,7 @@ class SkimSerializer(serializers.ModelSerializer):
     percent = serializers.IntegerField()
     provenance = serializers.SerializerMethodField()
     parts = SkimPartSerializer(many=True, read_only=True)
+    site = serializers.CharField(source="site.name", default=None)
 
     class Meta:
         model = SkimJob
@@ -130,6 +145,8 @@ class SkimSerializer(serializers.ModelSerializer):
             "merge_mb",
             "good_runs",
             "failure_policy",
+            "run_on",
+            "site",
             "output_dataset",
             "owner",
             "created_at",
@@ -162,7 +179,9 @@ class SkimSummarySerializer(SkimSerializer):
 def _skims():
     return SkimJob.objects.select_related(
         "owner", "output_se", "output_dataset", "preset", "provenance"
-    ).prefetch_related("inputs__dataset", "parts__input_file", "parts__more_inputs__file")
+    ).prefetch_related(
+        "inputs__dataset", "parts__input_file", "parts__more_inputs__file", "parts__site"
+    )
 
 
 class CanSkim(permissions.BasePermission):
@@ -198,6 +217,7 @@ class SkimList(generics.ListAPIView):
             if preset is None:
                 raise InvalidInput(f"no branch preset named {d['preset']!r}", where="preset")
         se = dmu_actions.get_storage_element(d["output_se"]) if d.get("output_se") else None
+        run_on, site = brokerage.where_to_run(d.get("site"))
         with transaction.atomic():
             skim = actions.check_submit_skim(
                 user=request.user,
@@ -215,6 +235,8 @@ class SkimList(generics.ListAPIView):
                 output_tree=d.get("output_tree", ""),
                 copy_objects=d["copy_objects"],
                 merge_mb=d.get("merge_mb"),
+                run_on=run_on,
+                site=site,
             )
         body = SkimSerializer(_skims().get(pk=skim.pk)).data
         body["warnings"] = actions.skim_warnings(skim)
@@ -360,3 +382,29 @@ class BranchPresetList(generics.ListAPIView):
     serializer_class = BranchPresetSerializer
     queryset = BranchPreset.objects.all()
     pagination_class = None
+
+
+class SkimJobReport(APIView):
+    """A skim job's wrapper posts its outcome here once, with ``Authorization: SkimJob
+    <token>`` (the one-time token in its job description).
+
+    403 for a wrong, used or expired token or a job that has ended; 400 for a body that is
+    not a report; nothing is recorded in either case. 201 with the job's state otherwise
+    (``failed`` when the output it stored is not what it reported)."""
+
+    authentication_classes: list = []
+    permission_classes = [permissions.AllowAny]
+    throttle_classes = PILOT_THROTTLES
+    throttle_scope = "pilot"
+
+    @extend_schema(request={"application/json": {"type": "object"}}, responses={201: None})
+    def post(self, request, pk: int):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        body = read_body(request, sitejobs.REPORT_MAX_BYTES + 1)
+        job = sitejobs.check_receive_job_report(
+            pk, token.strip() if scheme == "SkimJob" else "", body
+        )
+        return Response(
+            {"status": "received", "job": job.pk, "state": job.state, "message": job.message},
+            status=status.HTTP_201_CREATED,
+        )

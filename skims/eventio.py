@@ -17,7 +17,7 @@ import inspect
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -477,6 +477,74 @@ class EventWriter:
         elif self.root is not None:
             self.root.close()
             self.root = None
+
+
+def copy_objects_from(
+    writer: EventWriter,
+    handle: Any,
+    patterns: Sequence[str],
+    event_tree: str,
+    where: str,
+    limits: CopyLimits,
+    label: str = "",
+) -> None:
+    """Copy the objects of the open input ``handle`` (``label``: its name for messages)
+    that ``patterns`` select (the event tree itself excepted) into ``writer``."""
+    directory = handle.directory()
+    if directory is None:
+        raise BadEventFile(
+            f"{label or where} is a Parquet file: it holds no objects to copy", where=where
+        )
+    objects = match_objects(root_objects(directory, where), patterns, event_tree, where)
+    writer.copy_objects(directory, objects, where, limits)
+
+
+@dataclass(frozen=True)
+class PartInput:
+    """One input of a skim part, open: its event file's handle, its event tree, the
+    selected entries and where it was read from (for errors)."""
+
+    handle: Any
+    tree: Any
+    tree_name: str
+    entries: np.ndarray
+    where: str
+    label: str = ""
+
+
+def write_part(
+    path: str,
+    inputs: Iterable[PartInput],
+    *,
+    fmt: str,
+    tree_name: str,
+    chunk: int,
+    events: int,
+    branches: Sequence[str],
+    copy_objects: Sequence[str] = (),
+    limits: CopyLimits | None = None,
+    after_chunk: Callable[[], None] | None = None,
+) -> tuple[WrittenFile, list[str]]:
+    """Write one skim part's output to ``path``: the selected events of each input in
+    turn, read and written at most ``chunk`` at a time (``after_chunk`` is called after
+    each, to heartbeat or stop), then the objects ``copy_objects`` selects in each input.
+    ``inputs`` is consumed lazily, so each input may be opened (and verified) only when
+    its turn comes. The one way a part is written, on a portal worker or a worker node.
+    Returns the written file and the names of the objects copied."""
+    with EventWriter(path, fmt, tree_name, chunk, events) as writer:
+        for inp in inputs:
+            names = resolve_branches(list(inp.tree.keys()), branches)
+            for arrays in iter_entries(inp.tree, names, inp.entries, inp.where, chunk):
+                writer.write(arrays, inp.where)
+                if after_chunk is not None:
+                    after_chunk()
+            if copy_objects:
+                if limits is None:
+                    raise ValueError("copying objects along needs their limits")
+                copy_objects_from(
+                    writer, inp.handle, copy_objects, inp.tree_name, inp.where, limits, inp.label
+                )
+        return writer.close(), list(writer.copied)
 
 
 def write_events(

@@ -95,6 +95,13 @@ class SkimForm(forms.Form):
         "[[first, last], …]}. Empty: every run.",
     )
     good_runs_file = forms.FileField(label="…or a good-run list file", required=False)
+    run_on = forms.ChoiceField(
+        label="Run on",
+        required=False,
+        initial="",
+        help_text="The portal's own workers, a compute site whose pilots pass, or the "
+        "sites the broker picks for each file",
+    )
     failure_policy = forms.ChoiceField(
         label="If a file fails", choices=FailurePolicy.choices, initial=FailurePolicy.FAIL
     )
@@ -109,6 +116,14 @@ class SkimForm(forms.Form):
         ).select_related("dataset", "schema")
         self.fields["collections"].label_from_instance = lambda c: f"{c.dataset.name} ({c.schema})"
         self.fields["datasets"].queryset = Dataset.objects.all()
+        from pilotchecker.models import Site, SiteStatus
+
+        sites = Site.objects.filter(status=SiteStatus.ONLINE).values_list("name", flat=True)
+        self.fields["run_on"].choices = [
+            ("", "the portal's workers"),
+            ("auto", "sites chosen automatically"),
+            *((name, f"site {name}") for name in sites),
+        ]
 
     def clean(self):
         data = super().clean()

@@ -20,6 +20,28 @@ class FailurePolicy(models.TextChoices):
     PARTIAL = "partial", "keep the files that succeeded"
 
 
+class RunOn(models.TextChoices):
+    """Where a skim's parts run."""
+
+    PORTAL = "portal", "the portal's workers"
+    SITE = "site", "a named site"
+    AUTO = "auto", "a site chosen by the broker"
+
+
+class SiteJobState(models.TextChoices):
+    """A skim part's batch job on a site, as the portal follows it."""
+
+    QUEUED = "queued", "queued"
+    RUNNING = "running", "running"
+    DONE = "done", "done"
+    FAILED = "failed", "failed"
+    LOST = "lost", "lost"
+    CANCELLED = "cancelled", "cancelled"
+
+
+SITE_JOB_ACTIVE = (SiteJobState.QUEUED, SiteJobState.RUNNING)
+
+
 class BranchPreset(models.Model):
     """A named set of branches kept by the site, such as "muons and MET"."""
 
@@ -87,6 +109,20 @@ class SkimJob(Job, Leased):
     # sha256 of the selected (file GUID, entry) list: two skims with the same digest
     # selected the same events.
     selection_digest = models.CharField(max_length=64, blank=True)
+    run_on = models.CharField(
+        max_length=16,
+        choices=RunOn.choices,
+        default=RunOn.PORTAL,
+        help_text="the portal's workers, a named site, or a site the broker chooses per part",
+    )
+    site = models.ForeignKey(
+        "pilotchecker.Site",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="the site named for run_on=site",
+    )
 
     class Meta(Job.Meta):
         permissions = [("rerun_skimjob", "Can re-run a skim from its provenance record")]
@@ -211,6 +247,14 @@ class SkimPart(Leased):
     events_written = models.BigIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Where a part of a skim run on sites ran (its latest batch job; SiteJob keeps them all).
+    site = models.ForeignKey(
+        "pilotchecker.Site", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    batch_job_id = models.CharField(max_length=100, blank=True)
+    batch_node = models.CharField(max_length=255, blank=True)
+    job_state = models.CharField(max_length=16, choices=SiteJobState.choices, blank=True)
+    job_attempts = models.PositiveIntegerField(default=0, help_text="batch jobs submitted for it")
 
     class Meta:
         ordering = ["skim", "number"]
@@ -230,7 +274,8 @@ class SkimPart(Leased):
 
     @classmethod
     def waiting(cls) -> Q:
-        return Q(state=PartState.QUEUED, skim__state=JobState.RUNNING)
+        # Parts that run as batch jobs on a site are followed by their job, not by a lease.
+        return Q(state=PartState.QUEUED, skim__state=JobState.RUNNING, skim__run_on=RunOn.PORTAL)
 
     @classmethod
     def working(cls) -> Q:
@@ -285,6 +330,52 @@ class SkimPartInput(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file.lfn} in {self.part}"
+
+
+class SiteJob(models.Model):
+    """One batch job that runs a skim part on a site: one attempt of the part.
+
+    The job wrapper on the worker node reports its outcome once, with a one-time token of
+    which only the SHA-256 is kept (as pilots do); the poller follows the batch system for
+    jobs that never report."""
+
+    part = models.ForeignKey(SkimPart, on_delete=models.CASCADE, related_name="site_jobs")
+    attempt = models.PositiveIntegerField()
+    site = models.ForeignKey("pilotchecker.Site", on_delete=models.CASCADE, related_name="+")
+    state = models.CharField(
+        max_length=16, choices=SiteJobState.choices, default=SiteJobState.QUEUED, db_index=True
+    )
+    message = models.TextField(blank=True)
+    batch_job_id = models.CharField(max_length=100, blank=True)
+    batch_raw_state = models.CharField(max_length=64, blank=True)
+    node = models.CharField(max_length=255, blank=True)
+    workdir = models.CharField(max_length=1000, blank=True)
+    # names the temporary the job writes beside the part's output on the storage element
+    output_tag = models.CharField(max_length=32)
+    token_hash = models.CharField(max_length=64)
+    token_expires_at = models.DateTimeField()
+    token_used_at = models.DateTimeField(null=True, blank=True)
+    report = models.JSONField(null=True, blank=True)
+    site_fault = models.BooleanField(
+        default=True,
+        help_text="whether its failure may be the site's (not an input that is bad anywhere)",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["part", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["part", "attempt"], name="sitejob_unique_attempt")
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.attempt} of {self.part} on {self.site_id and self.site.name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in SITE_JOB_ACTIVE
 
 
 class ProvenanceRecord(models.Model):

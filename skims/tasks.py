@@ -8,7 +8,7 @@ from celery import shared_task
 
 from dss import leases
 
-from . import actions
+from . import actions, sitejobs
 from .models import SkimJob, SkimPart
 
 
@@ -34,3 +34,15 @@ def finish_skim(skim_id: int) -> None:
     leases.work_on(
         SkimJob, skim_id, actions.do_finish_skim, actions.fail_skim_attempt, SkimJob.planned()
     )
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def submit_site_job(part_id: int) -> None:
+    """Give a part of a skim on sites its batch job (the part is claimed: safe twice)."""
+    sitejobs.do_submit_site_job(part_id)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def poll_site_jobs() -> None:
+    """Periodic (beat): follow skim jobs on sites, resubmit what failed, submit what waits."""
+    sitejobs.do_poll_site_jobs()

@@ -22,5 +22,6 @@ api_urlpatterns = [
     path("provenance/", api.ProvenanceList.as_view(), name="api-provenance-list"),
     path("provenance/<int:pk>/", api.ProvenanceDetail.as_view(), name="api-provenance"),
     path("provenance/<int:pk>/rerun/", api.ProvenanceRerun.as_view(), name="api-provenance-rerun"),
+    path("skims/jobs/<int:pk>/report/", api.SkimJobReport.as_view(), name="api-skim-job-report"),
     path("branch-presets/", api.BranchPresetList.as_view(), name="api-branch-presets"),
 ]

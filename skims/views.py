@@ -19,7 +19,7 @@ from dss.forms import add_domain_error
 from dss.jobs import JobState
 from dss.roles import may_change
 
-from . import actions
+from . import actions, brokerage
 from .forms import ProvenanceFilter, SkimForm
 from .models import ProvenanceRecord, SkimJob
 
@@ -75,6 +75,7 @@ def skim_new(request):
     identical = None
     if not prefill and form.is_valid():
         d = form.cleaned_data
+        run_on, site = brokerage.where_to_run(d.get("run_on"))
         try:
             skim = actions.check_submit_skim(
                 user=request.user,
@@ -92,6 +93,8 @@ def skim_new(request):
                 output_tree=d["output_tree"],
                 copy_objects=form.copy_patterns(),
                 merge_mb=d["merge_mb"],
+                run_on=run_on,
+                site=site,
             )
         except actions.IdenticalSkim as e:
             identical = e.existing
@@ -103,6 +106,8 @@ def skim_new(request):
                 field = "selection"
             if e.where == "good-run list" or e.where.startswith("line "):
                 field = "good_runs"
+            if e.where in ("site", "run_on"):
+                field = "run_on"
             add_domain_error(form, e, field)
         else:
             messages.success(request, f"Skim #{skim.pk} submitted.")
@@ -135,7 +140,7 @@ def skim_detail(request, pk: int):
     skim = actions.get_skim_for_user(pk, request.user)
     ctx = {
         "skim": skim,
-        "parts": skim.parts.select_related("input_file")
+        "parts": skim.parts.select_related("input_file", "site")
         .prefetch_related("more_inputs__file")
         .order_by("number"),
         "inputs": skim.inputs.select_related("dataset", "collection"),

@@ -139,6 +139,8 @@ KINDS = {
     "pilotchecker:site_status": "site",
     "api-pilot": "pilot",
     "api-pilot-report": "pilot",
+    # any number: without the job's token every caller is refused alike
+    "api-skim-job-report": "skim",
     "api-pilot-cancel": "pilot",
     "pilotchecker:pilot": "pilot",
     "pilotchecker:pilot_cancel": "pilot",
