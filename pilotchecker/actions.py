@@ -25,7 +25,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet, Window
+from django.db.models import Count, F, Q, Window
 from django.db.models.functions import RowNumber
 from django.urls import reverse
 from django.utils import timezone
@@ -256,9 +256,9 @@ def do_broker_off(site: Site, reason: str, *, by: str) -> SiteStatusChange | Non
         return _record_status(locked, SiteStatus.BROKER_OFF, reason, by=by)
 
 
-def sites_taking_skims() -> QuerySet[Site]:
-    """The sites production work may go to now: those online."""
-    return Site.objects.filter(status=SiteStatus.ONLINE)
+def sites_taking_skims() -> list[Site]:
+    """The sites skim jobs may go to now: online, and their latest pilot passed."""
+    return [s for s in Site.objects.filter(status=SiteStatus.ONLINE) if s.can_take_skims]
 
 
 # ---------------------------------------------------------------- submission
@@ -808,6 +808,12 @@ def sites_overview() -> list[Site]:
         site.recent = outcomes.get(site.pk, [])
         site.latest = site.recent[-1] if site.recent else None
         site.pass_rate = pass_rate(site.recent)
+        # what Site.can_take_skims asks of the database, from the outcomes already here
+        site.can_take_skims = (
+            site.status == SiteStatus.ONLINE
+            and site.latest is not None
+            and site.latest.outcome == Verdict.PASSED
+        )
     return sites
 
 

@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import cached_property
 
 from dss.errors import InvalidInput
 from dss.models import JobEvent
@@ -232,9 +233,19 @@ class Site(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("pilotchecker:site", args=[self.name])
 
-    @property
+    @cached_property
     def can_take_skims(self) -> bool:
-        return self.status == SiteStatus.ONLINE
+        """Whether the broker may send skim jobs here: the site is online and its latest
+        pilot with an outcome passed. Whether its nodes reach the storage a skim needs is
+        asked per skim, when the broker places its parts."""
+        if self.status != SiteStatus.ONLINE:
+            return False
+        latest = (
+            self.pilots.filter(state__in=(PilotState.REPORTED, PilotState.FAILED, PilotState.LOST))
+            .order_by("-finished_at", "-id")
+            .first()
+        )
+        return latest is not None and latest.outcome == Verdict.PASSED
 
     def _configuration_errors(self) -> list[tuple[str, InvalidInput]]:
         """Each problem with the settings as (model field, error naming the bad key)."""

@@ -25,7 +25,7 @@ from django.db.models import Count
 from dmu.models import File, ReplicaState, StorageElement
 from dss.errors import Conflict, InvalidInput, NotFound
 from pilotchecker import actions as pilot_actions
-from pilotchecker.models import Site, SiteStatus, Verdict
+from pilotchecker.models import Site, SiteStatus
 
 NETWORK_SCHEMES = ("root", "xroot", "https", "http", "davs", "dav")
 
@@ -51,22 +51,12 @@ def se_reachable(site: Site, se: StorageElement) -> bool:
     return False
 
 
-def latest_pilot_passed(site: Site) -> bool:
-    """Whether the site's latest pilot with an outcome passed its checks."""
-    latest = (
-        site.pilots.filter(state__in=pilot_actions.OUTCOME_STATES)
-        .order_by("-finished_at", "-id")
-        .first()
-    )
-    return latest is not None and latest.outcome == Verdict.PASSED
-
-
 def why_not(site: Site, needed: Sequence[StorageElement]) -> str:
     """Why ``site`` may not take a job that needs the storage elements ``needed``; '' if it may."""
     if site.status != SiteStatus.ONLINE:
         reason = f": {site.status_reason}" if site.status_reason else ""
         return f"{site.name} is {site.status}{reason}"
-    if not latest_pilot_passed(site):
+    if not site.can_take_skims:
         return f"{site.name}'s latest pilot did not pass (or it has none)"
     unreachable = [se.name for se in needed if not se_reachable(site, se)]
     if unreachable:

@@ -6,74 +6,150 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('pilotchecker', '0002_site_contacts_and_named_checks'),
-        ('skims', '0006_output_tree_copies_merging'),
+        ("pilotchecker", "0002_site_contacts_and_named_checks"),
+        ("skims", "0006_output_tree_copies_merging"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='skimjob',
-            name='run_on',
-            field=models.CharField(choices=[('portal', "the portal's workers"), ('site', 'a named site'), ('auto', 'a site chosen by the broker')], default='portal', help_text="the portal's workers, a named site, or a site the broker chooses per part", max_length=16),
+            model_name="skimjob",
+            name="run_on",
+            field=models.CharField(
+                choices=[
+                    ("portal", "the portal's workers"),
+                    ("site", "a named site"),
+                    ("auto", "a site chosen by the broker"),
+                ],
+                default="portal",
+                help_text="the portal's workers, a named site, or a site the broker chooses per part",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='skimjob',
-            name='site',
-            field=models.ForeignKey(blank=True, help_text='the site named for run_on=site', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='pilotchecker.site'),
+            model_name="skimjob",
+            name="site",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="the site named for run_on=site",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="pilotchecker.site",
+            ),
         ),
         migrations.AddField(
-            model_name='skimpart',
-            name='batch_job_id',
+            model_name="skimpart",
+            name="batch_job_id",
             field=models.CharField(blank=True, max_length=100),
         ),
         migrations.AddField(
-            model_name='skimpart',
-            name='batch_node',
+            model_name="skimpart",
+            name="batch_node",
             field=models.CharField(blank=True, max_length=255),
         ),
         migrations.AddField(
-            model_name='skimpart',
-            name='job_attempts',
-            field=models.PositiveIntegerField(default=0, help_text='batch jobs submitted for it'),
+            model_name="skimpart",
+            name="job_attempts",
+            field=models.PositiveIntegerField(default=0, help_text="batch jobs submitted for it"),
         ),
         migrations.AddField(
-            model_name='skimpart',
-            name='job_state',
-            field=models.CharField(blank=True, choices=[('queued', 'queued'), ('running', 'running'), ('done', 'done'), ('failed', 'failed'), ('lost', 'lost'), ('cancelled', 'cancelled')], max_length=16),
+            model_name="skimpart",
+            name="job_state",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("queued", "queued"),
+                    ("running", "running"),
+                    ("done", "done"),
+                    ("failed", "failed"),
+                    ("lost", "lost"),
+                    ("cancelled", "cancelled"),
+                ],
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='skimpart',
-            name='site',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='pilotchecker.site'),
+            model_name="skimpart",
+            name="site",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="pilotchecker.site",
+            ),
         ),
         migrations.CreateModel(
-            name='SiteJob',
+            name="SiteJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('attempt', models.PositiveIntegerField()),
-                ('state', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('done', 'done'), ('failed', 'failed'), ('lost', 'lost'), ('cancelled', 'cancelled')], db_index=True, default='queued', max_length=16)),
-                ('message', models.TextField(blank=True)),
-                ('batch_job_id', models.CharField(blank=True, max_length=100)),
-                ('batch_raw_state', models.CharField(blank=True, max_length=64)),
-                ('node', models.CharField(blank=True, max_length=255)),
-                ('workdir', models.CharField(blank=True, max_length=1000)),
-                ('output_tag', models.CharField(max_length=32)),
-                ('token_hash', models.CharField(max_length=64)),
-                ('token_expires_at', models.DateTimeField()),
-                ('token_used_at', models.DateTimeField(blank=True, null=True)),
-                ('report', models.JSONField(blank=True, null=True)),
-                ('site_fault', models.BooleanField(default=True, help_text="whether its failure may be the site's (not an input that is bad anywhere)")),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('part', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='site_jobs', to='skims.skimpart')),
-                ('site', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='pilotchecker.site')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("attempt", models.PositiveIntegerField()),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("done", "done"),
+                            ("failed", "failed"),
+                            ("lost", "lost"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("message", models.TextField(blank=True)),
+                ("batch_job_id", models.CharField(blank=True, max_length=100)),
+                ("batch_raw_state", models.CharField(blank=True, max_length=64)),
+                ("node", models.CharField(blank=True, max_length=255)),
+                ("workdir", models.CharField(blank=True, max_length=1000)),
+                ("output_tag", models.CharField(max_length=32)),
+                ("token_hash", models.CharField(max_length=64)),
+                ("token_expires_at", models.DateTimeField()),
+                ("token_used_at", models.DateTimeField(blank=True, null=True)),
+                ("report", models.JSONField(blank=True, null=True)),
+                (
+                    "site_fault",
+                    models.BooleanField(
+                        default=True,
+                        help_text="whether its failure may be the site's (not an input that is bad anywhere)",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "part",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="site_jobs",
+                        to="skims.skimpart",
+                    ),
+                ),
+                (
+                    "site",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="pilotchecker.site",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['part', 'attempt'],
-                'constraints': [models.UniqueConstraint(fields=('part', 'attempt'), name='sitejob_unique_attempt')],
+                "ordering": ["part", "attempt"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("part", "attempt"), name="sitejob_unique_attempt"
+                    )
+                ],
             },
         ),
     ]

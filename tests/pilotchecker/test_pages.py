@@ -143,12 +143,19 @@ def test_an_admin_submits_pilots_from_the_form(site, siteadmin, django_capture_o
 
 
 def test_the_overview_shows_status_verdicts_pass_rates_and_who_takes_skims(history, physicist):
-    actions.do_add_site("UKI-OTHER", "local", status="online")
+    other = actions.do_add_site("UKI-OTHER", "local", status="online")
+    actions.do_add_site("UKI-UNTRIED", "local", status="online")
+    (ok,) = send(other, user=physicist)
+    actions.check_receive_report(ok.pk, token_of(ok), body(a_report("passed")))
+    Site.objects.filter(name="UKI-OTHER").update(status="online")
     html = logged_in(physicist).get("/sites/").content.decode()
 
     assert "Can take skims now" in html
     takes = html[html.index("Can take skims now") : html.index("</section>")]
     assert "UKI-OTHER" in takes and "UKI-TEST" not in takes  # broker-off after a failure
+    assert "UKI-UNTRIED" not in takes  # online, but no pilot has vouched for it yet
+    assert Site.objects.get(name="UKI-OTHER").can_take_skims
+    assert not Site.objects.get(name="UKI-UNTRIED").can_take_skims
     assert 'class="badge state-broker-off"' in html
     assert '<svg class="strip"' in html and 'aria-label="Last 3 pilots: 1 passed, 2 failed"' in html
     assert "33%" in html  # 1 of 3 passed

@@ -184,6 +184,9 @@ def test_pass_rates_over_time(fake_batch, site):
     assert (today["pilots"], today["passed"], today["rate"]) == (4, 2, 50)
     assert [s.name for s in actions.sites_taking_skims()] == []  # broker-off after the failure
     Site.objects.filter(pk=site.pk).update(status="online")
+    assert [s.name for s in actions.sites_taking_skims()] == []  # its latest pilot warned
+    periodic(site, "passed")
+    Site.objects.filter(pk=site.pk).update(status="online")
     assert [s.name for s in actions.sites_taking_skims()] == [site.name]
 
 
