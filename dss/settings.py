@@ -121,6 +121,7 @@ INSTALLED_APPS = [
     "tagdb.apps.TagdbConfig",
     "pilotchecker.apps.PilotcheckerConfig",
     "skims.apps.SkimsConfig",
+    "conditions.apps.ConditionsConfig",
 ]
 
 MIDDLEWARE = [
@@ -300,6 +301,8 @@ REST_FRAMEWORK = {
         "user": env("DSS_API_RATE_USER", "1200/min"),
         "token": env("DSS_API_RATE_TOKEN", "10/min"),
         "pilot": env("DSS_API_RATE_PILOT", "600/min"),
+        # conditions reads: worker nodes, many behind one address
+        "conditions": env("DSS_API_RATE_CONDITIONS", "60000/min"),
     },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -313,6 +316,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "dss.api.exception_handler",
 }
+# How long a browser or proxy may keep an answer about a locked global tag (seconds).
+CONDITIONS_LOCKED_MAX_AGE = envint("DSS_CONDITIONS_MAX_AGE", "300")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "DSS API",
     "DESCRIPTION": "The Dataset Skimming Service: catalog, TAG queries, skims, transfers, pilots.",
