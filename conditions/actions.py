@@ -369,7 +369,11 @@ def do_attach_iov(user, pl: PayloadList, iov: PayloadIOV) -> PayloadIOV:
     start, end = iov.start, iov.end
     with transaction.atomic():
         # one writer per list at a time: the overlap test and the change are one step
-        pl = PayloadList.objects.select_for_update().select_related("global_tag").get(pk=pl.pk)
+        pl = (
+            PayloadList.objects.select_for_update(of=("self",))
+            .select_related("global_tag")
+            .get(pk=pl.pk)
+        )
         gt = pl.global_tag
         others = overlapping(pl, start, end).exclude(pk=iov.pk)
         if gt is not None and gt.is_locked:

@@ -104,13 +104,18 @@ class GlobalTagDetailSerializer(GlobalTagSerializer):
 # --------------------------------------------------------------------------- the edge
 
 
-class ReadOpenWriteAuthenticated(permissions.BasePermission):
-    """Anyone reads; a write needs a signed-in caller (the action checks the role)."""
+class ReadOpenWriteManagers(permissions.BasePermission):
+    """Anyone reads; a write needs a signed-in admin or conditions manager (401 for an
+    anonymous caller, 403 for another role). The actions check the role again."""
+
+    message = "changing conditions needs the admin or conditions-manager role"
 
     def has_permission(self, request, view) -> bool:
         if request.method in permissions.SAFE_METHODS:
             return True
-        return bool(request.user and request.user.is_authenticated)
+        if not (request.user and request.user.is_authenticated):
+            return False  # DRF answers 401 with the Basic challenge
+        return actions.may_write(request.user)
 
 
 class CdbView(APIView):
@@ -120,7 +125,7 @@ class CdbView(APIView):
         TokenAuthentication,
         SessionAuthentication,
     ]
-    permission_classes = [ReadOpenWriteAuthenticated]
+    permission_classes = [ReadOpenWriteManagers]
     throttle_scope = "conditions"
 
     def body(self) -> dict:
