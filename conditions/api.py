@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from dss.errors import InvalidInput, NotFound
 from dss.tokens import BasicTokenAuthentication, TokenAuthentication
 
-from . import actions
+from . import actions, lumi
 from .models import GlobalTag, PayloadIOV, PayloadList, PayloadType
 
 # --------------------------------------------------------------------------- serializers
@@ -456,3 +456,45 @@ class PayloadIOVLookup(CdbView):
             raise InvalidInput("gtName is required", where="gtName")
         found = actions.lookup(gt, number(request, "majorIOV"), number(request, "minorIOV"))
         return cached(request, [list(r) for r in found.rows], found.locked)
+
+
+# --------------------------------------------------------------------------- the portal's own
+
+
+class GoodRunList(CdbView):
+    """``/api/conditions/grl/?gt=&flags=pixel,muon``: the runs and lumiblocks where every
+    flag is good in the global tag's dq payloads, as ``{"run": [[first, last], ...]}``."""
+
+    throttle_scope = "user"
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("gt", required=True),
+            OpenApiParameter("flags", required=True),
+        ],
+        responses={200: dict},
+    )
+    def get(self, request):
+        name = request.query_params.get("gt")
+        if not name:
+            raise InvalidInput("gt is required: the global tag to read", where="gt")
+        gt = actions.get_global_tag(name)
+        flags = [f for f in request.query_params.get("flags", "").split(",") if f]
+        return cached(request, lumi.good_run_list(gt, flags), gt.is_locked)
+
+
+class Luminosity(CdbView):
+    """``/api/conditions/luminosity/``: POST {gt, grl}: the integrated luminosity of a
+    good-run list from the global tag's lumi payloads."""
+
+    throttle_scope = "user"
+    permission_classes = [permissions.AllowAny]  # it only reads
+
+    @extend_schema(request={"application/json": dict}, responses={200: dict})
+    def post(self, request):
+        data = self.body()
+        gt = actions.get_global_tag(str(field(data, "gt")))
+        grl = field(data, "grl")
+        if not isinstance(grl, dict):
+            raise InvalidInput('grl is {"run": [[first, last], ...]}', where="grl")
+        return Response(lumi.integrated_luminosity(gt, grl))

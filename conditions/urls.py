@@ -58,4 +58,6 @@ api_urlpatterns = [
         name="cdb-piov-delete-range",
     ),
     path("cdb_rest/payloadiovs/", api.PayloadIOVLookup.as_view(), name="cdb-lookup"),
+    path("conditions/grl/", api.GoodRunList.as_view(), name="api-conditions-grl"),
+    path("conditions/luminosity/", api.Luminosity.as_view(), name="api-conditions-lumi"),
 ]

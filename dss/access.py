@@ -195,6 +195,8 @@ ROUTES: dict[str, Access] = {
     "cdb-piov-delete": Access(NOBODY, ADMIN | CONDITIONS_MANAGER, "delete"),
     "cdb-piov-delete-range": Access(NOBODY, ADMIN | CONDITIONS_MANAGER, "delete"),
     "cdb-lookup": Access(ANYONE, NOBODY),
+    "api-conditions-grl": Access(ANYONE, NOBODY),
+    "api-conditions-lumi": action(ANYONE),
     # a pilot's one-time token, which no user holds
     "api-pilot-report": action(NOBODY),
     "api-pilot-cancel": action(ADMIN),
