@@ -495,3 +495,46 @@ def do_bulk_insert(user, items: list[dict]) -> int:
             )
             do_attach_iov(user, lists[name], iov)
     return len(items)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@dataclass(frozen=True)
+class TypeDifference:
+    """How two global tags differ in one payload type: IOVs (start, end, url) only in A,
+    only in B."""
+
+    payload_type: str
+    only_a: list[tuple]
+    only_b: list[tuple]
+
+
+def compare_global_tags(a: GlobalTag, b: GlobalTag) -> list[TypeDifference]:
+    """Per payload type, the IOVs that one tag has and the other has not (same start, end,
+    URL and checksum count as the same)."""
+
+    def iovs_of(gt: GlobalTag) -> dict[str, set[tuple]]:
+        out: dict[str, set[tuple]] = {}
+        rows = PayloadIOV.objects.filter(payload_list__global_tag=gt).values_list(
+            "payload_list__payload_type__name",
+            "major_iov",
+            "minor_iov",
+            "major_iov_end",
+            "minor_iov_end",
+            "payload_url",
+            "checksum",
+        )
+        for t, *rest in rows.iterator():
+            out.setdefault(t, set()).add(tuple(rest))
+        for t in payload_lists_of(gt.name):
+            out.setdefault(t, set())
+        return out
+
+    ia, ib = iovs_of(a), iovs_of(b)
+    diffs = []
+    for t in sorted(set(ia) | set(ib)):
+        sa, sb = ia.get(t, set()), ib.get(t, set())
+        if sa != sb or (t in ia) != (t in ib):
+            diffs.append(TypeDifference(t, sorted(sa - sb), sorted(sb - sa)))
+    return diffs

@@ -1,8 +1,19 @@
-"""The nopayloaddb REST API's routes, under /api/cdb_rest/ (see conditions/api.py)."""
+"""Conditions pages, and the API routes: nopayloaddb's under /api/cdb_rest/ (see
+conditions/api.py) and the portal's own under /api/conditions/."""
 
 from django.urls import path
 
-from . import api
+from . import api, views
+
+app_name = "conditions"
+
+urlpatterns = [
+    path("conditions/", views.global_tags, name="global_tags"),
+    path("conditions/compare/", views.compare, name="compare"),
+    path("conditions/gt/<str:name>/", views.global_tag, name="global_tag"),
+    path("conditions/gt/<str:name>/status/", views.global_tag_status, name="global_tag_status"),
+    path("conditions/type/<str:name>/", views.run_axis, name="run_axis"),
+]
 
 api_urlpatterns = [
     path("cdb_rest/gt", api.GlobalTags.as_view(), name="cdb-gt"),

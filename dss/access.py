@@ -172,6 +172,12 @@ ROUTES: dict[str, Access] = {
     "api-pilots": Access(USER, ADMIN),
     "api-pilot": Access(USER, NOBODY),
     "api-ping": Access(ANYONE, NOBODY),
+    # conditions pages
+    "conditions:global_tags": page(),
+    "conditions:compare": page(),
+    "conditions:global_tag": page(),
+    "conditions:global_tag_status": action(ADMIN | CONDITIONS_MANAGER),
+    "conditions:run_axis": page(),
     # the conditions database (nopayloaddb's API): reads open to worker nodes
     "cdb-gt": Access(ANYONE, ADMIN | CONDITIONS_MANAGER),
     "cdb-gt-id": Access(ANYONE, NOBODY),

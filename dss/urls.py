@@ -68,4 +68,5 @@ urlpatterns = [
     path("", include("tagdb.urls")),
     path("", include("pilotchecker.urls")),
     path("", include("skims.urls")),
+    path("", include("conditions.urls")),
 ]

@@ -95,6 +95,8 @@ def world(demo_datasets, local_se, pilots_dir, settings, django_capture_on_commi
         "pilot": pilot.pk,
         "token": token.pk,
         "cdb": cdb,
+        "cond_gt": cdb["name"],
+        "cond_type": cdb["pt"],
     }
     return users, by_param
 
@@ -179,6 +181,9 @@ KINDS = {
     "api-pilot-cancel": "pilot",
     "pilotchecker:pilot": "pilot",
     "pilotchecker:pilot_cancel": "pilot",
+    "conditions:global_tag": "cond_gt",
+    "conditions:global_tag_status": "cond_gt",
+    "conditions:run_axis": "cond_type",
 }
 RUCIO = {"scope": "data24", "name": "data24.dimuon"}
 
