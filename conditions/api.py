@@ -16,6 +16,8 @@ import hashlib
 import json
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.authentication import SessionAuthentication
@@ -27,6 +29,19 @@ from dss.tokens import BasicTokenAuthentication, TokenAuthentication
 
 from . import actions, lumi
 from .models import GlobalTag, PayloadIOV, PayloadList, PayloadType
+
+
+class BasicTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "dss.tokens.BasicTokenAuthentication"
+    name = "basicToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "basic",
+            "description": "HTTP Basic: your user name, and an API token as the password",
+        }
+
 
 # --------------------------------------------------------------------------- serializers
 
@@ -438,6 +453,14 @@ class PayloadIOVDelete(CdbView):
         return Response({"detail": "payload IOV deleted"})
 
 
+class PayloadIOVRangeDelete(PayloadIOVDelete):
+    @extend_schema(
+        request=None, responses={200: dict}, operation_id="cdb_rest_deletePayloadIOV_range"
+    )
+    def delete(self, request, gt: str, pt: str, major: int, minor: int, **end):
+        return super().delete(request, gt, pt, major, minor, **end)
+
+
 class PayloadIOVLookup(CdbView):
     """``payloadiovs/?gtName=&majorIOV=&minorIOV=``: for each payload type of the global
     tag, the IOV valid at (majorIOV, minorIOV) as [type, url, checksum, size, major,
@@ -449,7 +472,7 @@ class PayloadIOVLookup(CdbView):
             OpenApiParameter("majorIOV", int, required=True),
             OpenApiParameter("minorIOV", int, required=True),
         ],
-        responses={200: list},
+        responses={200: OpenApiTypes.ANY},
     )
     def get(self, request):
         gt = request.query_params.get("gtName")

@@ -40,13 +40,16 @@ class PayloadType(models.Model):
         return self.name
 
 
+GLOBAL_TAG_STATUSES = [("unlocked", "unlocked"), ("locked", "locked")]
+
+
 class GlobalTag(models.Model):
     """A named, versioned set of payload lists, one per payload type. A locked global tag
     takes no change that alters an answer it gave: only IOVs past what it holds."""
 
     UNLOCKED = "unlocked"
     LOCKED = "locked"
-    STATUSES = [(UNLOCKED, "unlocked"), (LOCKED, "locked")]
+    STATUSES = GLOBAL_TAG_STATUSES
 
     name = models.CharField(max_length=80, unique=True, validators=[validate_name])
     author = models.CharField(max_length=80, blank=True)

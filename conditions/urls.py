@@ -65,7 +65,7 @@ api_urlpatterns = [
     path(
         "cdb_rest/deletePayloadIOV/<str:gt>/<str:pt>/<int:major>/<int:minor>"
         "/<int:major_end>/<int:minor_end>",
-        api.PayloadIOVDelete.as_view(),
+        api.PayloadIOVRangeDelete.as_view(),
         name="cdb-piov-delete-range",
     ),
     path("cdb_rest/payloadiovs/", api.PayloadIOVLookup.as_view(), name="cdb-lookup"),

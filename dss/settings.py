@@ -337,6 +337,7 @@ SPECTACULAR_SETTINGS = {
         "SiteStatusEnum": "pilotchecker.models.SiteStatus",
         "PilotStateEnum": "pilotchecker.models.PilotState",
         "VerdictEnum": "pilotchecker.models.Verdict",
+        "GlobalTagStatusEnum": "conditions.models.GLOBAL_TAG_STATUSES",
     },
 }
 
