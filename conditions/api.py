@@ -22,6 +22,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from dss.errors import InvalidInput, NotFound
@@ -142,6 +143,9 @@ class CdbView(APIView):
         SessionAuthentication,
     ]
     permission_classes = [ReadOpenWriteManagers]
+    # one rate of its own (DSS_API_RATE_CONDITIONS) per caller: worker nodes read
+    # anonymously, many behind one address, so the anonymous rate does not apply
+    throttle_classes = [ScopedRateThrottle]
     throttle_scope = "conditions"
 
     def body(self) -> dict:
