@@ -133,6 +133,30 @@ def load(n_tags: int, n_types: int, n_iovs: int) -> int:
     return runs
 
 
+def query_alone(n_tags: int, runs: int, n: int = 3000) -> dict:
+    """The lookup's one query alone, in this process, one after another: what the database
+    part of a request costs."""
+    from conditions.actions import lookup
+
+    rng = random.Random(2)
+    points = [
+        (f"gt{rng.randrange(n_tags):03d}", FIRST_RUN + rng.randrange(runs), rng.randrange(500))
+        for _ in range(n)
+    ]
+    for p in points[:100]:
+        lookup(*p)
+    t0 = time.perf_counter()
+    for p in points:
+        lookup(*p)
+    elapsed = time.perf_counter() - t0
+    return {
+        "lookups": n,
+        "seconds": elapsed,
+        "lookups_per_s": n / elapsed,
+        "mean_ms": elapsed / n * 1e3,
+    }
+
+
 def wait_for(port: int, server: subprocess.Popen, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -275,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.database_url:
             os.environ.pop("DATABASE_URL", None)
         runs = load(args.tags, args.types, args.iovs)
+        alone = query_alone(args.tags, runs)
+        print(
+            f"  the lookup query alone: {alone['lookups_per_s']:.0f} lookups/s "
+            f"({alone['mean_ms']:.2f} ms each, one process)"
+        )
 
         port = free_port()
         server = subprocess.Popen(
@@ -332,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{mode:<13}{r['lookups_per_s']:>10.0f}{r['portal_requests_per_s']:>13.0f}"
             f"{r['s200']:>8}{r['s304']:>8}{r['p50_ms']:>8.1f}{r['p95_ms']:>8.1f}{r['errors']:>8}"
         )
+    print(
+        f"{'query alone':<13}{alone['lookups_per_s']:>10.0f}{'':>13}{'':>8}{'':>8}"
+        f"{alone['mean_ms']:>8.2f}"
+    )
     print(f"\nload average before {load_at_start[0]:.2f}, after {load_at_end[0]:.2f}")
     write_results(
         args.output,
@@ -349,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                 "load_average_before": load_at_start,
                 "load_average_after": load_at_end,
             },
+            "query_alone": alone,
             "modes": results,
         },
     )
