@@ -136,7 +136,9 @@ def load(n_tags: int, n_types: int, n_iovs: int) -> int:
 def query_alone(n_tags: int, runs: int, n: int = 3000) -> dict:
     """The lookup's one query alone, in this process, one after another: what the database
     part of a request costs."""
-    from conditions.actions import lookup
+    from django.db import connection
+
+    from conditions.actions import _lookup_sql, lookup
 
     rng = random.Random(2)
     points = [
@@ -149,11 +151,17 @@ def query_alone(n_tags: int, runs: int, n: int = 3000) -> dict:
     for p in points:
         lookup(*p)
     elapsed = time.perf_counter() - t0
+    gt, run, lb = points[0]
+    explain = "EXPLAIN ANALYZE " if connection.vendor == "postgresql" else "EXPLAIN QUERY PLAN "
+    with connection.cursor() as cursor:
+        cursor.execute(explain + _lookup_sql(), [run, lb, run, lb, gt])
+        plan = [" ".join(map(str, row)) for row in cursor.fetchall()]
     return {
         "lookups": n,
         "seconds": elapsed,
         "lookups_per_s": n / elapsed,
         "mean_ms": elapsed / n * 1e3,
+        "plan": plan,
     }
 
 
