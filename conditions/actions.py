@@ -26,6 +26,8 @@ CONDITIONS_MANAGER = roles.CONDITIONS_MANAGER
 # How nopayloaddb and its client write an open end.
 OPEN_END = sys.maxsize
 IOV_LIMIT = sys.maxsize
+# IOVs in one bulk insert (one transaction)
+BULK_LIMIT = 50_000
 
 Point = tuple[int, int]
 
@@ -475,6 +477,8 @@ def do_bulk_insert(user, items: list[dict]) -> int:
     check_may_write(user)
     if not isinstance(items, list) or not items:
         raise InvalidInput("send a JSON list of IOVs", where="body")
+    if len(items) > BULK_LIMIT:
+        raise InvalidInput(f"send at most {BULK_LIMIT} IOVs at a time", where="body")
     lists: dict[str, PayloadList] = {}
     with transaction.atomic():
         for n, item in enumerate(items):

@@ -209,6 +209,10 @@ class GlobalTags(CdbView):
     def post(self, request):
         data = self.body()
         status = data.get("status") or GlobalTag.UNLOCKED
+        if status not in (GlobalTag.UNLOCKED, GlobalTag.LOCKED):
+            raise InvalidInput(
+                f"a global tag status is 'unlocked' or 'locked', not {status!r}", where="status"
+            )
         gt = actions.do_create_global_tag(
             request.user,
             field(data, "name"),

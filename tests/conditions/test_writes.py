@@ -174,3 +174,9 @@ def test_names_that_would_not_fit_a_url_are_refused(cdb):
     cdb.call("post", "pt", {"name": ""}, expect=400)
     cdb.gt("gt")
     cdb.call("post", "gt", {"name": "gt", "status": "unlocked"}, expect=409)
+
+
+def test_a_tag_with_an_unknown_status_is_not_made(cdb):
+    r = cdb.call("post", "gt", {"name": "g", "status": "frozen"}, expect=400)
+    assert "frozen" in r["detail"]
+    cdb.call("get", "globalTag/g", expect=404)
