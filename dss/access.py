@@ -19,6 +19,10 @@ Who, in the table's words:
 - ``READS``: for POST only: the route just reads (it answers a POST as a GET, or refuses the
   method); whoever may GET it may POST it.
 - ``STAFF``: the Django admin site, for staff accounts only (the roles above are not staff).
+- ``CONDITIONS_MANAGER``: holders of the conditions-manager role.
+
+A route that acts with PUT or DELETE only names that method; the walk uses it in place of
+POST.
 
 What a pilot's page and API show of its report and logs depends on more than the route
 (the site's contacts): see ``pilotchecker.models.Site.may_read_pilot_output``.
@@ -36,6 +40,7 @@ ADMIN = frozenset({"admin"})
 OWNER = frozenset({"owner"})
 NOBODY: frozenset[str] = frozenset()
 STAFF: frozenset[str] = frozenset({"staff"})
+CONDITIONS_MANAGER = frozenset({"conditions-manager"})
 READS = None  # POST only: as GET
 
 
@@ -45,6 +50,8 @@ class Access:
 
     get: frozenset[str]
     post: frozenset[str] | None = READS
+    # the method that acts through the route, for routes that act with PUT or DELETE only
+    method: str = "post"
 
 
 def page(get: frozenset[str] = USER, post: frozenset[str] | None = READS) -> Access:
@@ -167,6 +174,37 @@ ROUTES: dict[str, Access] = {
     "api-pilots": Access(USER, ADMIN),
     "api-pilot": Access(USER, NOBODY),
     "api-ping": Access(ANYONE, NOBODY),
+    # conditions pages
+    "conditions:global_tags": page(),
+    "conditions:compare": page(),
+    "conditions:global_tag": page(),
+    "conditions:global_tag_status": action(ADMIN | CONDITIONS_MANAGER),
+    "conditions:run_axis": page(),
+    # the conditions database (nopayloaddb's API): reads open to worker nodes
+    "cdb-gt": Access(ANYONE, ADMIN | CONDITIONS_MANAGER),
+    "cdb-gt-id": Access(ANYONE, NOBODY),
+    "cdb-gt-name": Access(ANYONE, NOBODY),
+    "cdb-gts": Access(ANYONE, NOBODY),
+    "cdb-gtstatus": Access(ANYONE, ADMIN | CONDITIONS_MANAGER),
+    "cdb-gt-lists": Access(ANYONE, NOBODY),
+    "cdb-gt-delete": Access(NOBODY, ADMIN | CONDITIONS_MANAGER, "delete"),
+    "cdb-gt-clone": action(ADMIN | CONDITIONS_MANAGER),
+    "cdb-gt-status": Access(NOBODY, ADMIN | CONDITIONS_MANAGER, "put"),
+    "cdb-pt": Access(ANYONE, ADMIN | CONDITIONS_MANAGER),
+    "cdb-pt-delete": Access(NOBODY, ADMIN | CONDITIONS_MANAGER, "delete"),
+    "cdb-pl": Access(ANYONE, ADMIN | CONDITIONS_MANAGER),
+    "cdb-pl-id": Access(ANYONE, NOBODY),
+    "cdb-pl-attach": Access(NOBODY, ADMIN | CONDITIONS_MANAGER, "put"),
+    "cdb-pl-delete": Access(NOBODY, ADMIN | CONDITIONS_MANAGER, "delete"),
+    "cdb-piov": Access(ANYONE, ADMIN | CONDITIONS_MANAGER),
+    "cdb-piov-id": Access(ANYONE, NOBODY),
+    "cdb-piov-attach": Access(NOBODY, ADMIN | CONDITIONS_MANAGER, "put"),
+    "cdb-piov-bulk": action(ADMIN | CONDITIONS_MANAGER),
+    "cdb-piov-delete": Access(NOBODY, ADMIN | CONDITIONS_MANAGER, "delete"),
+    "cdb-piov-delete-range": Access(NOBODY, ADMIN | CONDITIONS_MANAGER, "delete"),
+    "cdb-lookup": Access(ANYONE, NOBODY),
+    "api-conditions-grl": Access(ANYONE, NOBODY),
+    "api-conditions-lumi": action(ANYONE),
     # a pilot's one-time token, which no user holds
     "api-pilot-report": action(NOBODY),
     "api-pilot-cancel": action(ADMIN),

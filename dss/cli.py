@@ -377,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
         register_tag_commands = None
     if register_tag_commands is not None:
         register_tag_commands(groups)
+    try:
+        from conditions.cli import register as register_conditions_commands
+    except ImportError:  # a laptop install without the conditions commands
+        register_conditions_commands = None
+    if register_conditions_commands is not None:
+        register_conditions_commands(groups)
     return p
 
 

@@ -1,4 +1,4 @@
-"""The portal's three roles as Django groups, and the permissions each one holds.
+"""The portal's roles as Django groups, and the permissions each one holds.
 
 Roles are groups so that a site can give one person several of them. The groups are kept in
 step with this table after every ``migrate``.
@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group, Permission
 PHYSICIST = "physicist"
 ADMIN = "admin"
 OPERATOR = "operator"
+CONDITIONS_MANAGER = "conditions-manager"
 
 # "app_label.codename" for every permission a role holds; browsing needs none.
 ROLE_PERMISSIONS: dict[str, list[str]] = {
@@ -33,6 +34,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
     OPERATOR: [
         "skims.view_provenancerecord",
         "skims.rerun_skimjob",
+    ],
+    CONDITIONS_MANAGER: [
+        "conditions.add_payloadiov",
+        "conditions.change_globaltag",
     ],
 }
 

@@ -122,6 +122,7 @@ INSTALLED_APPS = [
     "tagdb.apps.TagdbConfig",
     "pilotchecker.apps.PilotcheckerConfig",
     "skims.apps.SkimsConfig",
+    "conditions.apps.ConditionsConfig",
 ]
 
 MIDDLEWARE = [
@@ -305,6 +306,8 @@ REST_FRAMEWORK = {
         "user": env("DSS_API_RATE_USER", "1200/min"),
         "token": env("DSS_API_RATE_TOKEN", "10/min"),
         "pilot": env("DSS_API_RATE_PILOT", "600/min"),
+        # conditions reads: worker nodes, many behind one address
+        "conditions": env("DSS_API_RATE_CONDITIONS", "60000/min"),
     },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -318,6 +321,9 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "dss.api.exception_handler",
 }
+# How long a browser or proxy may keep an answer about a locked global tag (seconds).
+CONDITIONS_LOCKED_MAX_AGE = envint("DSS_CONDITIONS_MAX_AGE", "300")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "DSS API",
     "DESCRIPTION": "The Dataset Skimming Service: catalog, TAG queries, skims, transfers, pilots.",
@@ -336,6 +342,7 @@ SPECTACULAR_SETTINGS = {
         "SiteStatusEnum": "pilotchecker.models.SiteStatus",
         "PilotStateEnum": "pilotchecker.models.PilotState",
         "VerdictEnum": "pilotchecker.models.Verdict",
+        "GlobalTagStatusEnum": "conditions.models.GLOBAL_TAG_STATUSES",
     },
 }
 

@@ -130,3 +130,15 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_PRECISION:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         return token.user, token
+
+
+class BasicTokenAuthentication(authentication.BasicAuthentication):
+    """HTTP Basic with a user name and one of that user's API tokens as the password, for
+    clients that can only put credentials in their URL (the conditions database's C++
+    client, through libcurl). A password is never accepted here: only a token."""
+
+    def authenticate_credentials(self, userid, password, request=None):
+        user, token = TokenAuthentication().authenticate_credentials(password)
+        if user.get_username() != userid:
+            raise exceptions.AuthenticationFailed("this token is not that user's")
+        return user, token

@@ -10,6 +10,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerSplitView,
 )
 
+from conditions.urls import api_urlpatterns as conditions_api
 from dmu.urls import api_urlpatterns as dmu_api
 from pilotchecker.urls import api_urlpatterns as pilot_api
 from skims.urls import api_urlpatterns as skim_api
@@ -45,6 +46,7 @@ api_patterns = [
     *dmu_api,
     *tag_api,
     *pilot_api,
+    *conditions_api,
 ]
 
 urlpatterns = [
@@ -66,4 +68,5 @@ urlpatterns = [
     path("", include("tagdb.urls")),
     path("", include("pilotchecker.urls")),
     path("", include("skims.urls")),
+    path("", include("conditions.urls")),
 ]

@@ -79,6 +79,7 @@ def world(demo_datasets, local_se, pilots_dir, settings, django_capture_on_commi
         (pilot,) = pilot_actions.do_submit_pilots(site, 1, user=users["admin"])
     assert done.state == "succeeded", done.message
     token = tokens.do_issue_token(owner, "laptop").token
+    cdb = conditions_world(users["admin"])
     by_param = {
         "dataset": hzz.name,
         "storage_element": local_se.name,
@@ -93,8 +94,46 @@ def world(demo_datasets, local_se, pilots_dir, settings, django_capture_on_commi
         "registration": registration.pk,
         "pilot": pilot.pk,
         "token": token.pk,
+        "cdb": cdb,
+        "cond_gt": cdb["name"],
+        "cond_type": cdb["pt"],
     }
     return users, by_param
+
+
+def conditions_world(admin) -> dict:
+    """A locked global tag with one IOV: writes through the routes reach the lock (409)
+    rather than change it. Keyed by the conditions routes' path parameters."""
+    from conditions import actions as cond
+
+    gt = cond.do_create_global_tag(admin, "gt1")
+    cond.do_create_payload_type(admin, "pt1")
+    iov = cond.do_insert_iov(admin, gt, "pt1", "pt1/a.json", "ab", (1, 0))
+    cond.do_set_status(admin, gt, "locked")
+    return {
+        "pk": gt.pk,
+        "name": gt.name,
+        "clone": "gt1-clone",
+        "status": "locked",
+        "gt": gt.name,
+        "pt": "pt1",
+        "major": 1,
+        "minor": 0,
+        "major_end": 5,
+        "minor_end": 0,
+        "iov": iov.pk,
+        "pl": iov.payload_list.pk,
+        "list": iov.payload_list.name,
+    }
+
+
+# The conditions routes' parameters that differ by route.
+CDB_PARAMS = {
+    "cdb-pt-delete": {"name": "pt1"},
+    "cdb-pl-delete": {"name": "list"},
+    "cdb-pl-id": {"pk": "pl"},
+    "cdb-piov-id": {"pk": "iov"},
+}
 
 
 # What a route's path parameters name, by the route (a route with parameters that is not
@@ -144,6 +183,9 @@ KINDS = {
     "api-pilot-cancel": "pilot",
     "pilotchecker:pilot": "pilot",
     "pilotchecker:pilot_cancel": "pilot",
+    "conditions:global_tag": "cond_gt",
+    "conditions:global_tag_status": "cond_gt",
+    "conditions:run_axis": "cond_type",
 }
 RUCIO = {"scope": "data24", "name": "data24.dimuon"}
 
@@ -155,6 +197,10 @@ def url_of(name: str, pattern: URLPattern, by_param: dict) -> str:
     if name.startswith("admin:"):
         # refused before the object is looked up: any value of the right shape will do
         return reverse(name, kwargs={p: "dss" if p == "app_label" else "1" for p in params})
+    if name.startswith("cdb-"):
+        cdb = by_param["cdb"]
+        remap = CDB_PARAMS.get(name, {})
+        return reverse(name, kwargs={p: cdb.get(remap.get(p, p), remap.get(p, p)) for p in params})
     if "scope" in params:
         return reverse(name, kwargs={p: RUCIO[p] for p in params})
     if name.startswith("tagdb:") or name.startswith("api-tag-"):
@@ -200,7 +246,7 @@ def test_every_route_answers_each_role_as_the_table_says(world):
             continue
         url = url_of(name, pattern, by_param)
         api = url.startswith("/api/")
-        for method in ("get", "post"):
+        for method in ("get", rule.method):
             who_may = rule.get if method == "get" else rule.post
             for who in IDENTITIES:
                 cache.clear()  # rate limits are not what this test is about
