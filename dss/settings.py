@@ -438,6 +438,9 @@ DSS_SKIM_JOB_CODE = env("DSS_SKIM_JOB_CODE", str(BASE_DIR))
 DSS_SITE_JOB_ATTEMPTS = envint("DSS_SITE_JOB_ATTEMPTS", "3")
 DSS_SITE_JOB_FAILURES = envint("DSS_SITE_JOB_FAILURES", "3")
 DSS_SITE_JOB_MINUTES = envint("DSS_SITE_JOB_MINUTES", "120")
+# An ended skim job's work directory (its spec, script, and the batch system's output and
+# error logs) is kept this many days for whoever looks into it, then removed by the poll.
+DSS_SITE_JOB_KEEP_DAYS = envint("DSS_SITE_JOB_KEEP_DAYS", "7")
 DSS_SITE_REMOTE_READ = [s for s in env("DSS_SITE_REMOTE_READ", "").split(",") if s]
 CELERY_BEAT_SCHEDULE["skims-poll-site-jobs"] = {
     "task": "skims.tasks.poll_site_jobs",

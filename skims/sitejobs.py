@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 import uuid
 import zlib
 from collections import defaultdict
@@ -590,6 +591,7 @@ def do_poll_site_jobs() -> int:
                 # one job's trouble must not stop the others being followed
                 log.exception("following skim job %s failed", job.pk)
             seen += 1
+    do_remove_old_workdirs(now)
     waiting = SkimPart.objects.filter(state=PartState.QUEUED, skim__state=JobState.RUNNING).exclude(
         skim__run_on=RunOn.PORTAL
     )
@@ -599,6 +601,32 @@ def do_poll_site_jobs() -> int:
         except Exception:
             log.exception("submitting a job for skim part %s failed", pk)
     return seen
+
+
+def do_remove_old_workdirs(now=None, batch_size: int = 200) -> int:
+    """Remove the work directories of jobs that ended more than DSS_SITE_JOB_KEEP_DAYS ago
+    (only folders under PILOT_DIR/skim-jobs/); the job's row keeps its message. Returns how
+    many were removed."""
+    now = now or timezone.now()
+    root = (Path(settings.PILOT_DIR) / "skim-jobs").resolve()
+    old = (
+        SiteJob.objects.exclude(state__in=SITE_JOB_ACTIVE)
+        .exclude(workdir="")
+        .filter(finished_at__lt=now - timedelta(days=settings.DSS_SITE_JOB_KEEP_DAYS))
+        .values_list("pk", "workdir")[:batch_size]
+    )
+    removed = 0
+    for pk, workdir in old:
+        path = Path(workdir).resolve()
+        if path.parent == root:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+        else:
+            log.warning(
+                "skim job %s: work directory %s is not under %s; left alone", pk, path, root
+            )
+        SiteJob.objects.filter(pk=pk).update(workdir="")
+    return removed
 
 
 def _cancel(job: SiteJob, *, record: bool = True) -> None:

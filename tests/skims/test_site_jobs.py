@@ -5,6 +5,7 @@ test_site_jobs_slurm.py)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -299,3 +300,17 @@ def test_an_input_that_is_bad_anywhere_fails_its_part_at_once_and_spares_the_sit
     job.refresh_from_db()
     assert job.site_fault is False
     assert job.site.status_changes.filter(new_status="broker-off").count() == 0
+
+
+def test_an_ended_jobs_work_directory_is_kept_a_while_then_removed(client, job, settings):
+    workdir = Path(job.workdir)
+    post(client, job, {"state": "failed", "node": "wn1", "reason": "scratch full"}, token_of(job))
+    job.refresh_from_db()
+    assert job.state == "failed" and workdir.is_dir()
+    assert sitejobs.do_remove_old_workdirs() == 0  # ended just now: kept for a look
+    later = timezone.now() + timedelta(days=settings.DSS_SITE_JOB_KEEP_DAYS, seconds=1)
+    running = job.part.site_jobs.exclude(pk=job.pk).get()  # the part's next attempt
+    assert sitejobs.do_remove_old_workdirs(later) == 1
+    assert not workdir.exists() and Path(running.workdir).is_dir()
+    job.refresh_from_db()
+    assert job.workdir == "" and "scratch full" in job.message
