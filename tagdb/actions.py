@@ -26,6 +26,9 @@ from django.db.models import F
 from django.utils import timezone
 from sqlalchemy.pool import NullPool
 
+from conditions import actions as conditions_actions
+from conditions import lumi as conditions_lumi
+from conditions.models import GlobalTag
 from dmu.actions import get_dataset
 from dmu.audit import Finding
 from dmu.eventfiles import open_event_file
@@ -1166,6 +1169,73 @@ def iter_events(
             offset += EXPORT_BATCH
 
     return generate()
+
+
+# --------------------------------------------------------------------------- luminosity
+
+LUMI_WHERE = "lumi_gt"
+
+
+def lumi_global_tag(name: str | None) -> GlobalTag | None:
+    """The global tag a query names for its luminosity (None for none), or InvalidInput."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    try:
+        return conditions_actions.get_global_tag(name)
+    except NotFound:
+        raise InvalidInput(f"no global tag named {name!r}", where=LUMI_WHERE) from None
+
+
+def lumi_global_tag_names() -> list[str]:
+    """The global tags that hold a lumi payload list, by name."""
+    return list(
+        GlobalTag.objects.filter(payload_lists__payload_type__name=conditions_lumi.LUMI)
+        .order_by("name")
+        .values_list("name", flat=True)
+        .distinct()
+    )
+
+
+def selected_lumiblocks(
+    collection: TagCollection, selection: str | None, good_runs: Any = None
+) -> tuple[set[tuple[int, int]], int]:
+    """The distinct (run, lumiblock) pairs the passing events fall in, and how many
+    passing events have no run or lumiblock number. InvalidInput for a collection whose
+    TAGs hold no luminosity-block numbers."""
+    numbering = collection_schema(collection).numbering()
+    if "run" not in numbering or "lumi" not in numbering:
+        raise InvalidInput(
+            f"this collection has no luminosity-block numbers ({collection}): its TAG schema "
+            "names no run and lumi branches, so no luminosity can be computed",
+            where=LUMI_WHERE,
+        )
+    blocks: set[tuple[int, int]] = set()
+    unnumbered = 0
+    for ref in iter_events(collection, selection, good_runs, attributes=["lumi"]):
+        lb = ref.values["lumi"]
+        if ref.run is None or lb is None:
+            unnumbered += 1
+        else:
+            blocks.add((int(ref.run), int(lb)))
+    return blocks, unnumbered
+
+
+def selection_luminosity(
+    collection: TagCollection, selection: str | None, good_runs: Any, gt: GlobalTag
+) -> dict:
+    """The integrated luminosity of the lumiblocks the passing events fall in, from
+    ``gt``'s lumi payloads (see :func:`conditions.lumi.luminosity_of_blocks`), with
+    ``events_without_numbers``; and with a good-run list, the list's own luminosity in
+    ``good_run_list``."""
+    grl = good_runs_for(collection, good_runs)
+    blocks, unnumbered = selected_lumiblocks(collection, selection, grl)
+    result = conditions_lumi.luminosity_of_blocks(gt, blocks)
+    result["events_without_numbers"] = unnumbered
+    result["good_run_list"] = (
+        conditions_lumi.integrated_luminosity(gt, grl.to_json()) if grl is not None else None
+    )
+    return result
 
 
 @dataclass(frozen=True)
