@@ -282,12 +282,13 @@ def request_hash(
     limit,
     good_runs: GoodRunList | None = None,
     outputs: dict | None = None,
+    lumi_gt: str = "",
 ) -> str:
     """What makes two skim requests identical: inputs (the dataset, the collection and the
     TAG build it selects through, and the exact files: GUID and adler32 of each),
     normalised selection, good-run list, options (``outputs``: those of
-    :func:`output_options_key`). A dataset that gained, lost or changed a file, or TAGs
-    rebuilt, make a new request."""
+    :func:`output_options_key`), the global tag of the luminosity its provenance records.
+    A dataset that gained, lost or changed a file, or TAGs rebuilt, make a new request."""
     key = {
         "inputs": sorted(
             (
@@ -307,6 +308,8 @@ def request_hash(
         key["good_runs"] = good_runs.fingerprint
     if outputs:
         key["outputs"] = outputs
+    if lumi_gt:
+        key["lumi_gt"] = lumi_gt
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -451,6 +454,7 @@ def check_submit_skim(
         event_limit,
         grl,
         output_options_key(inputs, tree_name, copies, merge_mb),
+        gt.name if gt else "",
     )
     if not force:
         existing = (

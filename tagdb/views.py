@@ -93,10 +93,14 @@ def _good_runs(collection, q: dict, ctx: dict):
 
 def _luminosity(collection, q: dict, grl, ctx: dict) -> None:
     """With a global tag chosen for luminosity, the integrated luminosity of the passing
-    events' lumiblocks (and of the good-run list) goes into ``ctx["lumi"]``."""
-    gt = actions.lumi_global_tag(q.get("lumi_gt"))
-    if gt is not None:
-        ctx["lumi"] = actions.selection_luminosity(collection, q["selection"], grl, gt)
+    events' lumiblocks (and of the good-run list) goes into ``ctx["lumi"]``; why it could
+    not be computed into ``ctx["lumi_error"]`` (the count and the plots stay)."""
+    try:
+        gt = actions.lumi_global_tag(q.get("lumi_gt"))
+        if gt is not None:
+            ctx["lumi"] = actions.selection_luminosity(collection, q["selection"], grl, gt)
+    except DSSError as e:
+        ctx["lumi_error"] = str(e)
 
 
 def _count_context(collection, q: dict) -> dict:
