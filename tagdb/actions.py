@@ -59,7 +59,7 @@ from .models import (
 from .numbering import check_unsigned
 from .schema import Schema, auto_schema, compute_tags, load_schema, pack_tags, unpack_tags
 from .selection import INT, Node, check, normalise, parse, suggest
-from .store import EventRef, Histogram, TagStore
+from .store import EventRef, Histogram, TagStore, legacy_view, tag_table, where_clause
 
 log = logging.getLogger(__name__)
 
@@ -1200,9 +1200,13 @@ def lumi_global_tag_names() -> list[str]:
 def selected_lumiblocks(
     collection: TagCollection, selection: str | None, good_runs: Any = None
 ) -> tuple[set[tuple[int, int]], int]:
-    """The distinct (run, lumiblock) pairs the passing events fall in, and how many
-    passing events have no run or lumiblock number. InvalidInput for a collection whose
-    TAGs hold no luminosity-block numbers."""
+    """The distinct (run, lumiblock) pairs the passing events fall in (within the good-run
+    list ``good_runs``), and how many passing events have no run or lumiblock number.
+    InvalidInput for a collection whose TAGs hold no luminosity-block numbers.
+
+    One grouped query in the TAG DB (``SELECT run, lumi, count(*) … GROUP BY run, lumi``,
+    built from the store's table, legacy view and WHERE clause); the good-run list is
+    applied to the pairs, which is what the store's condition on run and lumi does."""
     numbering = collection_schema(collection).numbering()
     if "run" not in numbering or "lumi" not in numbering:
         raise InvalidInput(
@@ -1210,14 +1214,30 @@ def selected_lumiblocks(
             "names no run and lumi branches, so no luminosity can be computed",
             where=LUMI_WHERE,
         )
+    tree, _ = query_selection(collection, selection)
+    grl = good_runs_for(collection, good_runs)
+    require_ready(collection)
+    store = get_store()
+    info = store.collection(collection.key)
+    table = tag_table(info.table, info.attributes, dialect=store.dialect)
+    source = table if info.missing_is_null else legacy_view(table, info.attributes)
+    stmt = (
+        sa.select(source.c.run, source.c.lumi, sa.func.count())
+        .where(where_clause(source, info.attribute_types(), tree))
+        .group_by(source.c.run, source.c.lumi)
+    )
     blocks: set[tuple[int, int]] = set()
     unnumbered = 0
-    for ref in iter_events(collection, selection, good_runs, attributes=["lumi"]):
-        lb = ref.values["lumi"]
-        if ref.run is None or lb is None:
-            unnumbered += 1
-        else:
-            blocks.add((int(ref.run), int(lb)))
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    for run, lb, n in rows:
+        if run is None or lb is None:
+            if grl is None:  # a good-run list lets no event without numbers pass
+                unnumbered += int(n)
+            continue
+        run, lb = int(run), int(lb)
+        if grl is None or any(lo <= lb <= hi for lo, hi in grl.runs.get(run, ())):
+            blocks.add((run, lb))
     return blocks, unnumbered
 
 
