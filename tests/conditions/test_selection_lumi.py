@@ -140,6 +140,9 @@ def test_the_tag_page_shows_the_luminosity_and_the_blocks_without_a_value(
     text = page.content.decode()
     assert "7 luminosity blocks: <strong>18 pb^-1</strong> (global tag data24-lumi)" in text
     assert "2 blocks have no luminosity value" in text
+    # "Skim these events" carries the choice to the skim form
+    form = c.post("/skims/new/", {"prefill": "1", "selection": "pt > 20", "lumi_gt": gt.name})
+    assert b'name="lumi_gt" value="data24-lumi"' in form.content
     live = c.post(f"/tags/{collection.pk}/count/", {"selection": "pt > 20", "lumi_gt": "nope"})
     assert "no global tag named" in live.content.decode()
     assert b"of 11 events pass" in live.content  # the count stays
@@ -203,3 +206,10 @@ def test_a_skim_with_lumi_gt_records_the_luminosity_in_its_provenance(
         submit(collection, "user.phys.bad", lumi_gt="nope")
     with pytest.raises(InvalidInput, match="no luminosity-block numbers"):
         submit(no_lumi, "user.phys.bad2", lumi_gt=gt.name)
+    api = APIClient()
+    api.force_authenticate(physicist)
+    body = {"collections": [collection.pk], "selection": "pt > 20", "output_name": "user.phys.a"}
+    r = api.post("/api/skims/", {**body, "lumi_gt": "nope"}, format="json")
+    assert r.status_code == 400 and r.json()["where"] == "lumi_gt", r.json()
+    r = api.post("/api/skims/", {**body, "lumi_gt": gt.name, "force": True}, format="json")
+    assert r.status_code == 201 and r.json()["lumi_gt"] == gt.name, r.json()
