@@ -19,6 +19,8 @@ import hashlib
 import json
 from collections.abc import Iterable
 
+from django.db.models import Q
+
 from dmu.checksum import checksum_chunks
 from dmu.models import StorageElement
 from dmu.storage import deterministic_path
@@ -98,13 +100,24 @@ def do_put_run_values(
     return actions.do_insert_iov(user, gt, type_name, url, adler, (run, 0), (run + 1, 0), size)
 
 
-def values_in(gt: GlobalTag, type_name: str) -> Iterable[tuple[int, int, object]]:
+def values_in(
+    gt: GlobalTag, type_name: str, runs: set[int] | None = None
+) -> Iterable[tuple[int, int, object]]:
     """(run, lumiblock, value) of every value of ``gt``'s ``type_name`` payloads that lies
-    inside the IOV pointing at its file."""
+    inside the IOV pointing at its file; with ``runs``, only payloads whose IOV covers one
+    of them are read."""
     iovs = PayloadIOV.objects.filter(
         payload_list__global_tag=gt, payload_list__payload_type__name=type_name
     ).order_by("major_iov", "minor_iov")
+    if runs is not None:
+        if not runs:
+            return
+        iovs = iovs.filter(major_iov__lte=max(runs)).filter(
+            Q(major_iov_end__isnull=True) | Q(major_iov_end__gte=min(runs))
+        )
     for iov in iovs:
+        if runs is not None and not any(_covers_run(iov, run) for run in runs):
+            continue
         content = read_payload(iov)
         for run_text, by_lb in content.get("runs", {}).items():
             run = int(run_text)
@@ -154,3 +167,36 @@ def integrated_luminosity(gt: GlobalTag, grl: dict) -> dict:
             seen += 1
     listed = sum(hi - lo + 1 for ranges in wanted.values() for lo, hi in ranges)
     return {"luminosity": total, "unit": "pb^-1", "lumiblocks": seen, "missing": listed - seen}
+
+
+def _covers_run(iov: PayloadIOV, run: int) -> bool:
+    """Whether some lumiblock of ``run`` lies inside ``iov``."""
+    return iov.major_iov <= run and (iov.end is None or iov.end > (run, 0))
+
+
+# A summary lists at most this many of the blocks without a luminosity value.
+MISSING_LISTED = 20
+
+
+def luminosity_of_blocks(gt: GlobalTag, blocks: Iterable[tuple[int, int]]) -> dict:
+    """The integrated luminosity of the distinct (run, lumiblock) pairs ``blocks`` from
+    ``gt``'s lumi payloads (what iLumiCalc gives for the blocks a selection's events fall
+    in). Blocks with no luminosity value are counted in ``missing`` (the first
+    :data:`MISSING_LISTED` of them in ``missing_blocks``), never dropped silently."""
+    wanted = {(int(run), int(lb)) for run, lb in blocks}
+    total, found = 0.0, set()
+    for run, lb, value in values_in(gt, LUMI, {run for run, _ in wanted}):
+        point = (run, lb)
+        if point in wanted and point not in found:
+            total += float(value)
+            found.add(point)
+    missing = sorted(wanted - found)
+    return {
+        "global_tag": gt.name,
+        "luminosity": total,
+        "unit": "pb^-1",
+        "lumiblocks": len(wanted),
+        "with_value": len(found),
+        "missing": len(missing),
+        "missing_blocks": [list(p) for p in missing[:MISSING_LISTED]],
+    }

@@ -26,6 +26,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from conditions import lumi as conditions_lumi
 from dmu import actions as dmu_actions
 from dmu import catalogs as dmu_catalogs
 from dmu.audit import Finding
@@ -281,12 +282,13 @@ def request_hash(
     limit,
     good_runs: GoodRunList | None = None,
     outputs: dict | None = None,
+    lumi_gt: str = "",
 ) -> str:
     """What makes two skim requests identical: inputs (the dataset, the collection and the
     TAG build it selects through, and the exact files: GUID and adler32 of each),
     normalised selection, good-run list, options (``outputs``: those of
-    :func:`output_options_key`). A dataset that gained, lost or changed a file, or TAGs
-    rebuilt, make a new request."""
+    :func:`output_options_key`), the global tag of the luminosity its provenance records.
+    A dataset that gained, lost or changed a file, or TAGs rebuilt, make a new request."""
     key = {
         "inputs": sorted(
             (
@@ -306,6 +308,8 @@ def request_hash(
         key["good_runs"] = good_runs.fingerprint
     if outputs:
         key["outputs"] = outputs
+    if lumi_gt:
+        key["lumi_gt"] = lumi_gt
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
@@ -379,6 +383,7 @@ def check_submit_skim(
     force: bool = False,
     rerun_of: ProvenanceRecord | None = None,
     good_runs=None,
+    lumi_gt: str = "",
     output_tree: str = "",
     copy_objects: Sequence[str] = (),
     merge_mb: float | None = None,
@@ -391,7 +396,9 @@ def check_submit_skim(
     InvalidInput (naming the field), Conflict when the output name is taken, IdenticalSkim
     when the same request already succeeded and ``force`` is not set. ``run_on`` says where
     its parts run: the portal's workers, the named ``site``, or sites the broker chooses
-    (NoSite, a Conflict, when no site may take them now)."""
+    (NoSite, a Conflict, when no site may take them now). ``lumi_gt`` names a conditions
+    global tag: the provenance record then holds the integrated luminosity of the selected
+    events' luminosity blocks (:func:`check_skim_lumi_gt`)."""
     check_dataset_name(output_name)
     if output_format not in OutputFormat.values:
         raise InvalidInput(f"unknown output format {output_format!r}", where="output_format")
@@ -435,6 +442,7 @@ def check_submit_skim(
         files = [f for inp in inputs for f in input_files(inp)]
         brokerage.choose_site(brokerage.storage_needed(files, output_se), named=named_site)
     grl = check_skim_good_runs(inputs, good_runs)
+    gt = check_skim_lumi_gt(inputs, lumi_gt)
     tree_name, copies, merge_mb = check_output_options(
         inputs, output_format, output_tree, copy_objects, merge_mb
     )
@@ -446,6 +454,7 @@ def check_submit_skim(
         event_limit,
         grl,
         output_options_key(inputs, tree_name, copies, merge_mb),
+        gt.name if gt else "",
     )
     if not force:
         existing = (
@@ -474,6 +483,7 @@ def check_submit_skim(
             output_se=output_se,
             event_limit=event_limit,
             good_runs=grl.to_json() if grl else None,
+            lumi_gt=gt.name if gt else "",
             output_tree=tree_name,
             copy_objects=copies,
             merge_mb=merge_mb,
@@ -502,6 +512,58 @@ def check_submit_skim(
         log_output_options(skim)
         leases.send(skim)
     return skim
+
+
+def check_skim_lumi_gt(inputs: Sequence[InputSpec], lumi_gt: str | None):
+    """The global tag a skim names for its luminosity (None for none). InvalidInput when
+    no tag has that name, or when an input is not selected through a TAG collection with
+    luminosity-block numbers (the luminosity is that of the blocks its events fall in)."""
+    gt = tag_actions.lumi_global_tag(lumi_gt)
+    if gt is None:
+        return None
+    for inp in inputs:
+        if inp.collection is None:
+            raise InvalidInput(
+                f"dataset {inp.dataset.name} has no TAGs: the luminosity of the selected "
+                "events needs a TAG collection with luminosity-block numbers",
+                where=tag_actions.LUMI_WHERE,
+            )
+        if "lumi" not in collection_schema(inp.collection).numbering():
+            raise InvalidInput(
+                f"this collection has no luminosity-block numbers ({inp.collection})",
+                where=tag_actions.LUMI_WHERE,
+            )
+    return gt
+
+
+def skim_luminosity(skim: SkimJob) -> dict | None:
+    """The integrated luminosity of the distinct lumiblocks the skim's selected events
+    fall in (over all its TAG inputs, within its good-run list), from the lumi payloads
+    of its ``lumi_gt``; None without one. A failure is recorded as ``error``."""
+    if not skim.lumi_gt:
+        return None
+    try:
+        gt = tag_actions.lumi_global_tag(skim.lumi_gt)
+        blocks: set[tuple[int, int]] = set()
+        unnumbered = 0
+        for inp in skim.inputs.select_related("collection"):
+            if inp.collection is None:
+                raise InvalidInput(f"dataset {inp.dataset} was selected without TAGs")
+            found, without = tag_actions.selected_lumiblocks(
+                inp.collection, skim.selection, skim.good_runs
+            )
+            blocks |= found
+            unnumbered += without
+        result = conditions_lumi.luminosity_of_blocks(gt, blocks)
+    except DSSError as e:
+        return {"global_tag": skim.lumi_gt, "error": str(e)}
+    result["events_without_numbers"] = unnumbered
+    if skim.event_limit:
+        result["note"] = (
+            "the skim had an event limit: the luminosity is that of every passing event's "
+            "block, not only of the events written"
+        )
+    return result
 
 
 # --------------------------------------------------------------------------- planning
@@ -1189,6 +1251,7 @@ def do_rerun(record: ProvenanceRecord, user, output_name: str | None = None) -> 
         force=True,
         rerun_of=record,
         good_runs=old.good_runs,
+        lumi_gt=old.lumi_gt,
         output_tree=old.output_tree,
         copy_objects=old.copy_objects,
         merge_mb=old.merge_mb,
@@ -1316,6 +1379,11 @@ def write_provenance(skim: SkimJob) -> ProvenanceRecord:
             "copy_objects": skim.copy_objects,
             "merge_mb": skim.merge_mb,
             "good_runs": skim.good_runs,
+            **(
+                {"lumi_gt": skim.lumi_gt, "luminosity": skim_luminosity(skim)}
+                if skim.lumi_gt
+                else {}
+            ),
             "failure_policy": skim.failure_policy,
             "run_on": skim.run_on,
             "site": skim.site.name if skim.site_id else None,

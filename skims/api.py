@@ -41,6 +41,13 @@ class SkimSubmitSerializer(serializers.Serializer):
         help_text="a good-run list kept beside the selection: ATLAS XML or JSON text, or "
         'the object {"run": [[first_lb, last_lb], ...]}',
     )
+    lumi_gt = serializers.CharField(
+        max_length=80,
+        required=False,
+        allow_blank=True,
+        help_text="a conditions global tag: the provenance record then holds the integrated "
+        "luminosity of the selected events' luminosity blocks from its lumi payloads",
+    )
     failure_policy = serializers.ChoiceField(
         choices=FailurePolicy.choices, default=FailurePolicy.FAIL
     )
@@ -144,6 +151,7 @@ class SkimSerializer(serializers.ModelSerializer):
             "copy_objects",
             "merge_mb",
             "good_runs",
+            "lumi_gt",
             "failure_policy",
             "run_on",
             "site",
@@ -232,6 +240,7 @@ class SkimList(generics.ListAPIView):
                 failure_policy=d["failure_policy"],
                 force=d["force"],
                 good_runs=d.get("good_runs"),
+                lumi_gt=d.get("lumi_gt", ""),
                 output_tree=d.get("output_tree", ""),
                 copy_objects=d["copy_objects"],
                 merge_mb=d.get("merge_mb"),

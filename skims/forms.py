@@ -95,6 +95,13 @@ class SkimForm(forms.Form):
         "[[first, last], …]}. Empty: every run.",
     )
     good_runs_file = forms.FileField(label="…or a good-run list file", required=False)
+    lumi_gt = forms.CharField(
+        label="Global tag for luminosity",
+        required=False,
+        max_length=80,
+        help_text="A conditions global tag: the provenance record then holds the integrated "
+        "luminosity of the selected events' luminosity blocks from its lumi payloads.",
+    )
     run_on = forms.ChoiceField(
         label="Run on",
         required=False,

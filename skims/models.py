@@ -94,6 +94,12 @@ class SkimJob(Job, Leased):
         blank=True,
         help_text='the good-run list applied beside the selection, {"run": [[first, last], …]}',
     )
+    lumi_gt = models.CharField(
+        max_length=80,
+        blank=True,
+        help_text="the conditions global tag whose lumi payloads give the integrated "
+        "luminosity of the selected events, recorded in provenance; empty: none",
+    )
     failure_policy = models.CharField(
         max_length=16, choices=FailurePolicy.choices, default=FailurePolicy.FAIL
     )

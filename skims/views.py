@@ -60,6 +60,7 @@ def _prefill(data, files) -> dict:
         "collections": data.getlist("collection"),
         "datasets": data.getlist("dataset"),
         "good_runs": good_runs,
+        "lumi_gt": data.get("lumi_gt", ""),
         "output_se": settings.DSS_SKIM_OUTPUT_SE,
     }
 
@@ -90,6 +91,7 @@ def skim_new(request):
                 failure_policy=d["failure_policy"],
                 force=d["force"],
                 good_runs=form.good_runs_input(),
+                lumi_gt=d.get("lumi_gt", ""),
                 output_tree=d["output_tree"],
                 copy_objects=form.copy_patterns(),
                 merge_mb=d["merge_mb"],

@@ -26,6 +26,9 @@ from django.db.models import F
 from django.utils import timezone
 from sqlalchemy.pool import NullPool
 
+from conditions import actions as conditions_actions
+from conditions import lumi as conditions_lumi
+from conditions.models import GlobalTag
 from dmu.actions import get_dataset
 from dmu.audit import Finding
 from dmu.eventfiles import open_event_file
@@ -56,7 +59,7 @@ from .models import (
 from .numbering import check_unsigned
 from .schema import Schema, auto_schema, compute_tags, load_schema, pack_tags, unpack_tags
 from .selection import INT, Node, check, normalise, parse, suggest
-from .store import EventRef, Histogram, TagStore
+from .store import EventRef, Histogram, TagStore, legacy_view, tag_table, where_clause
 
 log = logging.getLogger(__name__)
 
@@ -1166,6 +1169,93 @@ def iter_events(
             offset += EXPORT_BATCH
 
     return generate()
+
+
+# --------------------------------------------------------------------------- luminosity
+
+LUMI_WHERE = "lumi_gt"
+
+
+def lumi_global_tag(name: str | None) -> GlobalTag | None:
+    """The global tag a query names for its luminosity (None for none), or InvalidInput."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    try:
+        return conditions_actions.get_global_tag(name)
+    except NotFound:
+        raise InvalidInput(f"no global tag named {name!r}", where=LUMI_WHERE) from None
+
+
+def lumi_global_tag_names() -> list[str]:
+    """The global tags that hold a lumi payload list, by name."""
+    return list(
+        GlobalTag.objects.filter(payload_lists__payload_type__name=conditions_lumi.LUMI)
+        .order_by("name")
+        .values_list("name", flat=True)
+        .distinct()
+    )
+
+
+def selected_lumiblocks(
+    collection: TagCollection, selection: str | None, good_runs: Any = None
+) -> tuple[set[tuple[int, int]], int]:
+    """The distinct (run, lumiblock) pairs the passing events fall in (within the good-run
+    list ``good_runs``), and how many passing events have no run or lumiblock number.
+    InvalidInput for a collection whose TAGs hold no luminosity-block numbers.
+
+    One grouped query in the TAG DB (``SELECT run, lumi, count(*) … GROUP BY run, lumi``,
+    built from the store's table, legacy view and WHERE clause); the good-run list is
+    applied to the pairs, which is what the store's condition on run and lumi does."""
+    numbering = collection_schema(collection).numbering()
+    if "run" not in numbering or "lumi" not in numbering:
+        raise InvalidInput(
+            f"this collection has no luminosity-block numbers ({collection}): its TAG schema "
+            "names no run and lumi branches, so no luminosity can be computed",
+            where=LUMI_WHERE,
+        )
+    tree, _ = query_selection(collection, selection)
+    grl = good_runs_for(collection, good_runs)
+    require_ready(collection)
+    store = get_store()
+    info = store.collection(collection.key)
+    table = tag_table(info.table, info.attributes, dialect=store.dialect)
+    source = table if info.missing_is_null else legacy_view(table, info.attributes)
+    stmt = (
+        sa.select(source.c.run, source.c.lumi, sa.func.count())
+        .where(where_clause(source, info.attribute_types(), tree))
+        .group_by(source.c.run, source.c.lumi)
+    )
+    blocks: set[tuple[int, int]] = set()
+    unnumbered = 0
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    for run, lb, n in rows:
+        if run is None or lb is None:
+            if grl is None:  # a good-run list lets no event without numbers pass
+                unnumbered += int(n)
+            continue
+        run, lb = int(run), int(lb)
+        if grl is None or any(lo <= lb <= hi for lo, hi in grl.runs.get(run, ())):
+            blocks.add((run, lb))
+    return blocks, unnumbered
+
+
+def selection_luminosity(
+    collection: TagCollection, selection: str | None, good_runs: Any, gt: GlobalTag
+) -> dict:
+    """The integrated luminosity of the lumiblocks the passing events fall in, from
+    ``gt``'s lumi payloads (see :func:`conditions.lumi.luminosity_of_blocks`), with
+    ``events_without_numbers``; and with a good-run list, the list's own luminosity in
+    ``good_run_list``."""
+    grl = good_runs_for(collection, good_runs)
+    blocks, unnumbered = selected_lumiblocks(collection, selection, grl)
+    result = conditions_lumi.luminosity_of_blocks(gt, blocks)
+    result["events_without_numbers"] = unnumbered
+    result["good_run_list"] = (
+        conditions_lumi.integrated_luminosity(gt, grl.to_json()) if grl is not None else None
+    )
+    return result
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,16 @@ class QuerySerializer(serializers.Serializer):
     )
 
 
+class CountRequest(QuerySerializer):
+    lumi_gt = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=80,
+        help_text="a conditions global tag: the answer then has the integrated luminosity of "
+        "the passing events' luminosity blocks from its lumi payloads",
+    )
+
+
 class HistogramRequest(QuerySerializer):
     attribute = serializers.CharField()
     bins = serializers.IntegerField(required=False, min_value=1, max_value=10_000)
@@ -204,6 +214,28 @@ class WithGoodRuns(serializers.Serializer):
     )
 
 
+class GoodRunListLuminositySerializer(serializers.Serializer):
+    luminosity = serializers.FloatField()
+    unit = serializers.CharField()
+    lumiblocks = serializers.IntegerField(help_text="listed blocks with a luminosity value")
+    missing = serializers.IntegerField(help_text="listed blocks without one")
+
+
+class LuminositySerializer(serializers.Serializer):
+    global_tag = serializers.CharField()
+    luminosity = serializers.FloatField(help_text="summed over the blocks with a value")
+    unit = serializers.CharField(help_text="pb^-1")
+    lumiblocks = serializers.IntegerField(help_text="distinct (run, lumiblock) of passing events")
+    with_value = serializers.IntegerField()
+    missing = serializers.IntegerField(help_text="blocks with events but no luminosity value")
+    missing_blocks = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        help_text="the first of them, as [run, lumiblock]",
+    )
+    events_without_numbers = serializers.IntegerField()
+    good_run_list = GoodRunListLuminositySerializer(allow_null=True)
+
+
 class CountResponse(WithGoodRuns):
     collection = serializers.IntegerField()
     selection = serializers.CharField(help_text="the selection's normal form ('' = every event)")
@@ -211,6 +243,9 @@ class CountResponse(WithGoodRuns):
     total = serializers.IntegerField()
     files_touched = serializers.IntegerField()
     files_total = serializers.IntegerField()
+    luminosity = LuminositySerializer(
+        required=False, help_text="only when the request names a lumi_gt"
+    )
 
 
 class HistogramResponse(WithGoodRuns):
@@ -436,23 +471,25 @@ def good_runs_fields(collection, grl) -> dict:
 class Count(TagAPIView):
     """How many events pass the selection, and how many files hold them."""
 
-    @extend_schema(request=QuerySerializer, responses=CountResponse)
+    @extend_schema(request=CountRequest, responses=CountResponse)
     def post(self, request, pk):
         collection = self.collection(pk)
-        d = validated(QuerySerializer, request.data)
+        d = validated(CountRequest, request.data)
         grl = actions.good_runs_for(collection, d.get("good_runs"))
+        gt = actions.lumi_global_tag(d.get("lumi_gt"))
         r = actions.count(collection, d["selection"], grl)
-        return Response(
-            {
-                "collection": collection.pk,
-                "selection": r.selection,
-                "count": r.count,
-                "total": r.total,
-                "files_touched": r.files_touched,
-                "files_total": r.files_total,
-                **good_runs_fields(collection, grl),
-            }
-        )
+        answer = {
+            "collection": collection.pk,
+            "selection": r.selection,
+            "count": r.count,
+            "total": r.total,
+            "files_touched": r.files_touched,
+            "files_total": r.files_total,
+            **good_runs_fields(collection, grl),
+        }
+        if gt is not None:
+            answer["luminosity"] = actions.selection_luminosity(collection, d["selection"], grl, gt)
+        return Response(answer)
 
 
 class HistogramView(TagAPIView):

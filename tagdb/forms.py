@@ -92,6 +92,13 @@ class QueryForm(forms.Form):
         "Empty: every run.",
     )
     good_runs_file = forms.FileField(label="…or a good-run list file", required=False)
+    lumi_gt = forms.CharField(
+        label="Global tag for luminosity",
+        required=False,
+        max_length=80,
+        help_text="The conditions global tag whose lumi payloads give the integrated "
+        "luminosity of the selected events' luminosity blocks. Empty: none.",
+    )
 
     def __init__(self, collection, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -111,6 +118,7 @@ class QueryForm(forms.Form):
             "range_for": "",
             "good_runs": "",
             "good_runs_file": "",
+            "lumi_gt": "",
         }
         # The controls sit in the page's cards but submit with the selection box's form.
         for name, field in self.fields.items():

@@ -91,6 +91,18 @@ def _good_runs(collection, q: dict, ctx: dict):
     return grl
 
 
+def _luminosity(collection, q: dict, grl, ctx: dict) -> None:
+    """With a global tag chosen for luminosity, the integrated luminosity of the passing
+    events' lumiblocks (and of the good-run list) goes into ``ctx["lumi"]``; why it could
+    not be computed into ``ctx["lumi_error"]`` (the count and the plots stay)."""
+    try:
+        gt = actions.lumi_global_tag(q.get("lumi_gt"))
+        if gt is not None:
+            ctx["lumi"] = actions.selection_luminosity(collection, q["selection"], grl, gt)
+    except DSSError as e:
+        ctx["lumi_error"] = str(e)
+
+
 def _count_context(collection, q: dict) -> dict:
     """The live count under the selection box: the count (within the good-run list),
     its warnings, and the export and skim buttons; or the error."""
@@ -98,6 +110,7 @@ def _count_context(collection, q: dict) -> dict:
     try:
         grl = _good_runs(collection, q, ctx)
         ctx["result"] = actions.count(collection, q["selection"], grl)
+        _luminosity(collection, q, grl, ctx)
     except DSSError as e:
         ctx.update(error_context(e, q["selection"]))
     return ctx
@@ -168,6 +181,7 @@ def _results(collection, q: dict) -> dict:
         grl = _good_runs(collection, q, ctx)
         result = actions.count(collection, text, grl)
         ctx["result"] = result
+        _luminosity(collection, q, grl, ctx)
         hist = actions.histogram(
             collection,
             q["attribute"],
@@ -203,7 +217,7 @@ def _results(collection, q: dict) -> dict:
 
 def _share_url(collection, q: dict) -> str:
     """The page's GET URL for this query (without a good-run list), to bookmark or share."""
-    fields = ("selection", "attribute", "bins", "lo", "hi", "top_attribute", "top_n")
+    fields = ("selection", "attribute", "bins", "lo", "hi", "top_attribute", "top_n", "lumi_gt")
     params = {k: q[k] for k in fields if q.get(k) not in (None, "")}
     return collection.get_absolute_url() + "?" + urlencode(params)
 
@@ -227,6 +241,7 @@ def collection_page_context(request, collection, **extra) -> dict:
         "pick_form": PickForm(),
         "numbering": actions.collection_schema(collection).numbering(),
         "coverage": actions.coverage(collection),
+        "lumi_tags": actions.lumi_global_tag_names(),
     }
     if collection.state == CollectionState.READY:
         try:
