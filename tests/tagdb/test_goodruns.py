@@ -222,7 +222,7 @@ def test_the_list_is_data_not_sql_text(store, lumi_keys, grl):
             n = len(parameters) if isinstance(parameters, list | tuple | dict) else 0
             statements.append((statement, n))
 
-    sa.event.listen(store.engine, "before_cursor_execute", record)
+    sa.event.listen(store.rows_engine, "before_cursor_execute", record)
     try:
         store.count(lumi_keys[0], parse("pt > 20"), good_runs=grl)
         long_count = max(statements, key=lambda s: len(s[0]))
@@ -230,7 +230,7 @@ def test_the_list_is_data_not_sql_text(store, lumi_keys, grl):
         store.count(lumi_keys[0], parse("pt > 20"), good_runs=small)
         short_count = max(statements, key=lambda s: len(s[0]))
     finally:
-        sa.event.remove(store.engine, "before_cursor_execute", record)
+        sa.event.remove(store.rows_engine, "before_cursor_execute", record)
     assert len(long_count[0]) == len(short_count[0]) < 1000
     assert long_count[1] == short_count[1] <= 5
 
