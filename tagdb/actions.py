@@ -56,7 +56,7 @@ from .models import (
 from .numbering import check_unsigned
 from .schema import Schema, auto_schema, compute_tags, load_schema, pack_tags, unpack_tags
 from .selection import INT, Node, check, normalise, parse, suggest
-from .store import EventRef, Histogram, TagStore
+from .store import EventRef, Histogram, TagStore, parquet_url
 
 log = logging.getLogger(__name__)
 
@@ -107,27 +107,35 @@ def _wait_for_duckdb_lock(engine: sa.Engine, url: str) -> None:
                 delay = min(delay * 2, 0.25)
 
 
-def _open_store(url: str) -> TagStore:
-    parsed = sa.engine.make_url(url)
+def _open_store(url: str, parquet_dir: str = "") -> TagStore:
+    """The TAG store at ``url``; with a Parquet folder (``parquet:///folder``, a URL with
+    ``?parquet_dir=``, or ``parquet_dir``: settings.DSS_TAG_PARQUET_DIR) the URL's
+    database holds only the catalog and the event rows are Parquet files there."""
+    catalog_url, folder = parquet_url(url)
+    folder = parquet_dir or folder
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    parsed = sa.engine.make_url(catalog_url)
     if parsed.get_backend_name() == "duckdb":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # No pool: a connection that stays open would keep the file locked for this process.
-        engine = sa.create_engine(url, poolclass=NullPool)
+        engine = sa.create_engine(catalog_url, poolclass=NullPool)
         _wait_for_duckdb_lock(engine, url)
-        return TagStore(engine)
+        return TagStore(engine, parquet_dir=folder)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return TagStore(url, pool_pre_ping=True)
+    return TagStore(catalog_url, parquet_dir=folder, pool_pre_ping=True)
 
 
 def get_store() -> TagStore:
     """The TAG store at ``settings.TAGDB_URL``: one per process (and URL)."""
     url = settings.TAGDB_URL
+    parquet_dir = str(getattr(settings, "DSS_TAG_PARQUET_DIR", "") or "")
     with _stores_lock:
-        store = _stores.get(url)
+        store = _stores.get(url + parquet_dir)
         if store is None:
-            store = _stores[url] = _open_store(url)
+            store = _stores[url + parquet_dir] = _open_store(url, parquet_dir)
         return store
 
 
@@ -135,6 +143,9 @@ def _forget_pools_after_fork() -> None:
     # A forked Celery child must not share its parent's pooled sockets.
     for store in _stores.values():
         store.engine.dispose(close=False)
+        if store.rows_engine is not store.engine:
+            # The in-memory DuckDB of a Parquet store: the child opens its own.
+            store.rows_engine.dispose(close=False)
 
 
 os.register_at_fork(after_in_child=_forget_pools_after_fork)

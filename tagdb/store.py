@@ -930,6 +930,7 @@ def parquet_url(url: str | sa.URL) -> tuple[str | sa.URL, str | None]:
                 f"a Parquet TAG store URL names an absolute folder: parquet:///path, not {text!r}",
                 where="TAGDB_URL",
             )
+        folder = "/" + folder.lstrip("/")
         return f"sqlite:///{Path(folder) / 'catalog.sqlite'}", folder
     parsed = sa.engine.make_url(url)
     folder = parsed.query.get("parquet_dir")
