@@ -242,9 +242,7 @@ def test_events_pages_through_the_selection(store, hzz, hzz_tags):
     assert first[0].run is None and first[0].event is None
 
 
-def test_event_lists_carry_attribute_values_and_none_where_missing(
-    store, hzz, request, hzz_tags
-):
+def test_event_lists_carry_attribute_values_and_none_where_missing(store, hzz, request, hzz_tags):
     tree = parse("n_muon <= 1")
     names = ["lead_muon_pt", "lead_muon_charge", "os_dimuon", "n_muon"]
     expected = np.flatnonzero(evaluate(tree, hzz_tags))
