@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.pool import SingletonThreadPool
 
 from dss.errors import InvalidInput, NotFound
 from tagdb.goodruns import WHERE as GRL_WHERE
@@ -965,7 +966,11 @@ class TagStore:
         self.rows_engine = self.engine
         self._views: dict[str, tuple[str, ...]] = {}  # view name -> its Parquet files
         if self.parquet is not None:
-            self.rows_engine = sa.create_engine("duckdb:///:memory:")
+            # One connection per thread; enough of them kept that a busy web worker's
+            # threads never have theirs closed under them.
+            self.rows_engine = sa.create_engine(
+                "duckdb:///:memory:", poolclass=SingletonThreadPool, pool_size=64
+            )
             self.dialect = "duckdb"  # what queries on the event rows are compiled for
         self._metadata = sa.MetaData()
         self.catalog = sa.Table(

@@ -224,3 +224,25 @@ def test_the_portal_opens_the_parquet_store_from_its_settings(settings, tmp_path
         actions._stores.pop(settings.TAGDB_URL + settings.DSS_TAG_PARQUET_DIR, None)
         store.dispose()
     assert sa.inspect(store.engine).get_table_names() == []  # the catalog is made on use
+
+
+def test_many_threads_read_at_once_while_a_build_publishes(store, hzz_schema, hzz_tags):
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = unique_key()
+    build(store, key, hzz_schema, part(hzz_tags, 0, 1000))
+    tree = parse("n_muon >= 2 && met > 20")
+    expected = {
+        int(np.ma.filled((hzz_tags["n_muon"][:n] >= 2) & (hzz_tags["met"][:n] > 20), False).sum())
+        for n in (1000, 2421)
+    }
+
+    def read(_):
+        return {store.count(key, tree) for _ in range(20)}
+
+    with ThreadPoolExecutor(12) as pool:  # more threads than a small pool would keep
+        answers = pool.map(read, range(12))
+        build(store, key, hzz_schema, hzz_tags)
+        seen = set().union(*answers)
+    assert seen <= expected and seen
+    assert store.count(key, tree) == max(expected)
