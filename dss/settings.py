@@ -451,6 +451,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 
 # The TAG DB (SQLAlchemy URL) and the portal's own local storage element.
 TAGDB_URL = env("TAGDB_URL", f"duckdb:///{VAR_DIR / 'tagdb.duckdb'}")
+# Where a columnar TAG store keeps its event rows (Parquet files per build, published by a
+# manifest; TAGDB_URL's database then keeps only the catalog). Empty: in TAGDB_URL itself.
+DSS_TAG_PARQUET_DIR = env("DSS_TAG_PARQUET_DIR", "")
 DSS_STORAGE_ROOT = Path(env("DSS_STORAGE_ROOT", str(VAR_DIR / "storage")))
 DSS_SCRATCH_DIR = Path(env("DSS_SCRATCH_DIR", str(VAR_DIR / "scratch")))
 # What the portal and its workers may reach as storage (dmu.models.storage_policy): local

@@ -59,7 +59,7 @@ from .models import (
 from .numbering import check_unsigned
 from .schema import Schema, auto_schema, compute_tags, load_schema, pack_tags, unpack_tags
 from .selection import INT, Node, check, normalise, parse, suggest
-from .store import EventRef, Histogram, TagStore, legacy_view, tag_table, where_clause
+from .store import EventRef, Histogram, TagStore, parquet_url
 
 log = logging.getLogger(__name__)
 
@@ -110,27 +110,35 @@ def _wait_for_duckdb_lock(engine: sa.Engine, url: str) -> None:
                 delay = min(delay * 2, 0.25)
 
 
-def _open_store(url: str) -> TagStore:
-    parsed = sa.engine.make_url(url)
+def _open_store(url: str, parquet_dir: str = "") -> TagStore:
+    """The TAG store at ``url``; with a Parquet folder (``parquet:///folder``, a URL with
+    ``?parquet_dir=``, or ``parquet_dir``: settings.DSS_TAG_PARQUET_DIR) the URL's
+    database holds only the catalog and the event rows are Parquet files there."""
+    catalog_url, folder = parquet_url(url)
+    folder = parquet_dir or folder
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    parsed = sa.engine.make_url(catalog_url)
     if parsed.get_backend_name() == "duckdb":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # No pool: a connection that stays open would keep the file locked for this process.
-        engine = sa.create_engine(url, poolclass=NullPool)
+        engine = sa.create_engine(catalog_url, poolclass=NullPool)
         _wait_for_duckdb_lock(engine, url)
-        return TagStore(engine)
+        return TagStore(engine, parquet_dir=folder)
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return TagStore(url, pool_pre_ping=True)
+    return TagStore(catalog_url, parquet_dir=folder, pool_pre_ping=True)
 
 
 def get_store() -> TagStore:
     """The TAG store at ``settings.TAGDB_URL``: one per process (and URL)."""
     url = settings.TAGDB_URL
+    parquet_dir = str(getattr(settings, "DSS_TAG_PARQUET_DIR", "") or "")
     with _stores_lock:
-        store = _stores.get(url)
+        store = _stores.get(url + parquet_dir)
         if store is None:
-            store = _stores[url] = _open_store(url)
+            store = _stores[url + parquet_dir] = _open_store(url, parquet_dir)
         return store
 
 
@@ -138,6 +146,9 @@ def _forget_pools_after_fork() -> None:
     # A forked Celery child must not share its parent's pooled sockets.
     for store in _stores.values():
         store.engine.dispose(close=False)
+        if store.rows_engine is not store.engine:
+            # The in-memory DuckDB of a Parquet store: the child opens its own.
+            store.rows_engine.dispose(close=False)
 
 
 os.register_at_fork(after_in_child=_forget_pools_after_fork)
@@ -1204,9 +1215,8 @@ def selected_lumiblocks(
     list ``good_runs``), and how many passing events have no run or lumiblock number.
     InvalidInput for a collection whose TAGs hold no luminosity-block numbers.
 
-    One grouped query in the TAG DB (``SELECT run, lumi, count(*) … GROUP BY run, lumi``,
-    built from the store's table, legacy view and WHERE clause); the good-run list is
-    applied to the pairs, which is what the store's condition on run and lumi does."""
+    One grouped query in the TAG DB (``SELECT run, lumi, count(*) … GROUP BY run, lumi``),
+    on whichever store holds the rows, with the good-run list applied as counts apply it."""
     numbering = collection_schema(collection).numbering()
     if "run" not in numbering or "lumi" not in numbering:
         raise InvalidInput(
@@ -1217,27 +1227,13 @@ def selected_lumiblocks(
     tree, _ = query_selection(collection, selection)
     grl = good_runs_for(collection, good_runs)
     require_ready(collection)
-    store = get_store()
-    info = store.collection(collection.key)
-    table = tag_table(info.table, info.attributes, dialect=store.dialect)
-    source = table if info.missing_is_null else legacy_view(table, info.attributes)
-    stmt = (
-        sa.select(source.c.run, source.c.lumi, sa.func.count())
-        .where(where_clause(source, info.attribute_types(), tree))
-        .group_by(source.c.run, source.c.lumi)
-    )
     blocks: set[tuple[int, int]] = set()
     unnumbered = 0
-    with store.engine.connect() as conn:
-        rows = conn.execute(stmt).all()
-    for run, lb, n in rows:
+    for run, lb, n in get_store().lumiblocks(collection.key, tree, grl):
         if run is None or lb is None:
-            if grl is None:  # a good-run list lets no event without numbers pass
-                unnumbered += int(n)
-            continue
-        run, lb = int(run), int(lb)
-        if grl is None or any(lo <= lb <= hi for lo, hi in grl.runs.get(run, ())):
-            blocks.add((run, lb))
+            unnumbered += n
+        else:
+            blocks.add((int(run), int(lb)))
     return blocks, unnumbered
 
 

@@ -32,6 +32,7 @@ import io
 import json
 import re
 import secrets
+import shutil
 import threading
 import time
 import uuid
@@ -41,11 +42,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.pool import SingletonThreadPool
 
 from dss.errors import InvalidInput, NotFound
 from tagdb.goodruns import WHERE as GRL_WHERE
@@ -58,6 +62,7 @@ from tagdb.numbering import (
     sort_key,
     unsigned_value,
 )
+from tagdb.parquet import ROW_GROUP_ROWS, Manifest, ParquetFolder, sql_string
 from tagdb.schema import Schema
 from tagdb.selection import BOOL, FLOAT, INT, Node, check, names_in, suggest, to_sql
 
@@ -80,6 +85,8 @@ _INSERT_BATCH = 5000
 _COPY_BATCH = 200_000
 _DUCKDB_BATCH = 500_000
 _PICK_BATCH = 500
+# Rows a Parquet build gathers before writing a part file.
+_PARQUET_PART = 1_000_000
 T = TypeVar("T")
 # An automatic histogram is counted in one scan on a grid of this many cells over the
 # attribute's collection range, then merged into bins of whole cells; where the passing
@@ -497,6 +504,24 @@ def _merge_cells(
     return Histogram(attr, edges, counts, underflow=underflow, missing=missing)
 
 
+def _catalog_row(info: CollectionInfo) -> dict[str, Any]:
+    """``info`` as a row of the catalog table (and of a Parquet store's manifest)."""
+    return {
+        "key": info.key,
+        "table_name": info.table,
+        "schema_name": info.schema_name,
+        "schema_version": info.schema_version,
+        "attributes": json.dumps(list(info.attributes.items())),
+        "numbering": ",".join(info.numbering),
+        "indexed": json.dumps(list(info.indexed)),
+        "n_events": info.n_events,
+        "n_files": info.n_files,
+        "built_at": info.built_at,
+        "ranges": json.dumps(info.ranges),
+        "missing": MISSING_IS_NULL if info.missing_is_null else None,
+    }
+
+
 # --------------------------------------------------------------------------- DDL helpers
 
 
@@ -548,7 +573,12 @@ class TagBuilder:
         self.files: set[str] = set()
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
+        self._parts = 0
         self.state = "open"
+        if store.parquet is not None:
+            self.folder = store.parquet.build_dir(key, self.token)
+            (self.folder / "stage").mkdir(parents=True, exist_ok=True)
+            return
         with store.engine.begin() as conn:
             self.table.create(conn)
 
@@ -620,11 +650,13 @@ class TagBuilder:
             self.files.add(columns["file_guid"])
             return 0
         if self.store.dialect == "duckdb":
+            # (A Parquet build writes a part file per _PARQUET_PART rows instead.)
             # Every DuckDB commit syncs its write-ahead log (~0.1 s), so the TAGs of
             # small files are gathered into large appends.
             self._pending.append(self._arrow(columns, n))
             self._pending_rows += n
-            if self._pending_rows >= _DUCKDB_BATCH:
+            limit = _DUCKDB_BATCH if self.store.parquet is None else _PARQUET_PART
+            if self._pending_rows >= limit:
                 self._flush()
         else:
             loader = (
@@ -637,6 +669,13 @@ class TagBuilder:
         self.n_events += n
         self.files.add(columns["file_guid"])
         return n
+
+    def _arrow_schema(self) -> pa.Schema:
+        kinds = {INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_()}
+        fields = [("id", pa.int64()), ("file_guid", pa.string()), ("entry", pa.int64())]
+        fields += [(name, pa.uint64()) for name in NUMBERING]
+        fields += [(name, kinds[type_]) for name, type_ in self.types.items()]
+        return pa.schema(fields)
 
     def _arrow(self, columns: Mapping[str, Any], n: int) -> pa.Table:
         arrays = {}
@@ -658,6 +697,13 @@ class TagBuilder:
             return
         batch = pa.concat_tables(self._pending)
         self._pending, self._pending_rows = [], 0
+        if self.store.parquet is not None:
+            import pyarrow.parquet as pq
+
+            part = self.folder / "stage" / f"part-{self._parts:05d}.parquet"
+            pq.write_table(batch.cast(self._arrow_schema()), part, compression="none")
+            self._parts += 1
+            return
         with self.store.engine.begin() as conn:
             self._load_duckdb(conn, batch)
 
@@ -732,7 +778,9 @@ class TagBuilder:
         store = self.store
         self._flush()
         indexed = tuple(a.name for a in self.schema.attributes if a.index)
-        if store.dialect != "duckdb":
+        if store.parquet is not None:
+            self._write_parquet()
+        elif store.dialect != "duckdb":
             # DuckDB answers range scans from its per-block min/max; ART indexes would
             # only slow the load. The other engines use B-trees for all of these.
             with store.engine.begin() as conn:
@@ -746,7 +794,7 @@ class TagBuilder:
                 ]
                 for index in indexes:
                     index.create(conn)
-        if store.dialect == "duckdb":
+        if store.dialect == "duckdb" and store.parquet is None:
             # DuckDB has no index for range scans; instead each indexed attribute gets a
             # sorted copy of its column. A count or histogram whose selection names only
             # that attribute reads the copy, where the per-block min/max DuckDB keeps
@@ -769,7 +817,9 @@ class TagBuilder:
                 _ddl(conn, "VACUUM ANALYZE {}", self.staging_name)
         info = CollectionInfo(
             key=self.key,
-            table=self.final_name,
+            # A Parquet build is queried under its own name, so that a query never mixes
+            # one build's catalog entry with another's files.
+            table=self.final_name if store.parquet is None else self.staging_name,
             schema_name=self.schema.name,
             schema_version=self.schema.version,
             attributes=dict(self.types),
@@ -782,11 +832,48 @@ class TagBuilder:
         # Each attribute's range, measured once here: the page lists them and automatic
         # histograms are counted on a grid over them.
         types = info.attribute_types()
-        with store.engine.connect() as conn:
-            row = conn.execute(select_ranges(self.table, types)).one()
+        if store.parquet is not None:
+            store._views[self.staging_name] = self.files_written()
+            with store._scanning() as conn:
+                row = conn.execute(select_ranges(self.table, types)).one()
+            store._views.pop(self.staging_name, None)
+        else:
+            with store.engine.connect() as conn:
+                row = conn.execute(select_ranges(self.table, types)).one()
         info = dataclasses.replace(info, ranges=_ranges_from_row(row, types))
         self.state = "prepared"
         return info
+
+    def files_written(self) -> tuple[str, ...]:
+        """The Parquet files of this build, once prepared."""
+        return (str(self.folder / "data.parquet"),)
+
+    def _write_parquet(self) -> None:
+        """Write the loaded parts as one file sorted by run (then load order), in row
+        groups of ROW_GROUP_ROWS with min/max statistics: a selection on run numbers, or
+        on anything that follows them, skips whole row groups."""
+        import duckdb
+        import pyarrow.parquet as pq
+
+        stage = self.folder / "stage"
+        target = self.files_written()[0]
+        parts = sorted(str(p) for p in stage.glob("part-*.parquet"))
+        if not parts:
+            pq.write_table(self._arrow_schema().empty_table(), target)
+        else:
+            order = "run, id" if "run" in self.numbering else "id"
+            con = duckdb.connect(":memory:", config={"temp_directory": str(self.folder / "tmp")})
+            try:
+                sources = ", ".join(sql_string(p) for p in parts)
+                con.execute(
+                    f"COPY (SELECT * FROM read_parquet([{sources}]) ORDER BY {order}) "
+                    f"TO {sql_string(target)} "
+                    f"(FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_ROWS}, COMPRESSION snappy)"
+                )
+            finally:
+                con.close()
+        shutil.rmtree(stage, ignore_errors=True)
+        shutil.rmtree(self.folder / "tmp", ignore_errors=True)
 
     def abort(self) -> None:
         """Drop the staging table; the published collection (if any) stays as it was."""
@@ -794,6 +881,9 @@ class TagBuilder:
             return
         self.state = "aborted"
         self._pending, self._pending_rows = [], 0
+        if self.store.parquet is not None:
+            self.store.parquet.discard(self.key, self.token)
+            return
         with self.store.engine.begin() as conn:
             self.table.drop(conn, checkfirst=True)
             for copy in _sorted_copies(conn, self.staging_name):
@@ -810,19 +900,78 @@ def _in_session(method: Callable[..., T]) -> Callable[..., T]:
     @functools.wraps(method)
     def wrapper(self: TagStore, *args: Any, **kwargs: Any) -> T:
         with self.session():
-            return method(self, *args, **kwargs)
+            if self.parquet is None or getattr(self._held, "retrying", False):
+                return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            except sa.exc.DBAPIError as exc:
+                # A build retired after this query read its manifest, and its grace
+                # period is over: read the manifest again, once.
+                if "No files found" not in str(exc) and "No such file" not in str(exc):
+                    raise
+            self._held.retrying = True
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._held.retrying = False
 
     return wrapper
 
 
-class TagStore:
-    """TAG collections in one database, addressed by SQLAlchemy URL."""
+def parquet_url(url: str | sa.URL) -> tuple[str | sa.URL, str | None]:
+    """The catalog's URL and the Parquet folder of a TAG DB URL: ``parquet:///folder``
+    (the catalog in ``folder/catalog.sqlite``) or any SQLAlchemy URL with
+    ``?parquet_dir=/folder`` (the catalog in that database); the folder is None for
+    a TAG DB that holds its event rows itself."""
+    text = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+    if text.startswith("parquet://"):
+        folder = text[len("parquet://") :]
+        if not folder.startswith("/") or "?" in folder:
+            raise InvalidInput(
+                f"a Parquet TAG store URL names an absolute folder: parquet:///path, not {text!r}",
+                where="TAGDB_URL",
+            )
+        folder = "/" + folder.lstrip("/")
+        return f"sqlite:///{Path(folder) / 'catalog.sqlite'}", folder
+    parsed = sa.engine.make_url(url)
+    folder = parsed.query.get("parquet_dir")
+    if folder is None:
+        return url, None
+    if isinstance(folder, tuple):
+        folder = folder[-1]
+    return parsed.difference_update_query(["parquet_dir"]), folder
 
-    def __init__(self, url: str | sa.Engine, **engine_options: Any):
+
+class TagStore:
+    """TAG collections in one database, addressed by SQLAlchemy URL; or, with a Parquet
+    folder (``parquet:///folder``, ``…?parquet_dir=/folder`` or ``parquet_dir=``), the
+    catalog in that database and each build's event rows in Parquet files there, queried
+    by an in-process DuckDB (see :mod:`tagdb.parquet`)."""
+
+    def __init__(
+        self, url: str | sa.Engine, parquet_dir: str | Path | None = None, **engine_options: Any
+    ):
+        if not isinstance(url, sa.Engine):
+            url, folder = parquet_url(url)
+            parquet_dir = parquet_dir or folder
+            if parquet_dir is not None:
+                Path(parquet_dir).mkdir(parents=True, exist_ok=True)
         self.engine = url if isinstance(url, sa.Engine) else sa.create_engine(url, **engine_options)
         self.dialect = self.engine.dialect.name
         if self.dialect == "sqlite":
             _sqlite_transactional_ddl(self.engine)
+        # The Parquet folder of a columnar store, and the in-process DuckDB (one in-memory
+        # database per thread) that reads it; the catalog stays in self.engine.
+        self.parquet = ParquetFolder(parquet_dir) if parquet_dir is not None else None
+        self.rows_engine = self.engine
+        self._views: dict[str, tuple[str, ...]] = {}  # view name -> its Parquet files
+        if self.parquet is not None:
+            # One connection per thread; enough of them kept that a busy web worker's
+            # threads never have theirs closed under them.
+            self.rows_engine = sa.create_engine(
+                "duckdb:///:memory:", poolclass=SingletonThreadPool, pool_size=64
+            )
+            self.dialect = "duckdb"  # what queries on the event rows are compiled for
         self._metadata = sa.MetaData()
         self.catalog = sa.Table(
             CATALOG_TABLE,
@@ -867,7 +1016,10 @@ class TagStore:
         ] = {}
 
     def __repr__(self) -> str:
-        return f"TagStore({self.engine.url.render_as_string(hide_password=True)!r})"
+        url = self.engine.url.render_as_string(hide_password=True)
+        if self.parquet is not None:
+            return f"TagStore({url!r}, parquet_dir={str(self.parquet.root)!r})"
+        return f"TagStore({url!r})"
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -878,7 +1030,7 @@ class TagStore:
         read, at some milliseconds each. Other backends pool their connections already,
         so for them this does nothing.
         """
-        if self.dialect != "duckdb" or getattr(self._held, "conn", None) is not None:
+        if self.engine.dialect.name != "duckdb" or getattr(self._held, "conn", None) is not None:
             yield
             return
         with self.engine.connect() as conn:
@@ -898,9 +1050,37 @@ class TagStore:
         with self.engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def _scanning(self) -> Iterator[sa.Connection]:
+        """A connection that reads event rows: the session's own, or for a Parquet store
+        this thread's in-memory DuckDB, with a view over each build queried so far."""
+        if self.parquet is None:
+            with self._reading() as conn:
+                yield conn
+            return
+        with self.rows_engine.connect() as conn:
+            views = conn.connection.info.setdefault("dss_views", {})
+            if not views:
+                # Parquet footers are read once per file, not once per query.
+                conn.exec_driver_sql("SET parquet_metadata_cache = true")
+            wanted = list(self._views.items())
+            stale = [(name, files) for name, files in wanted if views.get(name) != files]
+            for name, files in stale:
+                sources = ", ".join(sql_string(f) for f in files)
+                conn.exec_driver_sql(
+                    f"CREATE OR REPLACE VIEW {_quote(conn, name)} AS "
+                    f"SELECT * FROM read_parquet([{sources}])"
+                )
+                views[name] = files
+            if stale:
+                conn.commit()
+            yield conn
+
     def dispose(self) -> None:
         """Close pooled connections (DuckDB keeps its file open until then)."""
         self.engine.dispose()
+        if self.rows_engine is not self.engine:
+            self.rows_engine.dispose()
 
     # -- catalog
 
@@ -947,14 +1127,32 @@ class TagStore:
         )
 
     def collection(self, key: str) -> CollectionInfo:
-        """The catalog entry of collection ``key``; NotFound if it was never published."""
+        """The catalog entry of collection ``key``; NotFound if it was never published.
+
+        A Parquet store reads it from the collection's manifest, so that it always goes
+        with the files a query reads."""
         table_name(key)
+        if self.parquet is not None:
+            return self._manifest_info(self._manifest(key))
         self._ensure_catalog()
         with self._reading() as conn:
             row = conn.execute(sa.select(self.catalog).where(self.catalog.c.key == key)).first()
         if row is None:
             raise NotFound(f"TAG collection {key!r} does not exist", where=key)
         return self._info(row)
+
+    def _manifest(self, key: str) -> Manifest:
+        assert self.parquet is not None
+        manifest = self.parquet.manifest(key)
+        if manifest is None:
+            raise NotFound(f"TAG collection {key!r} does not exist", where=key)
+        return manifest
+
+    def _manifest_info(self, manifest: Manifest) -> CollectionInfo:
+        row = dict(manifest.info)
+        if row["built_at"]:
+            row["built_at"] = datetime.fromisoformat(row["built_at"])
+        return self._info(SimpleNamespace(**row))
 
     def collections(self) -> list[CollectionInfo]:
         """Every published collection, by key."""
@@ -1038,7 +1236,7 @@ class TagStore:
     def _insert_good_runs(self, conn: sa.Connection, grl: GoodRunList, now: datetime) -> None:
         runs, firsts, lasts = grl.rows()
         fingerprint = grl.fingerprint
-        if self.dialect == "duckdb":
+        if self.engine.dialect.name == "duckdb":
             # DuckDB appends an Arrow table in one statement; row inserts are slow there.
             batch = pa.table(
                 {
@@ -1098,18 +1296,56 @@ class TagStore:
                 where=GRL_WHERE,
             )
         fingerprint = self.store_good_runs(grl)
-        g = self.grl_ranges.alias("good_runs")
+        g = self._good_run_ranges(grl).alias("good_runs")
         conditions = [g.c.grl == fingerprint, g.c.run == table.c.run]
         if "lumi" in info.numbering:
             conditions += [g.c.lumi_lo <= table.c.lumi, g.c.lumi_hi >= table.c.lumi]
         return sa.exists().where(*conditions)
+
+    def _good_run_ranges(self, grl: GoodRunList) -> sa.Table:
+        """The table of stored good-run ranges queries join: the catalog's, or for a
+        Parquet store a table of ``grl``'s ranges in this thread's DuckDB, made once."""
+        if self.parquet is None:
+            return self.grl_ranges
+        name = f"dss_grl_{grl.fingerprint}"
+        with self.rows_engine.connect() as conn:
+            made = conn.connection.info.setdefault("dss_grl", set())
+            if name not in made:
+                runs, firsts, lasts = grl.rows()
+                batch = pa.table(
+                    {
+                        "grl": pa.array([grl.fingerprint] * len(runs), pa.string()),
+                        "run": pa.array(runs, pa.uint64()),
+                        "lumi_lo": pa.array(firsts, pa.int64()),
+                        "lumi_hi": pa.array(lasts, pa.int64()),
+                    }
+                )
+                duck = conn.connection.driver_connection
+                duck.register("dss_grl_batch", batch)
+                try:
+                    conn.exec_driver_sql(
+                        f"CREATE OR REPLACE TABLE {_quote(conn, name)} AS "
+                        "SELECT * FROM dss_grl_batch"
+                    )
+                finally:
+                    duck.unregister("dss_grl_batch")
+                conn.commit()
+                made.add(name)
+        return sa.Table(
+            name,
+            sa.MetaData(),
+            sa.Column("grl", sa.String),
+            sa.Column("run", UInt64()),
+            sa.Column("lumi_lo", sa.BigInteger),
+            sa.Column("lumi_hi", sa.BigInteger),
+        )
 
     @_in_session
     def missing_runs(self, key: str, grl: GoodRunList) -> list[int]:
         """The runs of ``grl`` that collection ``key`` has no event of, in order."""
         info, table, _ = self._bound(key)
         self._good_runs_condition(info, table, grl)  # checks the numbering, stores the list
-        g = self.grl_ranges
+        g = self._good_run_ranges(grl)
         stmt = (
             sa.select(g.c.run)
             .where(
@@ -1119,7 +1355,7 @@ class TagStore:
             .group_by(g.c.run)
             .order_by(g.c.run)
         )
-        with self._reading() as conn:
+        with self._scanning() as conn:
             return [int(run) for run in conn.execute(stmt).scalars()]
 
     # -- building
@@ -1133,8 +1369,11 @@ class TagStore:
 
     def discard_build(self, key: str, token: str) -> bool:
         """Drop what a build of ``key`` with ``token`` left (its staging table and sorted
-        copies), e.g. after its worker died. True if there was something."""
+        copies, or its Parquet files), e.g. after its worker died. True if there was
+        something."""
         staging = staging_name(key, token)
+        if self.parquet is not None:
+            return self.parquet.discard(key, token)
         with self.engine.begin() as conn:
             found = sa.inspect(conn).has_table(staging)
             if found:
@@ -1145,27 +1384,28 @@ class TagStore:
         return found or bool(copies)
 
     def staging_tables(self) -> list[str]:
-        """Every staging table in the TAG DB (builds under way, or left by dead ones)."""
+        """Every staging table in the TAG DB (builds under way, or left by dead ones); for
+        a Parquet store, the names of its unpublished builds."""
+        if self.parquet is not None:
+            return [staging_name(k, t) for k, t in self.parquet.unpublished_builds()]
         with self._reading() as conn:
             names = sa.inspect(conn).get_table_names()
         return sorted(n for n in names if re.fullmatch(r"tag_[a-z0-9_]+__[a-z0-9]+", n))
 
     def _swap_in(self, staging: str, info: CollectionInfo) -> None:
         final = info.table
-        row = {
-            "key": info.key,
-            "table_name": final,
-            "schema_name": info.schema_name,
-            "schema_version": info.schema_version,
-            "attributes": json.dumps(list(info.attributes.items())),
-            "numbering": ",".join(info.numbering),
-            "indexed": json.dumps(list(info.indexed)),
-            "n_events": info.n_events,
-            "n_files": info.n_files,
-            "built_at": info.built_at,
-            "ranges": json.dumps(info.ranges),
-            "missing": MISSING_IS_NULL if info.missing_is_null else None,
-        }
+        row = _catalog_row(info)
+        if self.parquet is not None:
+            # The manifest is what queries read: it is replaced first, in one step; the
+            # catalog row follows for listings.
+            token = staging.rpartition("__")[2]
+            files = [str(self.parquet.build_dir(info.key, token) / "data.parquet")]
+            written = dict(row, built_at=info.built_at.isoformat() if info.built_at else None)
+            self.parquet.publish(info.key, token, files, written)
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(self.catalog).where(self.catalog.c.key == info.key))
+                conn.execute(sa.insert(self.catalog), [row])
+            return
         if self.dialect == "mysql":
             # MySQL commits around DDL; one multi-table RENAME swaps atomically instead.
             with self.engine.begin() as conn:
@@ -1201,6 +1441,11 @@ class TagStore:
         """Remove collection ``key`` (table and catalog entry). True if it existed."""
         final = table_name(key)
         self._ensure_catalog()
+        if self.parquet is not None:
+            published = self.parquet.unpublish(key)
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(self.catalog).where(self.catalog.c.key == key))
+            return published
         with self.engine.begin() as conn:
             # Not DELETE's rowcount: DuckDB does not report one.
             listed = conn.execute(
@@ -1217,7 +1462,13 @@ class TagStore:
     # -- queries
 
     def _bound(self, key: str) -> tuple[CollectionInfo, sa.Table | sa.Subquery, dict[str, str]]:
-        info = self.collection(key)
+        manifest = None
+        if self.parquet is not None:
+            # One read of the manifest gives the catalog entry and the files together.
+            manifest = self._manifest(key)
+            info = self._manifest_info(manifest)
+        else:
+            info = self.collection(key)
         # The catalog is read on every query, so a rebuild by another process is seen at
         # once; the Table objects are reused while the catalog entry stays the same,
         # which also lets SQLAlchemy reuse its compiled statements.
@@ -1228,7 +1479,7 @@ class TagStore:
             if not info.missing_is_null:
                 table = legacy_view(table, info.attributes)
             copies: dict[str, sa.Table | sa.Subquery] = {}
-            if self.dialect == "duckdb":
+            if self.dialect == "duckdb" and self.parquet is None:
                 types = info.attribute_types()
                 with self._reading() as conn:
                     present = set(_sorted_copies(conn, info.table))
@@ -1241,6 +1492,11 @@ class TagStore:
                             copies[name] = legacy_view(copies[name], {name: types[name]})
             cached = (info, table, copies)
             self._tables[key] = cached
+        if manifest is not None:
+            for old in [n for n in self._views if n.startswith(f"tag_{key}__")]:
+                if old != info.table:
+                    self._views.pop(old, None)
+            self._views[info.table] = manifest.files
         return info, cached[1], info.attribute_types()
 
     def _source(
@@ -1264,7 +1520,7 @@ class TagStore:
         return info, table, types
 
     def _scalar(self, stmt: sa.Executable) -> Any:
-        with self._reading() as conn:
+        with self._scanning() as conn:
             return conn.execute(stmt).scalar()
 
     @_in_session
@@ -1311,7 +1567,7 @@ class TagStore:
             raise InvalidInput("bins must be a whole number from 1 to 10000", where="bins")
         type_ = types[attr]
         also = self._good_runs_condition(info, table, good_runs)
-        with self._reading() as conn:
+        with self._scanning() as conn:
             if lo is None or hi is None:
                 found: tuple[Any, Any] | None = None
                 grid = None
@@ -1428,11 +1684,33 @@ class TagStore:
             .limit(int(limit))
             .offset(int(offset))
         )
-        with self._reading() as conn:
+        with self._scanning() as conn:
             return [
                 EventRef(*row[:4], values=dict(zip(names, row[4:], strict=True)))
                 for row in conn.execute(stmt)
             ]
+
+    @_in_session
+    def lumiblocks(
+        self, key: str, tree: Node | None = None, good_runs: GoodRunList | None = None
+    ) -> list[tuple[int | None, int | None, int]]:
+        """(run, lumiblock, events) for each pair that the events of ``key`` passing ``tree``
+        (within ``good_runs``) fall in: one grouped query. Events without a run or block
+        number come as (None, …) rows. InvalidInput for a collection without both numbers."""
+        info, table, types = self._bound(key)
+        if "run" not in info.numbering or "lumi" not in info.numbering:
+            raise InvalidInput(
+                f"this collection has no luminosity-block numbers ({key}): its TAG schema "
+                "names no run and lumi branches, so no luminosity can be computed",
+                where="lumi_gt",
+            )
+        also = self._good_runs_condition(info, table, good_runs)
+        stmt = sa.select(table.c.run, table.c.lumi, sa.func.count()).select_from(table)
+        if tree is not None or also is not None:
+            stmt = stmt.where(where_clause(table, types, tree, also))
+        stmt = stmt.group_by(table.c.run, table.c.lumi)
+        with self._scanning() as conn:
+            return [(run, lb, int(n)) for run, lb, n in conn.execute(stmt).all()]
 
     @_in_session
     def count_missing(
@@ -1476,7 +1754,7 @@ class TagStore:
             .order_by(sort_key(col).desc(), table.c.id)
             .limit(int(n))
         )
-        with self._reading() as conn:
+        with self._scanning() as conn:
             return [EventRef(*row) for row in conn.execute(stmt)]
 
     @_in_session
@@ -1505,7 +1783,7 @@ class TagStore:
             .where(where_clause(table, types, tree, also))
             .order_by(table.c.file_guid, table.c.entry)
         )
-        with self._reading() as conn:
+        with self._scanning() as conn:
             result = conn.execute(stmt)
             if hasattr(result.cursor, "fetchnumpy"):
                 # DuckDB hands over whole columns: no Python object per row (10x faster).
@@ -1547,7 +1825,7 @@ class TagStore:
                     where=key,
                 )
             pair_col = sa.tuple_(table.c.run, table.c.event)
-            with self._reading() as conn:
+            with self._scanning() as conn:
                 for start in range(0, len(wanted), _PICK_BATCH):
                     chunk = wanted[start : start + _PICK_BATCH]
                     stmt = (
@@ -1574,7 +1852,7 @@ class TagStore:
         info, table, types = self._bound(key)
         if info.ranges:
             return dict(info.ranges)
-        with self._reading() as conn:
+        with self._scanning() as conn:
             ranges = _ranges_from_row(conn.execute(select_ranges(table, types)).one(), types)
         with self.engine.begin() as conn:
             conn.execute(

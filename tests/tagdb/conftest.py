@@ -1,5 +1,5 @@
 """Fixtures for the TAG database: the demo trees, their schemas and TAGs, and a TAG store
-on every backend (DuckDB and SQLite files here; PostgreSQL and MariaDB when reachable)."""
+on every backend (DuckDB and SQLite files, Parquet files with a SQLite catalog here; PostgreSQL and MariaDB when reachable)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.services import MARIADB_URL, POSTGRES_URL, require_port
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
 HZZ_PATH = DEMO / "uproot-HZZ.root"
 ZMUMU_PATH = DEMO / "uproot-Zmumu.root"
-BACKENDS = ["duckdb", "sqlite", "postgresql", "mariadb"]
+BACKENDS = ["duckdb", "sqlite", "parquet", "postgresql", "mariadb"]
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +66,8 @@ def open_backend(name: str, folder: Path) -> TagStore:
         return TagStore(f"duckdb:///{folder / 'tags.duckdb'}")
     if name == "sqlite":
         return TagStore(f"sqlite:///{folder / 'tags.sqlite'}")
+    if name == "parquet":
+        return TagStore(f"parquet:///{folder / 'tags'}")
     if name == "postgresql":
         _server(POSTGRES_URL, "PostgreSQL")
         return TagStore(POSTGRES_URL)

@@ -222,7 +222,7 @@ def test_the_list_is_data_not_sql_text(store, lumi_keys, grl):
             n = len(parameters) if isinstance(parameters, list | tuple | dict) else 0
             statements.append((statement, n))
 
-    sa.event.listen(store.engine, "before_cursor_execute", record)
+    sa.event.listen(store.rows_engine, "before_cursor_execute", record)
     try:
         store.count(lumi_keys[0], parse("pt > 20"), good_runs=grl)
         long_count = max(statements, key=lambda s: len(s[0]))
@@ -230,7 +230,7 @@ def test_the_list_is_data_not_sql_text(store, lumi_keys, grl):
         store.count(lumi_keys[0], parse("pt > 20"), good_runs=small)
         short_count = max(statements, key=lambda s: len(s[0]))
     finally:
-        sa.event.remove(store.engine, "before_cursor_execute", record)
+        sa.event.remove(store.rows_engine, "before_cursor_execute", record)
     assert len(long_count[0]) == len(short_count[0]) < 1000
     assert long_count[1] == short_count[1] <= 5
 
@@ -279,3 +279,24 @@ def test_a_list_is_stored_once_and_forgotten_when_unused(store, lumi_keys, lumi_
         gone = conn.execute(sa.select(ranges.c.run).where(ranges.c.grl == old.fingerprint))
         assert gone.first() is None
     assert store.count(lumi_keys[0], None, good_runs=old) == count  # stored again when used
+
+
+@pytest.mark.parametrize("with_list", [False, True])
+def test_the_lumiblocks_of_a_selection_agree_with_numpy(
+    store, lumi_keys, lumi_tags, grl, with_list
+):
+    """The (run, lumiblock) pairs that luminosity is summed over, on every backend."""
+    key, tags = lumi_keys[0], lumi_tags[0]
+    tree = parse("pt > 20")
+    keep = evaluate(tree, tags)
+    if with_list:
+        keep &= grl.mask(tags["run"], tags["lumi"])
+    pairs, counts = np.unique(
+        np.stack([tags["run"][keep], tags["lumi"][keep]], axis=1), axis=0, return_counts=True
+    )
+    expected = {(int(r), int(lb)): int(n) for (r, lb), n in zip(pairs, counts, strict=True)}
+    got = store.lumiblocks(key, tree, good_runs=grl if with_list else None)
+    assert {(r, lb): n for r, lb, n in got} == expected
+    assert sum(n for _, _, n in got) == int(keep.sum())
+    with pytest.raises(InvalidInput, match="no luminosity-block numbers"):
+        store.lumiblocks(lumi_keys[1], tree)
