@@ -484,9 +484,10 @@ if not DEBUG and SECURE_SSL_REDIRECT and DSS_PORTAL_URL.lower().startswith("http
     if not DSS_PILOT_PLAIN_HTTP:
         raise ImproperlyConfigured(
             f"DSS_PORTAL_URL={DSS_PORTAL_URL} is http://, but SECURE_SSL_REDIRECT sends every "
-            "http:// request to https://, so pilots could not post their reports. Set "
-            "DSS_PORTAL_URL to the portal's https:// address, or set DSS_PILOT_PLAIN_HTTP=1 to "
-            "let pilots (only /api/ping/ and /api/pilots/<id>/report/) use plain HTTP."
+            "http:// request to https://, so pilots and skim jobs could not post their reports. "
+            "Set DSS_PORTAL_URL to the portal's https:// address, or set DSS_PILOT_PLAIN_HTTP=1 "
+            "to let them (only /api/ping/, /api/pilots/<id>/report/ and "
+            "/api/skims/jobs/<id>/report/) use plain HTTP."
         )
     SECURE_REDIRECT_EXEMPT = DSS_PILOT_HTTP_PATHS
 # The largest file the registration reads in one call (bytes); guards a worker's time.

@@ -134,7 +134,7 @@ def test_pilots_may_report_over_http_when_the_deployment_says_so(tmp_path):
         "DSS_PILOT_PLAIN_HTTP": "1",
     }
     exempt = json.loads(run(PRINT, env).stdout)["exempt"]
-    assert exempt == [r"^api/ping/$", r"^api/pilots/\d+/report/$"]
+    assert exempt == [r"^api/ping/$", r"^api/pilots/\d+/report/$", r"^api/skims/jobs/\d+/report/$"]
 
 
 @pytest.mark.django_db
