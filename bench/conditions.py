@@ -32,7 +32,6 @@ import argparse
 import http.client
 import os
 import random
-import secrets
 import shutil
 import signal
 import subprocess
@@ -48,7 +47,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchutil import load_average, machine, write_results  # noqa: E402
-from pages import HOST, bench_database, drop_database, free_port  # noqa: E402
+from pages import (  # noqa: E402
+    HOST,
+    bench_database,
+    drop_database,
+    free_port,
+    portal_environment,
+    wait_for,
+)
 
 FIRST_RUN = 300_000
 
@@ -165,22 +171,6 @@ def query_alone(n_tags: int, runs: int, n: int = 3000) -> dict:
     }
 
 
-def wait_for(port: int, server: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"gunicorn stopped (exit {server.returncode})")
-        try:
-            conn = http.client.HTTPConnection(HOST, port, timeout=5)
-            conn.request("GET", "/api/cdb_rest/gtstatus")
-            conn.getresponse().read()
-            conn.close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("gunicorn did not answer within a minute")
-
-
 def get(port: int, path: str, headers: dict) -> tuple[int, dict, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
     conn.request("GET", path, headers=headers)
@@ -283,19 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     var = Path(tempfile.mkdtemp(prefix="dss-bench-conditions-"))
     database = server = None
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="dss.settings",
-        DSS_VAR_DIR=str(var),
-        STATIC_ROOT=str(var / "static"),
-        DEBUG="0",
-        SECRET_KEY=secrets.token_urlsafe(50),
-        ALLOWED_HOSTS=HOST,
-        SECURE_SSL_REDIRECT="0",
-        SECURE_HSTS_SECONDS="0",
-        DSS_API_RATE_CONDITIONS="100000000/min",
-        DSS_CELERY_QUEUE=f"dss-bench-conditions-{os.getpid()}",
-    )
+    env = portal_environment(var, "conditions", DSS_API_RATE_CONDITIONS="100000000/min")
     try:
         if args.database_url:
             url, name = bench_database(args.database_url)
@@ -325,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             cwd=ROOT,
             env=os.environ.copy(),
         )
-        wait_for(port, server)
+        wait_for(port, server, "/api/cdb_rest/gtstatus")
         rng = random.Random(1)
 
         def lookup() -> str:

@@ -70,6 +70,24 @@ def drop_database(url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def portal_environment(var: Path, bench: str, **settings: str) -> dict[str, str]:
+    """The environment of a benchmark's portal: its own state folder and Celery queue,
+    DEBUG off, plain HTTP on loopback, and ``settings`` (e.g. a lifted request rate)."""
+    return dict(
+        os.environ,
+        DJANGO_SETTINGS_MODULE="dss.settings",
+        DSS_VAR_DIR=str(var),
+        STATIC_ROOT=str(var / "static"),
+        DEBUG="0",
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS=HOST,
+        SECURE_SSL_REDIRECT="0",
+        SECURE_HSTS_SECONDS="0",
+        DSS_CELERY_QUEUE=f"dss-bench-{bench}-{os.getpid()}",
+        **settings,
+    )
+
+
 def load(n_datasets: int, n_files: int) -> tuple[str, str]:
     """Migrate, load the catalog and make a user: (session key, API token key)."""
     import django
@@ -135,14 +153,17 @@ def load(n_datasets: int, n_files: int) -> tuple[str, str]:
     return session.session_key, token
 
 
-def wait_for(port: int, server: subprocess.Popen, timeout: float = 60) -> None:
+def wait_for(
+    port: int, server: subprocess.Popen, path: str = "/login/", timeout: float = 60
+) -> None:
+    """Wait until gunicorn answers GET ``path``; SystemExit if it stops or stays silent."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"gunicorn stopped (exit {server.returncode})")
         try:
             conn = http.client.HTTPConnection(HOST, port, timeout=5)
-            conn.request("GET", "/login/")
+            conn.request("GET", path)
             conn.getresponse().read()
             conn.close()
             return
@@ -231,19 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     var = Path(tempfile.mkdtemp(prefix="dss-bench-pages-"))
     database = None
     server = None
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="dss.settings",
-        DSS_VAR_DIR=str(var),
-        STATIC_ROOT=str(var / "static"),
-        DEBUG="0",
-        SECRET_KEY=secrets.token_urlsafe(50),
-        ALLOWED_HOSTS=HOST,
-        SECURE_SSL_REDIRECT="0",
-        SECURE_HSTS_SECONDS="0",
-        DSS_API_RATE_USER="1000000/min",
-        DSS_CELERY_QUEUE=f"dss-bench-pages-{os.getpid()}",
-    )
+    env = portal_environment(var, "pages", DSS_API_RATE_USER="1000000/min")
     try:
         if args.database_url:
             url, name = bench_database(args.database_url)
