@@ -19,9 +19,10 @@ import re
 import secrets
 import shutil
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -49,6 +50,8 @@ from .models import (
 )
 
 log = logging.getLogger(__name__)
+# A row a batch system runs: a pilot or a skim job (it has a site and a batch_job_id).
+J = TypeVar("J")
 
 MAX_PILOTS_PER_SUBMIT = 50
 GOOD_IN_A_ROW = 3
@@ -628,6 +631,30 @@ def _follow(p: Pilot, status: batch.BatchStatus, adapter: batch.BatchAdapter) ->
                 )
 
 
+def ask_batch_systems(
+    jobs: Iterable[J],
+) -> Iterator[tuple[J, batch.BatchStatus, batch.BatchAdapter]]:
+    """Each of ``jobs`` (rows with a ``site`` and a ``batch_job_id``: pilots, skim jobs)
+    with what its site's batch system says of it and that site's adapter, asking each batch
+    system once for all its jobs. A batch system that cannot be asked is skipped this time
+    (logged); a job it does not answer for is left out."""
+    by_site: dict[int, list[J]] = defaultdict(list)
+    for job in jobs:
+        by_site[job.site_id].append(job)
+    for site_jobs in by_site.values():
+        site = site_jobs[0].site
+        adapter = adapter_for(site)
+        try:
+            statuses = adapter.status([j.batch_job_id for j in site_jobs])
+        except (batch.BatchError, InvalidInput) as e:
+            log.warning("cannot ask %s's batch system: %s", site.name, e)
+            continue
+        for job in site_jobs:
+            status = statuses.get(job.batch_job_id)
+            if status is not None:
+                yield job, status, adapter
+
+
 def do_poll_pilots() -> int:
     """Ask each site's batch system about its unfinished pilot jobs; returns how many were seen.
 
@@ -640,31 +667,17 @@ def do_poll_pilots() -> int:
         .select_related("site")
         .order_by("site_id", "pk")
     )
-    by_site: dict[int, list[Pilot]] = defaultdict(list)
-    for p in pending:
-        by_site[p.site_id].append(p)
     seen = 0
-    for pilots in by_site.values():
-        site = pilots[0].site
-        adapter = adapter_for(site)
+    for p, status, adapter in ask_batch_systems(pending):
         try:
-            statuses = adapter.status([p.batch_job_id for p in pilots])
-        except (batch.BatchError, InvalidInput) as e:
-            log.warning("cannot ask %s's batch system: %s", site.name, e)
-            continue
-        for p in pilots:
-            status = statuses.get(p.batch_job_id)
-            if status is None:
-                continue
-            try:
-                _follow(p, status, adapter)
-            except Exception as e:
-                # One pilot's trouble must not stop the others being followed; a pilot whose
-                # job ended is not left open with its outcome unrecorded.
-                log.exception("following pilot %s failed", p.pk)
-                if status.final:
-                    do_fail_pilot(p, f"its outcome could not be recorded: {type(e).__name__}: {e}")
-            seen += 1
+            _follow(p, status, adapter)
+        except Exception as e:
+            # One pilot's trouble must not stop the others being followed; a pilot whose
+            # job ended is not left open with its outcome unrecorded.
+            log.exception("following pilot %s failed", p.pk)
+            if status.final:
+                do_fail_pilot(p, f"its outcome could not be recorded: {type(e).__name__}: {e}")
+        seen += 1
     return seen
 
 

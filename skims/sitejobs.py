@@ -23,7 +23,6 @@ import secrets
 import shutil
 import uuid
 import zlib
-from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -570,27 +569,14 @@ def do_poll_site_jobs() -> int:
         .select_related("site")
         .order_by("site_id", "pk")
     )
-    by_site: dict[int, list[SiteJob]] = defaultdict(list)
-    for job in active:
-        by_site[job.site_id].append(job)
     seen = 0
-    for jobs in by_site.values():
-        adapter = pilot_actions.adapter_for(jobs[0].site)
+    for job, status, adapter in pilot_actions.ask_batch_systems(active):
         try:
-            statuses = adapter.status([j.batch_job_id for j in jobs])
-        except (batch.BatchError, InvalidInput) as e:
-            log.warning("cannot ask %s's batch system: %s", jobs[0].site.name, e)
-            continue
-        for job in jobs:
-            status = statuses.get(job.batch_job_id)
-            if status is None:
-                continue
-            try:
-                _follow(job, status, adapter)
-            except Exception:
-                # one job's trouble must not stop the others being followed
-                log.exception("following skim job %s failed", job.pk)
-            seen += 1
+            _follow(job, status, adapter)
+        except Exception:
+            # one job's trouble must not stop the others being followed
+            log.exception("following skim job %s failed", job.pk)
+        seen += 1
     do_remove_old_workdirs(now)
     waiting = SkimPart.objects.filter(state=PartState.QUEUED, skim__state=JobState.RUNNING).exclude(
         skim__run_on=RunOn.PORTAL
