@@ -15,6 +15,7 @@ from dss.roles import PHYSICIST, roles_of
 
 from . import actions, catalogs
 from .models import (
+    CATALOG,
     Dataset,
     File,
     RegistrationJob,
@@ -136,6 +137,19 @@ class DatasetList(generics.ListAPIView):
 
     def get_queryset(self):
         return actions.search_datasets(self.request.query_params.get("q", ""))
+
+    def list(self, request, *args, **kwargs):
+        # cached under the catalog's generation, as the dataset list page is
+        q = request.query_params.get("q", "").strip()
+        queryset = self.get_queryset()
+
+        def rows(offset: int, limit: int) -> list[dict]:
+            page = queryset[offset : offset + limit]
+            return [dict(row) for row in self.get_serializer(page, many=True).data]
+
+        return self.paginator.cached_page(
+            request, CATALOG, ("api-datasets", q), queryset.count, rows
+        )
 
 
 class DatasetDetail(generics.RetrieveAPIView):

@@ -6,14 +6,50 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
+from dss import generations
 from dss.errors import DSSError, InvalidInput
 from dss.jobs import FileWorkState, Job, JobState
 from dss.leases import Leased
 
 from .names import check_dataset_name, check_se_name, scope_of
+
+# The generation (dss.generations) of what the dataset lists show: datasets and their files.
+CATALOG = "catalog"
+
+
+class CatalogQuerySet(models.QuerySet):
+    """Datasets' and files' rows: a change in bulk (update, bulk_create, bulk_update, a fast
+    delete) replaces the catalog's generation as a change row by row does (the signals
+    below), so that no cached dataset list outlives what it shows."""
+
+    def update(self, **kwargs):
+        n = super().update(**kwargs)
+        if n:
+            generations.bump(CATALOG)
+        return n
+
+    def bulk_create(self, objs, *args, **kwargs):
+        made = super().bulk_create(objs, *args, **kwargs)
+        if made:
+            generations.bump(CATALOG)
+        return made
+
+    def bulk_update(self, objs, *args, **kwargs):
+        n = super().bulk_update(objs, *args, **kwargs)
+        if n:
+            generations.bump(CATALOG)
+        return n
+
+    def _raw_delete(self, using):
+        n = super()._raw_delete(using)
+        if n:
+            generations.bump(CATALOG)
+        return n
 
 
 def validate_dataset_name(value: str) -> None:
@@ -84,6 +120,8 @@ class Dataset(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
+    objects = CatalogQuerySet.as_manager()
+
     class Meta:
         ordering = ["name"]
 
@@ -110,6 +148,8 @@ class File(models.Model):
     tree = models.CharField(max_length=200)
     created_at = models.DateTimeField(default=timezone.now)
 
+    objects = CatalogQuerySet.as_manager()
+
     class Meta:
         ordering = ["dataset", "lfn"]
         constraints = [models.UniqueConstraint(fields=["dataset", "lfn"], name="file_unique_lfn")]
@@ -119,6 +159,15 @@ class File(models.Model):
 
     def __str__(self) -> str:
         return self.lfn
+
+
+@receiver(post_save, sender=Dataset, dispatch_uid="dmu.catalog_saved.dataset")
+@receiver(post_save, sender=File, dispatch_uid="dmu.catalog_saved.file")
+@receiver(post_delete, sender=Dataset, dispatch_uid="dmu.catalog_deleted.dataset")
+@receiver(post_delete, sender=File, dispatch_uid="dmu.catalog_deleted.file")
+def catalog_changed(sender, **kwargs) -> None:
+    """A dataset or file was saved or deleted: the dataset lists change."""
+    generations.bump(CATALOG)
 
 
 class ReplicaState(models.TextChoices):

@@ -7,17 +7,22 @@ from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
+from django.http import HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from dss.errors import DSSError
 from dss.forms import add_domain_error
+from dss.generations import Cached
 from dss.jobs import FINAL_STATES, JobState
 
 from . import actions, catalogs
 from .forms import RegisterForm, TransferForm
 from .models import (
+    CATALOG,
     Dataset,
     File,
     RegistrationJob,
@@ -42,20 +47,36 @@ SORTS = {
 
 @htmx_fragment
 def dataset_list(request):
+    """The catalog a page (25 datasets) at a time, searched and sorted. The totals and the
+    table are cached under the catalog's generation (dss.generations): computed once per
+    change of the catalog, not once per request. What they show depends only on the
+    search, the order and the page number, so the links in them carry those alone."""
     q = request.GET.get("q", "")
     sort = request.GET.get("sort", "name")
     key = sort.lstrip("-")
     if key not in SORTS:
         sort, key = "name", "name"
     order = ("-" if sort.startswith("-") else "") + SORTS[key]
-    qs = actions.search_datasets(q).order_by(order, "name")
-    totals = actions.dataset_list_totals(qs)
-    paginator = Paginator(qs, 25)
+    search = q.strip()
+    cached = Cached(CATALOG)
+    totals = cached(
+        ("dataset-totals", search),
+        lambda: actions.dataset_list_totals(actions.search_datasets(search)),
+    )
+    paginator = Paginator(actions.search_datasets(search).order_by(order, "name"), 25)
     paginator.count = totals["datasets"]  # counted once, with the totals
-    page = paginator.get_page(request.GET.get("page"))
-    ctx = {"page": page, "q": q, "sort": sort, "totals": totals}
-    template = "dmu/_dataset_table.html" if request.htmx else "dmu/dataset_list.html"
-    return render(request, template, ctx)
+    number = paginator.get_page(request.GET.get("page")).number
+
+    def table() -> str:
+        params = QueryDict(mutable=True)
+        params.update({"q": q, "sort": sort} if q else {"sort": sort})
+        ctx = {"page": paginator.page(number), "q": q, "totals": totals, "params": params}
+        return render_to_string("dmu/_dataset_table.html", ctx)
+
+    html = mark_safe(cached(("dataset-table", q, sort, number), table))
+    if request.htmx:
+        return HttpResponse(html)
+    return render(request, "dmu/dataset_list.html", {"table": html, "q": q, "sort": sort})
 
 
 def dataset_detail(request, name: str):

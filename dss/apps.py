@@ -13,3 +13,16 @@ class DssConfig(AppConfig):
         from .roles import ensure_roles
 
         post_migrate.connect(ensure_roles, dispatch_uid="dss.ensure_roles")
+        post_migrate.connect(replace_generations, dispatch_uid="dss.replace_generations")
+
+
+def replace_generations(sender, using="default", **kwargs) -> None:
+    """A migration may have changed cached data without the models' signals (historical
+    models send none to ours): every generation gets a new token."""
+    if sender.name != "dss":
+        return
+    from .generations import replace
+    from .models import Generation
+
+    for name in Generation.objects.using(using).values_list("name", flat=True):
+        replace(name)

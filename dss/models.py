@@ -1,4 +1,5 @@
-"""The kernel's tables: the append-only log of every job of every app, and API tokens."""
+"""The kernel's tables: the append-only log of every job of every app, API tokens, and the
+generations of cached data."""
 
 from django.conf import settings
 from django.contrib.contenttypes.fields import GenericForeignKey
@@ -63,3 +64,14 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None and not self.is_expired
+
+
+class Generation(models.Model):
+    """The generation of some data that pages cache (the dataset catalog, …): a random token
+    replaced after every transaction that changed that data (see ``dss.generations``)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    token = models.CharField(max_length=32)
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.token}"

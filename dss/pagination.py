@@ -18,3 +18,19 @@ class Pagination(LimitOffsetPagination):
     @property
     def default_limit(self) -> int:
         return min(settings.REST_FRAMEWORK["PAGE_SIZE"], self.max_limit)
+
+    def cached_page(self, request, name: str, key: tuple, count, rows):
+        """The response of one page whose count and rows are cached under the generation
+        ``name`` (dss.generations) and ``key`` with the normalised limit and offset:
+        ``count()`` counts the items, ``rows(offset, limit)`` gives one page's serialised
+        rows. The links to the next and previous pages are made for each request."""
+        from dss.generations import Cached
+
+        cached = Cached(name)
+        self.request = request
+        self.limit = self.get_limit(request)
+        self.count = cached((*key, "count"), count)
+        # past the end every offset is the same empty page
+        self.offset = min(self.get_offset(request), self.count)
+        results = cached((*key, self.offset, self.limit), lambda: rows(self.offset, self.limit))
+        return self.get_paginated_response(results)

@@ -76,12 +76,19 @@ def state_badge(state: str):
     return format_html('<span class="badge state-{}">{}</span>', state, state)
 
 
+def _params(context):
+    """The query of the page being drawn, as a copy to change: ``params`` when the view
+    gives them (a cached fragment's links carry only what it was cached under), else the
+    request's."""
+    params = context.get("params")
+    return (params if params is not None else context["request"].GET).copy()
+
+
 @register.simple_tag(takes_context=True)
 def sort_link(context, key: str, label: str):
     """A column header that sorts by ``key``, and reverses when already sorted by it."""
-    request = context["request"]
-    current = request.GET.get("sort", "name")
-    params = request.GET.copy()
+    params = _params(context)
+    current = params.get("sort", "name")
     params.pop("page", None)
     if current == key:
         params["sort"], arrow, aria = f"-{key}", " ▲", "ascending"
@@ -102,6 +109,6 @@ def sort_link(context, key: str, label: str):
 @register.simple_tag(takes_context=True)
 def page_url(context, number: int, param: str = "page") -> str:
     """The current page's URL with ``param`` (the page number's parameter) set to ``number``."""
-    params = context["request"].GET.copy()
+    params = _params(context)
     params[param] = number
     return "?" + params.urlencode()

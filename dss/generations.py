@@ -1,0 +1,117 @@
+"""Cached answers that cannot go stale: each is kept under the *generation* of the data it
+shows.
+
+A generation is a random token in the portal database (``dss.models.Generation``), replaced
+once every transaction that changed the data has committed (``bump``). An answer is cached
+under the token read *before* the data it was computed from, so an answer computed from
+data older than a change is never found under a token made after it. The token lives in the
+database, so every process (web workers, Celery workers, the command line) sees the same
+one whatever the cache backend. A request whose own transaction changed the data (a change
+not yet committed) neither reads nor fills the cache. Cached entries also expire after
+``DSS_PAGE_CACHE_SECONDS``, which bounds how long a change can go unseen if a process dies
+between its commit and the token's replacement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Hashable
+from typing import TypeVar
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, transaction
+
+from .models import Generation
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _Replace:
+    """The on-commit callback that replaces one generation's token (one per transaction)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self) -> None:
+        replace(self.name)
+
+
+def _pending(name: str) -> bool:
+    """Whether this connection's open transaction changed ``name``'s data (its
+    replacement waits for the commit)."""
+    conn = transaction.get_connection()
+    if not conn.in_atomic_block:
+        return False
+    return any(
+        isinstance(entry[1], _Replace) and entry[1].name == name for entry in conn.run_on_commit
+    )
+
+
+def replace(name: str) -> str:
+    """Give ``name`` a new token now; return it."""
+    token = secrets.token_hex(16)
+    if not Generation.objects.filter(name=name).update(token=token):
+        try:
+            with transaction.atomic():
+                Generation.objects.create(name=name, token=token)
+        except IntegrityError:  # another process made the row first: replace its token
+            Generation.objects.filter(name=name).update(token=token)
+    return token
+
+
+def bump(name: str) -> None:
+    """``name``'s data changed: replace its token when the current transaction commits (at
+    once outside a transaction), once however many rows it changed."""
+    if _pending(name):
+        return
+    transaction.on_commit(_Replace(name), robust=True)
+
+
+def current(name: str) -> str | None:
+    """``name``'s token, or None when this connection's open transaction changed its data
+    (then nothing may be cached for it)."""
+    if _pending(name):
+        return None
+    token = Generation.objects.filter(name=name).values_list("token", flat=True).first()
+    return token if token is not None else replace(name)
+
+
+class Cached:
+    """Answers cached under the generation ``name``: ``Cached(name)(key, compute)`` is
+    ``compute()``, cached under ``name``'s token and ``key`` (a tuple of the request's
+    normalised parameters). The token is read once, before the first answer's data, so
+    one object serves the answers of one request."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._token: str | None = None
+        self._read = False
+
+    def token(self) -> str | None:
+        if not self._read:
+            self._token = current(self.name) if settings.DSS_PAGE_CACHE_SECONDS > 0 else None
+            self._read = True
+        return self._token
+
+    def __call__(self, key: Hashable, compute: Callable[[], T]) -> T:
+        token = self.token()  # read before the data, see the module's docstring
+        if token is None:
+            return compute()
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+        cache_key = f"dss:gen:{self.name}:{token}:{digest}"
+        try:
+            value = cache.get(cache_key)
+        except Exception:  # a cache that does not answer is no reason to fail the page
+            log.warning("cache unavailable for %s", self.name, exc_info=True)
+            return compute()
+        if value is None:
+            value = compute()
+            try:
+                cache.set(cache_key, value, settings.DSS_PAGE_CACHE_SECONDS)
+            except Exception:
+                log.warning("cache unavailable for %s", self.name, exc_info=True)
+        return value
