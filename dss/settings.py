@@ -169,7 +169,10 @@ TEMPLATES = [
 DATABASES = {
     "default": dj_database_url.parse(
         env("DATABASE_URL", f"sqlite:///{VAR_DIR / 'portal.sqlite3'}"),
+        # a web worker keeps its connection this many seconds (production: 60), checked
+        # before each request reuses it
         conn_max_age=envint("DATABASE_CONN_MAX_AGE", "0"),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -279,14 +282,22 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
-# The cache holds the API's request counts (throttling): shared by every process when
-# CACHE_URL names a Redis server, per process otherwise.
+# The cache holds the API's request counts (throttling) and the dataset lists' pages (kept
+# under the catalog's generation, dss.generations): shared by every process when CACHE_URL
+# names a Redis server, per process otherwise.
 CACHE_URL = env("CACHE_URL", "")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
     if CACHE_URL
-    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    else {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "OPTIONS": {"MAX_ENTRIES": 2000},
+    }
 }
+# How long a cached page of a list lives at most (0: lists are never cached). A change to
+# what it shows replaces it at once; this bounds only a change whose process died between
+# its commit and telling the cache.
+DSS_PAGE_CACHE_SECONDS = envint("DSS_PAGE_CACHE_SECONDS", "60")
 
 # REST API: session auth for the browser, tokens for the command line. Every caller has a
 # request rate (per user, or per address when anonymous); obtaining a token with a password
@@ -449,8 +460,10 @@ CELERY_BEAT_SCHEDULE["skims-poll-site-jobs"] = {
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
-# The TAG DB (SQLAlchemy URL) and the portal's own local storage element.
-TAGDB_URL = env("TAGDB_URL", f"duckdb:///{VAR_DIR / 'tagdb.duckdb'}")
+# The TAG DB (SQLAlchemy URL) and the portal's own local storage element. The embedded
+# default is the Parquet store in var/tags (its catalog in var/tags/catalog.sqlite): web
+# workers read while a build writes, and never wait for it.
+TAGDB_URL = env("TAGDB_URL", f"parquet://{(VAR_DIR / 'tags').resolve()}")
 # Where a columnar TAG store keeps its event rows (Parquet files per build, published by a
 # manifest; TAGDB_URL's database then keeps only the catalog). Empty: in TAGDB_URL itself.
 DSS_TAG_PARQUET_DIR = env("DSS_TAG_PARQUET_DIR", "")

@@ -51,7 +51,7 @@ def test_with_nothing_set_it_uses_the_embedded_defaults(tmp_path):
     out = json.loads(run(PRINT, {"DSS_VAR_DIR": str(tmp_path)}).stdout)
     assert out["engine"] == "django.db.backends.sqlite3" and out["name"].startswith(str(tmp_path))
     assert out["broker"] == "filesystem://"
-    assert out["tagdb"] == f"duckdb:///{tmp_path}/tagdb.duckdb"
+    assert out["tagdb"] == f"parquet://{tmp_path.resolve()}/tags"
     assert out["storage"] == f"{tmp_path}/storage"
     assert out["debug"] is True
 

@@ -10,7 +10,6 @@ import awkward as ak
 import numpy as np
 import pytest
 import uproot
-from django.conf import settings
 
 from dss.errors import Conflict, DSSError, InvalidInput
 from dss.jobs import JobState
@@ -300,11 +299,18 @@ def test_queries_on_a_collection_not_built_are_a_conflict(demo_datasets):
         actions.count(collection, "n_muon >= 2")
 
 
-@pytest.mark.skipif(not settings.TAGDB_URL.startswith("duckdb"), reason="DuckDB file locks")
-def test_a_tag_db_held_by_another_process_is_busy_then_free(tagged, monkeypatch):  # noqa: F811
+@pytest.fixture
+def duckdb_file(settings, tmp_path) -> str:
+    """The TAG DB of this test: a DuckDB file (whatever the suite's TAG DB is)."""
+    path = str(tmp_path / "tags.duckdb")
+    settings.TAGDB_URL = f"duckdb:///{path}"
+    return path
+
+
+def test_a_tag_db_held_by_another_process_is_busy_then_free(duckdb_file, tagged, monkeypatch):  # noqa: F811
     from tagdb import actions
 
-    path = settings.TAGDB_URL.split("///", 1)[1]
+    path = duckdb_file
     holder = subprocess.Popen(
         [
             sys.executable,
