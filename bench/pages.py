@@ -11,17 +11,24 @@ named, created here and dropped at the end. It migrates, loads --datasets datase
 an API token, and starts gunicorn (DEBUG off, static files collected, the API's per-user
 request rate lifted so that the load is not throttled) on a free loopback port.
 
-Then --clients threads each send requests back to back for --seconds seconds, a new
-connection each (as `ab` does), first to `/datasets/` with the session cookie, then to
-`/api/datasets/` with the token, and record requests per second, the p50/p95/p99 latency
-and the errors (anything but 200). Gunicorn is stopped and everything removed at the end.
-Prints a table and writes bench/results/pages.json.
+Then --clients clients each send requests back to back for --seconds seconds, a new
+connection each, first to `/datasets/` with the session cookie, then to `/api/datasets/`
+with the token, and record requests per second, the p50/p95/p99 latency and the errors
+(anything but 200). Each page is measured three ways, each on a fresh gunicorn: with the
+catalog unchanged (the lists are cached under the catalog's generation), with a dataset
+registered every second meanwhile (each change makes every worker compute the page once
+more), and with the cache off (DSS_PAGE_CACHE_SECONDS=0: every request counts, totals and
+draws its page). The clients are ApacheBench (`ab -c`, from Debian's apache2-utils) when
+it is installed, which spends little of the two cores on itself; else (or with
+--client python) as many Python threads, which spend more. Gunicorn is stopped and
+everything removed at the end. Prints a table and writes bench/results/pages.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -37,6 +44,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -227,6 +236,99 @@ def hammer(port: int, path: str, headers: dict, clients: int, seconds: float) ->
     }
 
 
+def hammer_ab(port: int, path: str, headers: dict, clients: int, seconds: float) -> dict:
+    """ApacheBench: ``clients`` concurrent clients requesting ``path`` for ``seconds``."""
+    cpu_at_start = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    with tempfile.NamedTemporaryFile(suffix=".csv") as percentiles:
+        args = ["ab", "-q", "-c", str(clients), "-t", str(seconds), "-n", "100000000"]
+        args += ["-e", percentiles.name]
+        for name, value in headers.items():
+            args += ["-H", f"{name}: {value}"]
+        out = subprocess.run(
+            [*args, f"http://{HOST}:{port}{path}"], capture_output=True, text=True, check=True
+        ).stdout
+        # "percentage,milliseconds" for 0 .. 100 %
+        ms = {}
+        for line in Path(percentiles.name).read_text().splitlines()[1:]:
+            pct, value = line.split(",")
+            ms[int(float(pct))] = float(value)
+    elapsed = time.perf_counter() - began
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def field(label: str, default: float = 0.0) -> float:
+        for line in out.splitlines():
+            if line.startswith(label):
+                return float(line.split(":", 1)[1].split()[0])
+        return default
+
+    requests = int(field("Complete requests"))
+    non_200 = int(field("Non-2xx responses")) + int(field("Failed requests"))
+    return {
+        "requests": requests,
+        "seconds": field("Time taken for tests", elapsed),
+        "requests_per_s": field("Requests per second"),
+        "p50_ms": ms[50],
+        "p95_ms": ms[95],
+        "p99_ms": ms[99],
+        "max_ms": ms[100],
+        "errors": non_200,
+        "client_cpu_fraction": (
+            cpu.ru_utime + cpu.ru_stime - cpu_at_start.ru_utime - cpu_at_start.ru_stime
+        )
+        / elapsed,
+        "error_statuses": {"non-2xx or failed": non_200} if non_200 else {},
+    }
+
+
+# unchanged: the lists are cached under the catalog's generation; changing: a dataset is
+# registered every second meanwhile, so each change is recomputed once per worker;
+# uncached: DSS_PAGE_CACHE_SECONDS=0, every request counts, totals and draws its page
+MODES = ("unchanged", "changing", "uncached")
+ADDED = itertools.count()
+
+
+def stop(server: subprocess.Popen) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+@contextmanager
+def registering(every: float | None) -> Iterator[None]:
+    """While the block runs, a dataset (with a file) is added to the catalog every
+    ``every`` seconds through the ORM, as a registration does (nothing with None)."""
+    if every is None:
+        yield
+        return
+    from django.db import connection
+
+    from dmu.models import Dataset, File
+
+    done = threading.Event()
+
+    def add() -> None:
+        while not done.wait(every):
+            i = next(ADDED)
+            d = Dataset.objects.create(name=f"mc23_13p6TeV.{i:06d}.bench_new.DAOD_PHYS")
+            File.objects.create(
+                dataset=d, lfn=f"{d.name}._000001.root", guid=uuid.uuid4(), bytes=1,
+                adler32="00000001", events=1, tree="CollectionTree",
+            )  # fmt: skip
+        connection.close()
+
+    thread = threading.Thread(target=add)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a table and write the JSON results."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -240,8 +342,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--database-url", default="", help="a PostgreSQL server (default: SQLite in a temp dir)"
     )
+    parser.add_argument(
+        "--client",
+        choices=["ab", "python"],
+        default="ab" if shutil.which("ab") else "python",
+        help="the load generator (default: ab when installed)",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    hammer_with = hammer_ab if args.client == "ab" else hammer
 
     load_at_start = list(os.getloadavg())
     print(
@@ -258,44 +367,48 @@ def main(argv: list[str] | None = None) -> int:
             url, name = bench_database(args.database_url)
             database = (args.database_url, name)
             env["DATABASE_URL"] = url
+            # as docker-compose runs it: each web worker keeps its connection
+            env["DATABASE_CONN_MAX_AGE"] = "60"
         else:
             env.pop("DATABASE_URL", None)
         os.environ.update(env)
         if not args.database_url:
             os.environ.pop("DATABASE_URL", None)
         session_key, token = load(args.datasets, args.files)
-
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                str(ROOT / ".venv" / "bin" / "gunicorn"),
-                "dss.wsgi",
-                f"--bind={HOST}:{port}",
-                f"--workers={args.workers}",
-                "--log-level=warning",
-            ],
-            cwd=ROOT,
-            env=os.environ.copy(),
-        )
-        wait_for(port, server)
         pages = {
             "/datasets/": {"Cookie": f"sessionid={session_key}"},
             "/api/datasets/": {"Authorization": f"Token {token}"},
         }
-        results = {}
-        for path, headers in pages.items():
-            # warm every worker (templates, first connections), then measure
-            hammer(port, path, headers, min(args.clients, 10), 2)
-            print(f"  {path}: {args.clients} clients for {args.seconds:g} s …", flush=True)
-            results[path] = hammer(port, path, headers, args.clients, args.seconds)
+        results: dict[str, dict] = {path: {} for path in pages}
+        for mode in MODES:
+            port = free_port()
+            server = subprocess.Popen(
+                [
+                    str(ROOT / ".venv" / "bin" / "gunicorn"),
+                    "dss.wsgi",
+                    f"--bind={HOST}:{port}",
+                    f"--workers={args.workers}",
+                    "--log-level=warning",
+                ],
+                cwd=ROOT,
+                env={**os.environ, "DSS_PAGE_CACHE_SECONDS": "0" if mode == "uncached" else "60"},
+            )
+            wait_for(port, server)
+            for path, headers in pages.items():
+                # warm every worker (templates, first connections), then measure
+                hammer_with(port, path, headers, min(args.clients, 10), 2)
+                print(
+                    f"  {path} {mode}: {args.clients} clients ({args.client}), {args.seconds:g} s"
+                )
+                with registering(every=1.0 if mode == "changing" else None):
+                    results[path][mode] = hammer_with(
+                        port, path, headers, args.clients, args.seconds
+                    )
+            stop(server)
+            server = None
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop(server)
         if database is not None:
             from django.db import connections
 
@@ -305,14 +418,15 @@ def main(argv: list[str] | None = None) -> int:
 
     load_at_end = list(os.getloadavg())
     print()
-    header = f"{'page':<16}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
+    header = f"{'page':<16}{'catalog':<11}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'errors':>8}"
     print(header)
     print("-" * len(header))
-    for path, r in results.items():
-        print(
-            f"{path:<16}{r['requests_per_s']:>8.0f}{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}"
-            f"{r['p99_ms']:>9.1f}{r['errors']:>8}"
-        )
+    for path, modes in results.items():
+        for mode, r in modes.items():
+            print(
+                f"{path:<16}{mode:<11}{r['requests_per_s']:>8.0f}{r['p50_ms']:>9.1f}"
+                f"{r['p95_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>8}"
+            )
     print(f"\nload average before {load_at_start[0]:.2f}, after {load_at_end[0]:.2f}")
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -324,7 +438,10 @@ def main(argv: list[str] | None = None) -> int:
                 "clients": args.clients,
                 "seconds": args.seconds,
                 "gunicorn_workers": args.workers,
+                "client": args.client,
                 "database": "postgresql" if args.database_url else "sqlite",
+                "database_conn_max_age": int(env.get("DATABASE_CONN_MAX_AGE", "0")),
+                "page_cache_seconds": int(env.get("DSS_PAGE_CACHE_SECONDS", "60")),
                 "machine": {
                     "node": platform.node(),
                     "cpus": os.cpu_count(),
