@@ -1,9 +1,10 @@
 """DSS portal settings: every value comes from the environment, with embedded defaults.
 
 With no variable set, the portal runs on one machine with no services: SQLite for the portal
-DB, a Celery broker kept in a local directory, DuckDB for the TAG DB and a local storage
-directory. Production sets DATABASE_URL (PostgreSQL), CELERY_BROKER_URL (Redis), TAGDB_URL,
-DSS_STORAGE_ROOT, SECRET_KEY, DEBUG=0 and ALLOWED_HOSTS.
+DB, a Celery broker kept in a local directory, the Parquet TAG store in a local folder and a
+local storage directory. Production sets DATABASE_URL (PostgreSQL), CELERY_BROKER_URL
+(Redis), TAGDB_URL with DSS_TAG_PARQUET_DIR, CACHE_URL, DSS_STORAGE_ROOT, SECRET_KEY, DEBUG=0
+and ALLOWED_HOSTS.
 """
 
 from __future__ import annotations
