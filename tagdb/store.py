@@ -896,6 +896,11 @@ class TagBuilder:
 # --------------------------------------------------------------------------- the store
 
 
+def _files_gone(exc: Exception) -> bool:
+    """Whether DuckDB failed because a Parquet file it was asked to read is not there."""
+    return "No files found" in str(exc) or "No such file" in str(exc)
+
+
 def _in_session(method: Callable[..., T]) -> Callable[..., T]:
     """A query method that reads the catalog and then the collection on one connection
     (see :meth:`TagStore.session`)."""
@@ -910,7 +915,7 @@ def _in_session(method: Callable[..., T]) -> Callable[..., T]:
             except sa.exc.DBAPIError as exc:
                 # A build retired after this query read its manifest, and its grace
                 # period is over: read the manifest again, once.
-                if "No files found" not in str(exc) and "No such file" not in str(exc):
+                if not _files_gone(exc):
                     raise
             self._held.retrying = True
             try:
@@ -1070,13 +1075,27 @@ class TagStore:
             stale = [(name, files) for name, files in wanted if views.get(name) != files]
             for name, files in stale:
                 sources = ", ".join(sql_string(f) for f in files)
-                conn.exec_driver_sql(
-                    f"CREATE OR REPLACE VIEW {_quote(conn, name)} AS "
-                    f"SELECT * FROM read_parquet([{sources}])"
-                )
+                try:
+                    conn.exec_driver_sql(
+                        f"CREATE OR REPLACE VIEW {_quote(conn, name)} AS "
+                        f"SELECT * FROM read_parquet([{sources}])"
+                    )
+                    conn.commit()
+                except sa.exc.DBAPIError as exc:
+                    if not _files_gone(exc):
+                        raise
+                    # That build was dropped or replaced, and its files swept, since this
+                    # process last read it: forget its view, so that it fails no query of
+                    # another collection. A query of its own collection reads the
+                    # manifest again (see _in_session).
+                    conn.rollback()
+                    if self._views.get(name) == files:
+                        self._views.pop(name, None)
+                    views.pop(name, None)
+                    if name == getattr(self._held, "needed", None):
+                        raise
+                    continue
                 views[name] = files
-            if stale:
-                conn.commit()
             yield conn
 
     def dispose(self) -> None:
@@ -1446,6 +1465,8 @@ class TagStore:
         self._ensure_catalog()
         if self.parquet is not None:
             published = self.parquet.unpublish(key)
+            for name in [n for n in self._views if n.startswith(f"tag_{key}__")]:
+                self._views.pop(name, None)
             with self.engine.begin() as conn:
                 conn.execute(sa.delete(self.catalog).where(self.catalog.c.key == key))
             return published
@@ -1500,6 +1521,7 @@ class TagStore:
                 if old != info.table:
                     self._views.pop(old, None)
             self._views[info.table] = manifest.files
+            self._held.needed = info.table  # the view this thread's query reads
         return info, cached[1], info.attribute_types()
 
     def _source(

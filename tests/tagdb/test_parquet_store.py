@@ -132,8 +132,52 @@ def test_a_query_that_finds_its_files_gone_reads_the_manifest_again(
         reader.parquet.manifest = first_stale
         assert reader.count(key) == 2421
         assert len(calls) == 2
+        # The same on a thread whose DuckDB connection has no view yet: the view of the
+        # stale manifest cannot be made, and that too sends the query back to the manifest.
+        import concurrent.futures
+
+        calls.clear()
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            assert pool.submit(reader.count, key).result() == 2421
+        assert len(calls) == 2
     finally:
         reader.dispose()
+
+
+@pytest.mark.parametrize("gone", ["dropped", "rebuilt elsewhere"])
+def test_a_collection_whose_files_are_gone_does_not_stop_queries_of_the_others(
+    store, tmp_path, hzz_schema, hzz_tags, gone
+):
+    """A web worker queried collection A; A was then dropped (or rebuilt by another
+    process) and its old files swept. Queries of B, on the worker's thread and on a new
+    thread (a new DuckDB connection, which creates its views afresh), still answer; A,
+    asked again, answers from its new build or says it is gone."""
+    import concurrent.futures
+
+    from dss.errors import NotFound
+
+    a, b = unique_key(), unique_key()
+    build(store, a, hzz_schema, part(hzz_tags, 0, 1000))
+    build(store, b, hzz_schema, hzz_tags)
+    writer = TagStore(f"parquet:///{tmp_path / 'tags'}")  # another process's store
+    try:
+        assert store.count(a) == 1000 and store.count(b) == 2421
+        if gone == "dropped":
+            writer.drop(a)
+        else:
+            build(writer, a, hzz_schema, part(hzz_tags, 0, 500))
+        assert writer.parquet.sweep(grace=0) == 1
+    finally:
+        writer.dispose()
+    assert store.count(b) == 2421
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(store.count, b).result() == 2421
+        if gone == "dropped":
+            with pytest.raises(NotFound):
+                pool.submit(store.count, a).result()
+        else:
+            assert pool.submit(store.count, a).result() == 500
+    assert store.count(b, parse("n_muon >= 1")) > 0
 
 
 def test_an_aborted_or_dead_build_leaves_nothing_published(store, hzz_schema, hzz_tags):
