@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, OuterRef, Q, Subquery, Sum
 from django.http import HttpResponse, QueryDict
+from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
@@ -16,7 +20,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from dss.errors import DSSError
 from dss.forms import add_domain_error
-from dss.generations import Cached
+from dss.generations import ACCOUNTS, Cached
 from dss.jobs import FINAL_STATES, JobState
 
 from . import actions, catalogs
@@ -47,10 +51,16 @@ SORTS = {
 
 @htmx_fragment
 def dataset_list(request):
-    """The catalog a page (25 datasets) at a time, searched and sorted. The totals and the
-    table are cached under the catalog's generation (dss.generations): computed once per
-    change of the catalog, not once per request. What they show depends only on the
-    search, the order and the page number, so the links in them carry those alone."""
+    """The catalog a page (25 datasets) at a time, searched and sorted.
+
+    The totals and the table are cached under the catalog's generation (dss.generations):
+    computed once per change of the catalog, not once per request. What they show depends
+    only on the search, the order and the page number, so the links in them carry those
+    alone. The whole page is also cached for its user, under the catalog's and the
+    accounts' generations (what the header shows of the user: name, roles, permissions)
+    and the browser's CSRF secret (the page's forms carry a token of it); never when a
+    message waits to be shown, or when the browser has no CSRF cookie yet (the answer
+    must set one)."""
     q = request.GET.get("q", "")
     sort = request.GET.get("sort", "name")
     key = sort.lstrip("-")
@@ -58,7 +68,7 @@ def dataset_list(request):
         sort, key = "name", "name"
     order = ("-" if sort.startswith("-") else "") + SORTS[key]
     search = q.strip()
-    cached = Cached(CATALOG)
+    cached = Cached(CATALOG, ACCOUNTS)
     totals = cached(
         ("dataset-totals", search),
         lambda: actions.dataset_list_totals(actions.search_datasets(search)),
@@ -73,10 +83,21 @@ def dataset_list(request):
         ctx = {"page": paginator.page(number), "q": q, "totals": totals, "params": params}
         return render_to_string("dmu/_dataset_table.html", ctx)
 
-    html = mark_safe(cached(("dataset-table", q, sort, number), table))
+    def whole() -> str:
+        html = mark_safe(cached(("dataset-table", q, sort, number), table))
+        ctx = {"table": html, "q": q, "sort": sort}
+        return render_to_string("dmu/dataset_list.html", ctx, request=request)
+
     if request.htmx:
-        return HttpResponse(html)
-    return render(request, "dmu/dataset_list.html", {"table": html, "q": q, "sort": sort})
+        return HttpResponse(cached(("dataset-table", q, sort, number), table))
+    secret = request.META.get("CSRF_COOKIE", "")
+    if secret != request.COOKIES.get(settings.CSRF_COOKIE_NAME) or len(
+        messages.get_messages(request)
+    ):
+        return HttpResponse(whole())
+    get_token(request)  # the cookie is sent again, renewing its expiry, as a page drawn does
+    csrf = hashlib.sha256(secret.encode()).hexdigest()
+    return HttpResponse(cached(("dataset-page", request.user.pk, csrf, q, sort, number), whole))
 
 
 def dataset_detail(request, name: str):

@@ -14,6 +14,26 @@ class DssConfig(AppConfig):
 
         post_migrate.connect(ensure_roles, dispatch_uid="dss.ensure_roles")
         post_migrate.connect(replace_generations, dispatch_uid="dss.replace_generations")
+        connect_accounts_generation()
+
+
+def connect_accounts_generation() -> None:
+    """Replace the ``accounts`` generation whenever a user, a group, a permission or who
+    holds which of them changes (pages cached per user are kept under it)."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group, Permission
+    from django.db.models.signals import m2m_changed, post_delete, post_save
+
+    from .generations import bump_on_save
+
+    user = get_user_model()
+    for model in (user, Group, Permission):
+        label = model._meta.label_lower
+        post_save.connect(bump_on_save, sender=model, dispatch_uid=f"dss.accounts.save.{label}")
+        post_delete.connect(bump_on_save, sender=model, dispatch_uid=f"dss.accounts.del.{label}")
+    for through in (user.groups.through, user.user_permissions.through, Group.permissions.through):
+        label = through._meta.label_lower
+        m2m_changed.connect(bump_on_save, sender=through, dispatch_uid=f"dss.accounts.m2m.{label}")
 
 
 def replace_generations(sender, using="default", **kwargs) -> None:

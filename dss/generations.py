@@ -27,6 +27,8 @@ from django.db import IntegrityError, transaction
 from .models import Generation
 
 log = logging.getLogger(__name__)
+# What pages show of their user: name, roles and permissions (users, groups, permissions).
+ACCOUNTS = "accounts"
 T = TypeVar("T")
 
 
@@ -71,6 +73,15 @@ def bump(name: str) -> None:
     transaction.on_commit(_Replace(name), robust=True)
 
 
+def bump_on_save(sender, instance=None, update_fields=None, **kwargs) -> None:
+    """A ``post_save``/``post_delete``/``m2m_changed`` receiver that replaces the
+    ``accounts`` generation: what pages show of a user (name, roles, permissions)."""
+    if update_fields is not None and set(update_fields) <= {"last_login"}:
+        return  # a login changes nothing a page shows
+    if kwargs.get("action", "post_").startswith("post_"):
+        bump(ACCOUNTS)
+
+
 def current(name: str) -> str | None:
     """``name``'s token, or None when this connection's open transaction changed its data
     (then nothing may be cached for it)."""
@@ -81,20 +92,25 @@ def current(name: str) -> str | None:
 
 
 class Cached:
-    """Answers cached under the generation ``name``: ``Cached(name)(key, compute)`` is
-    ``compute()``, cached under ``name``'s token and ``key`` (a tuple of the request's
-    normalised parameters). The token is read once, before the first answer's data, so
-    one object serves the answers of one request."""
+    """Answers cached under the generations ``names``: ``Cached(*names)(key, compute)`` is
+    ``compute()``, cached under the names' tokens and ``key`` (a tuple of the request's
+    normalised parameters). The tokens are read once, in one query, before the first
+    answer's data, so one object serves the answers of one request."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, *names: str) -> None:
+        self.name = "+".join(names)
+        self.names = names
         self._token: str | None = None
         self._read = False
 
     def token(self) -> str | None:
         if not self._read:
-            self._token = current(self.name) if settings.DSS_PAGE_CACHE_SECONDS > 0 else None
             self._read = True
+            if settings.DSS_PAGE_CACHE_SECONDS > 0 and not any(map(_pending, self.names)):
+                found = dict(
+                    Generation.objects.filter(name__in=self.names).values_list("name", "token")
+                )
+                self._token = "-".join(found.get(n) or replace(n) for n in self.names)
         return self._token
 
     def __call__(self, key: Hashable, compute: Callable[[], T]) -> T:

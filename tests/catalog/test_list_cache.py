@@ -236,3 +236,95 @@ def test_a_migration_replaces_every_generation(db):
     before = generations.current(CATALOG)
     emit_post_migrate_signal(verbosity=0, interactive=False, db="default")
     assert token() not in (None, before)
+
+
+def page_queries(client, path: str = "/datasets/") -> tuple[int, str]:
+    """(every query of one request but the session's and the user's, its body)."""
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(path)
+    assert response.status_code == 200
+    skip = ('"django_session"', '"auth_user"."password"')
+    n = sum(not any(s in q["sql"] for s in skip) for q in captured)
+    return n, response.content.decode()
+
+
+@pytest.fixture
+def browser_with_cookie(physicist):
+    """A browser as it is after its first page: it holds its CSRF cookie."""
+    c = Client(enforce_csrf_checks=True)
+    c.force_login(physicist)
+    c.get("/datasets/")
+    assert c.cookies.get("csrftoken")
+    return c
+
+
+def test_a_browser_with_its_csrf_cookie_gets_the_whole_page_from_the_cache(
+    browser_with_cookie, physicist
+):
+    add("mc.w.cached")
+    first, html = page_queries(browser_with_cookie)
+    again, same = page_queries(browser_with_cookie)
+    assert first > again == 1  # the generations' one query: no catalog, no roles, no perms
+    assert same == html and "mc.w.cached" in same and physicist.username in same
+    # The token in the cached page is good: logging out with it works.
+    token = same.split('name="csrfmiddlewaretoken" value="', 1)[1].split('"', 1)[0]
+    response = browser_with_cookie.post("/logout/", {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+
+
+def test_users_do_not_get_each_others_pages_and_a_new_role_is_shown_at_once(
+    browser_with_cookie, physicist, siteadmin
+):
+    add("mc.u.cached")
+    html = browser_with_cookie.get("/datasets/").content.decode()
+    assert "Register a dataset" not in html and '<span class="role">physicist' in html
+    other = Client()
+    other.force_login(siteadmin)
+    other.get("/datasets/")
+    theirs = other.get("/datasets/").content.decode()
+    assert "Register a dataset" in theirs and physicist.username not in theirs
+    from django.contrib.auth.models import Group
+
+    physicist.groups.add(Group.objects.get(name="admin"))
+    html = browser_with_cookie.get("/datasets/").content.decode()
+    assert "Register a dataset" in html and '<span class="role">admin' in html
+
+
+def test_a_page_with_a_message_to_show_is_drawn_and_the_message_shown_once(
+    browser_with_cookie,
+):
+    from django.contrib.messages import constants
+    from django.contrib.messages.storage.base import Message
+    from django.contrib.messages.storage.cookie import CookieStorage
+    from django.http import HttpRequest
+
+    add("mc.m.cached")
+    browser_with_cookie.get("/datasets/")  # cached
+    # a message left by the page before, as a redirect to the list leaves it
+    message = Message(constants.SUCCESS, "registered mc.m.cached")
+    browser_with_cookie.cookies["messages"] = CookieStorage(HttpRequest())._encode([message])
+    html = browser_with_cookie.get("/datasets/").content.decode()
+    assert "registered mc.m.cached" in html
+    assert "registered mc.m.cached" not in browser_with_cookie.get("/datasets/").content.decode()
+
+
+def test_a_browser_without_a_csrf_cookie_gets_a_page_drawn_for_it_and_the_cookie(physicist):
+    add("mc.c.cached")
+    c = Client()
+    c.force_login(physicist)
+    response = c.get("/datasets/")
+    assert "csrftoken" in response.cookies
+    c.cookies.pop("csrftoken")
+    response = c.get("/datasets/")
+    assert "csrftoken" in response.cookies  # drawn for it again, with a cookie to keep
+
+
+def test_a_login_does_not_empty_the_cache(browser_with_cookie, physicist):
+    from django.contrib.auth.models import update_last_login
+
+    before = generations.Cached(CATALOG, generations.ACCOUNTS).token()
+    update_last_login(None, physicist)
+    assert generations.Cached(CATALOG, generations.ACCOUNTS).token() == before
+    physicist.first_name = "Ada"
+    physicist.save()
+    assert generations.Cached(CATALOG, generations.ACCOUNTS).token() != before
