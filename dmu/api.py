@@ -141,15 +141,16 @@ class DatasetList(generics.ListAPIView):
     def list(self, request, *args, **kwargs):
         # cached under the catalog's generation, as the dataset list page is
         q = request.query_params.get("q", "").strip()
-        queryset = self.get_queryset()
+
+        def count() -> int:
+            return self.get_queryset().count()
 
         def rows(offset: int, limit: int) -> list[dict]:
-            page = queryset[offset : offset + limit]
+            page = self.get_queryset()[offset : offset + limit]
             return [dict(row) for row in self.get_serializer(page, many=True).data]
 
-        return self.paginator.cached_page(
-            request, CATALOG, ("api-datasets", q), queryset.count, rows
-        )
+        # the queryset is built only when the cache does not hold the answer
+        return self.paginator.cached_page(request, CATALOG, ("api-datasets", q), count, rows)
 
 
 class DatasetDetail(generics.RetrieveAPIView):

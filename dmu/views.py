@@ -73,11 +73,13 @@ def dataset_list(request):
         ("dataset-totals", search),
         lambda: actions.dataset_list_totals(actions.search_datasets(search)),
     )
-    paginator = Paginator(actions.search_datasets(search).order_by(order, "name"), 25)
-    paginator.count = totals["datasets"]  # counted once, with the totals
-    number = paginator.get_page(request.GET.get("page")).number
+    # the page number made valid against the count alone (no query is built for a page
+    # that comes from the cache)
+    number = Paginator(range(totals["datasets"]), 25).get_page(request.GET.get("page")).number
 
     def table() -> str:
+        paginator = Paginator(actions.search_datasets(search).order_by(order, "name"), 25)
+        paginator.count = totals["datasets"]  # counted once, with the totals
         params = QueryDict(mutable=True)
         params.update({"q": q, "sort": sort} if q else {"sort": sort})
         ctx = {"page": paginator.page(number), "q": q, "totals": totals, "params": params}
