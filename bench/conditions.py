@@ -53,6 +53,7 @@ from pages import (  # noqa: E402
     drop_database,
     free_port,
     portal_environment,
+    start_gunicorn,
     wait_for,
 )
 
@@ -292,17 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         port = free_port()
-        server = subprocess.Popen(
-            [
-                str(ROOT / ".venv" / "bin" / "gunicorn"),
-                "dss.wsgi",
-                f"--bind={HOST}:{port}",
-                f"--workers={args.workers}",
-                "--log-level=warning",
-            ],
-            cwd=ROOT,
-            env=os.environ.copy(),
-        )
+        server = start_gunicorn(port, args.workers, os.environ.copy())
         wait_for(port, server, "/api/cdb_rest/gtstatus")
         rng = random.Random(1)
 

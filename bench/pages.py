@@ -165,6 +165,21 @@ def load(n_datasets: int, n_files: int) -> tuple[str, str]:
     return session.session_key, token
 
 
+def start_gunicorn(port: int, workers: int, env: dict[str, str]) -> subprocess.Popen:
+    """The portal under gunicorn on loopback ``port``, in the checkout, with ``env``."""
+    return subprocess.Popen(
+        [
+            str(ROOT / ".venv" / "bin" / "gunicorn"),
+            "dss.wsgi",
+            f"--bind={HOST}:{port}",
+            f"--workers={workers}",
+            "--log-level=warning",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
+
+
 def wait_for(
     port: int, server: subprocess.Popen, path: str = "/login/", timeout: float = 60
 ) -> None:
@@ -416,16 +431,10 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, dict] = {path: {} for path in pages}
         for mode in MODES:
             port = free_port()
-            server = subprocess.Popen(
-                [
-                    str(ROOT / ".venv" / "bin" / "gunicorn"),
-                    "dss.wsgi",
-                    f"--bind={HOST}:{port}",
-                    f"--workers={args.workers}",
-                    "--log-level=warning",
-                ],
-                cwd=ROOT,
-                env={**os.environ, "DSS_PAGE_CACHE_SECONDS": "0" if mode == "uncached" else "60"},
+            server = start_gunicorn(
+                port,
+                args.workers,
+                {**os.environ, "DSS_PAGE_CACHE_SECONDS": "0" if mode == "uncached" else "60"},
             )
             wait_for(port, server)
             # a browser holds the CSRF cookie its first page set (and sends it back)
