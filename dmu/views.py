@@ -85,13 +85,15 @@ def dataset_list(request):
         ctx = {"page": paginator.page(number), "q": q, "totals": totals, "params": params}
         return render_to_string("dmu/_dataset_table.html", ctx)
 
+    def fragment() -> str:
+        return cached(("dataset-table", q, sort, number), table)
+
     def whole() -> str:
-        html = mark_safe(cached(("dataset-table", q, sort, number), table))
-        ctx = {"table": html, "q": q, "sort": sort}
+        ctx = {"table": mark_safe(fragment()), "q": q, "sort": sort}
         return render_to_string("dmu/dataset_list.html", ctx, request=request)
 
     if request.htmx:
-        return HttpResponse(cached(("dataset-table", q, sort, number), table))
+        return HttpResponse(fragment())
     secret = request.META.get("CSRF_COOKIE", "")
     if secret != request.COOKIES.get(settings.CSRF_COOKIE_NAME) or len(
         messages.get_messages(request)

@@ -24,16 +24,20 @@ def connect_accounts_generation() -> None:
     from django.contrib.auth.models import Group, Permission
     from django.db.models.signals import m2m_changed, post_delete, post_save
 
-    from .generations import bump_on_save
+    from .generations import accounts_changed
 
     user = get_user_model()
     for model in (user, Group, Permission):
         label = model._meta.label_lower
-        post_save.connect(bump_on_save, sender=model, dispatch_uid=f"dss.accounts.save.{label}")
-        post_delete.connect(bump_on_save, sender=model, dispatch_uid=f"dss.accounts.del.{label}")
+        post_save.connect(accounts_changed, sender=model, dispatch_uid=f"dss.accounts.save.{label}")
+        post_delete.connect(
+            accounts_changed, sender=model, dispatch_uid=f"dss.accounts.del.{label}"
+        )
     for through in (user.groups.through, user.user_permissions.through, Group.permissions.through):
         label = through._meta.label_lower
-        m2m_changed.connect(bump_on_save, sender=through, dispatch_uid=f"dss.accounts.m2m.{label}")
+        m2m_changed.connect(
+            accounts_changed, sender=through, dispatch_uid=f"dss.accounts.m2m.{label}"
+        )
 
 
 def replace_generations(sender, using="default", **kwargs) -> None:

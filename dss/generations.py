@@ -85,7 +85,7 @@ def bump(name: str) -> None:
     transaction.on_commit(_Replace(name), robust=True)
 
 
-def bump_on_save(sender, instance=None, update_fields=None, **kwargs) -> None:
+def accounts_changed(sender, instance=None, update_fields=None, **kwargs) -> None:
     """A ``post_save``/``post_delete``/``m2m_changed`` receiver that replaces the
     ``accounts`` generation: what pages show of a user (name, roles, permissions)."""
     if update_fields is not None and set(update_fields) <= {"last_login"}:
@@ -99,8 +99,7 @@ def current(name: str) -> str | None:
     (then nothing may be cached for it)."""
     if _pending(name):
         return None
-    token = Generation.objects.filter(name=name).values_list("token", flat=True).first()
-    return token if token is not None else replace(name)
+    return _tokens((name,)).get(name) or replace(name)
 
 
 class Cached:

@@ -24,6 +24,7 @@ class Pagination(LimitOffsetPagination):
         ``name`` (dss.generations) and ``key`` with the normalised limit and offset:
         ``count()`` counts the items, ``rows(offset, limit)`` gives one page's serialised
         rows. The links to the next and previous pages are made for each request."""
+        # imported here: DRF imports this module while settings load, before models can be
         from dss.generations import Cached
 
         cached = Cached(name)
