@@ -328,3 +328,25 @@ def test_a_login_does_not_empty_the_cache(browser_with_cookie, physicist):
     physicist.first_name = "Ada"
     physicist.save()
     assert generations.Cached(CATALOG, generations.ACCOUNTS).token() != before
+
+
+def test_a_change_whose_process_died_before_telling_the_cache_is_seen_after_the_ttl(
+    browser, settings
+):
+    """The commit landed but the token was never replaced (the process was killed between
+    the two; here, a change in SQL that no model sees): the entry expires after
+    DSS_PAGE_CACHE_SECONDS and the next request shows the change."""
+    import time
+
+    settings.DSS_PAGE_CACHE_SECONDS = 1
+    add("mc.k.cached")
+    assert "mc.k.cached" in browser.get("/datasets/").content.decode()
+    with connection.cursor() as cursor:
+        table = connection.ops.quote_name(Dataset._meta.db_table)
+        cursor.execute(
+            f"UPDATE {table} SET name = %s WHERE name = %s", ["mc.k2.cached", "mc.k.cached"]
+        )
+    assert "mc.k.cached" in browser.get("/datasets/").content.decode()  # still the cached page
+    time.sleep(1.5)
+    html = browser.get("/datasets/").content.decode()
+    assert "mc.k2.cached" in html and "mc.k.cached" not in html
